@@ -1,0 +1,34 @@
+# wssis-d2: set-up, tests and demo. Everything installs into ./.venv on first use (about 80 s on a fresh
+# machine, a few seconds when .venv is complete). A user who already has detectron2 can skip all of this
+# and run `pip install -e .` in their own environment.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.wssis-installed
+export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::DeprecationWarning
+
+.PHONY: install test demo benchmark clean-venv
+
+install: $(STAMP)
+
+# The stamp depends on every file that decides what is installed: editing one re-runs the install.
+$(STAMP): requirements.txt requirements-dev.txt setup.py scripts/install_detectron2.sh scripts/d2_placeholder_C/vision.cpp
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first: the detectron2 sdist's setup.py imports it.
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	PYTHON=$(PY) scripts/install_detectron2.sh
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --use-pep517 -e .
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q tests
+
+demo: install
+	$(PY) tools/demo.py --output-dir output/demo
+
+benchmark: install
+	$(PY) tools/benchmark.py --json output/benchmark/model_speed.json
+
+clean-venv:
+	rm -rf $(VENV)

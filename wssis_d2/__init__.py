@@ -1,0 +1,1 @@
+"""wssis-d2: PointWSSIS on detectron2."""
