@@ -1,0 +1,63 @@
+"""Every config key wssis-d2 adds to detectron2's, with its default.
+
+``add_wssis_config(cfg)`` only adds keys (it never changes detectron2's own defaults) and holds no logic.
+Paper symbols refer to SOLOv2 (Wang et al. 2020) and PointWSSIS (Kim et al., CVPR 2023).
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_wssis_config(cfg):
+    """Add the SOLOv2, point-guided pseudo-label, MaskRefineNet and data keys to ``cfg`` in place."""
+    # ---------------------------------------------------------------- SOLOv2 (MODEL.SOLOV2)
+    cfg.MODEL.SOLOV2 = CN()
+    # Backbone features fed to the instance branch, finest first (P2..P6 in the paper).
+    cfg.MODEL.SOLOV2.INSTANCE_IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    # Stride of each instance level after P2 is halved and P6 resized to P5 (used for the area filter).
+    cfg.MODEL.SOLOV2.FPN_INSTANCE_STRIDES = [8, 8, 16, 32, 32]
+    # (min, max) of sqrt(box w * box h) in input pixels that each level is responsible for.
+    cfg.MODEL.SOLOV2.FPN_SCALE_RANGES = [[1, 96], [48, 192], [96, 384], [192, 768], [384, 2048]]
+    # S: grid size of each level (S x S cells).
+    cfg.MODEL.SOLOV2.NUM_GRIDS = [40, 36, 24, 16, 12]
+    # sigma: center region = mask center of mass +- sigma * box size / 2 (at most 3 x 3 cells).
+    cfg.MODEL.SOLOV2.SIGMA = 0.2
+    # Channels of the FPN features entering the instance branch.
+    cfg.MODEL.SOLOV2.INSTANCE_IN_CHANNELS = 256
+    # Channels of the conv tower in the category and kernel branches.
+    cfg.MODEL.SOLOV2.INSTANCE_CHANNELS = 512
+    # Number of conv layers in each of the category and kernel towers.
+    cfg.MODEL.SOLOV2.NUM_INSTANCE_CONVS = 4
+    # C: number of foreground classes.
+    cfg.MODEL.SOLOV2.NUM_CLASSES = 80
+    # E: mask-feature channels = length of each cell's dynamic 1x1 kernel.
+    cfg.MODEL.SOLOV2.NUM_KERNELS = 256
+    # Backbone features fused by the mask-feature branch (finest first, P2 at stride 4).
+    cfg.MODEL.SOLOV2.MASK_IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    # Channels of the FPN features entering the mask-feature branch.
+    cfg.MODEL.SOLOV2.MASK_IN_CHANNELS = 256
+    # Hidden channels of the mask-feature branch.
+    cfg.MODEL.SOLOV2.MASK_CHANNELS = 128
+    # Normalization in both heads: "GN" (32 groups) or "" for none.
+    cfg.MODEL.SOLOV2.NORM = "GN"
+    # Initial foreground probability of the category classifier (bias init).
+    cfg.MODEL.SOLOV2.PRIOR_PROB = 0.01
+    # Focal loss alpha / gamma / weight of the category branch.
+    cfg.MODEL.SOLOV2.LOSS = CN()
+    cfg.MODEL.SOLOV2.LOSS.FOCAL_ALPHA = 0.25
+    cfg.MODEL.SOLOV2.LOSS.FOCAL_GAMMA = 2.0
+    cfg.MODEL.SOLOV2.LOSS.FOCAL_WEIGHT = 1.0
+    # Weight of the Dice mask loss (computed on positive cells only).
+    cfg.MODEL.SOLOV2.LOSS.DICE_WEIGHT = 3.0
+    # Inference: keep (cell, class) pairs whose class probability exceeds this.
+    cfg.MODEL.SOLOV2.SCORE_THR = 0.1
+    # Inference: mask probability threshold (at 1/4 resolution and at full resolution).
+    cfg.MODEL.SOLOV2.MASK_THR = 0.5
+    # Inference: at most this many candidates enter Matrix NMS.
+    cfg.MODEL.SOLOV2.NMS_PRE = 500
+    # Inference: drop candidates whose score after Matrix NMS decay is below this.
+    cfg.MODEL.SOLOV2.UPDATE_THR = 0.05
+    # Matrix NMS decay kernel: "gaussian" or "linear".
+    cfg.MODEL.SOLOV2.NMS_KERNEL = "gaussian"
+    # Matrix NMS Gaussian sigma.
+    cfg.MODEL.SOLOV2.NMS_SIGMA = 2.0
+    # Inference: detections kept per image.
+    cfg.MODEL.SOLOV2.MAX_PER_IMG = 100

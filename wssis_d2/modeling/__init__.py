@@ -1,0 +1,1 @@
+"""SOLOv2 and PointWSSIS modeling."""
