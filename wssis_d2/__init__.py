@@ -1,1 +1,6 @@
-"""wssis-d2: PointWSSIS on detectron2."""
+"""wssis-d2: PointWSSIS (CVPR 2023) weakly semi-supervised instance segmentation on detectron2.
+
+Importing the package registers its meta-architectures in detectron2's ``META_ARCH_REGISTRY``.
+"""
+from .config import add_wssis_config
+from . import modeling  # noqa: F401  (registers WSSISSOLOv2)

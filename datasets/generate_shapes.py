@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Generate the embedded synthetic dataset "wssis_shapes" (see wssis_d2/data/synthetic.py).
+
+Writes ``<output-dir>/train.json``, ``<output-dir>/val.json`` (COCO instances, RLE masks) and the
+JPEG images under ``<output-dir>/images/``. The default output dir is the one
+``register_wssis_shapes()`` reads: ``$DETECTRON2_DATASETS/wssis_shapes`` (``DETECTRON2_DATASETS``
+defaults to ``datasets``).
+
+    python datasets/generate_shapes.py --num-train 1000 --num-val 200 --size 320 --seed 0
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from wssis_d2.data.synthetic import generate_shapes_dataset  # noqa: E402
+
+
+def default_output_dir():
+    return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "wssis_shapes")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output-dir", default=default_output_dir(), help="dataset root to write")
+    p.add_argument("--num-train", type=int, default=1000, help="number of training images")
+    p.add_argument("--num-val", type=int, default=200, help="number of validation images")
+    p.add_argument("--size", type=int, nargs="+", default=[320],
+                   help="image side in pixels, or HEIGHT WIDTH")
+    p.add_argument("--seed", type=int, default=0, help="generator seed")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if len(args.size) not in (1, 2):
+        raise SystemExit("--size takes one value (square) or two (HEIGHT WIDTH)")
+    size = args.size[0] if len(args.size) == 1 else tuple(args.size)
+    for split, num in (("train", args.num_train), ("val", args.num_val)):
+        start = time.perf_counter()
+        path = generate_shapes_dataset(args.output_dir, num, image_size=size, seed=args.seed, split=split)
+        print(f"wrote {path} ({num} images) in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

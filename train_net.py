@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Train or evaluate wssis-d2 models (SOLOv2 teacher/student) with detectron2's trainer.
+
+Examples:
+    python train_net.py --config-file configs/CPU/SOLOv2_tiny.yaml
+    python train_net.py --config-file configs/CPU/SOLOv2_tiny.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
+    python train_net.py --config-file configs/COCO/SOLOv2_R50_3x.yaml --num-gpus 8
+"""
+import os
+
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+
+from wssis_d2 import add_wssis_config
+from wssis_d2.evaluation import build_coco_evaluator
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with COCO mask evaluation and a bitmask-aware train loader."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+        evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", "coco")
+        if evaluator_type != "coco":
+            raise NotImplementedError(f"No evaluator for dataset {dataset_name!r} of type {evaluator_type!r}")
+        return build_coco_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=DatasetMapper(cfg, is_train=True))
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_wssis_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -1,0 +1,44 @@
+"""Small json helpers: load with a clear error, write atomically."""
+import json
+import os
+import tempfile
+
+__all__ = ["load_json", "write_json_atomic"]
+
+
+def load_json(path, hint=None):
+    """Load a json file; a missing file raises FileNotFoundError naming it and, if given, ``hint``
+    (e.g. the command that generates it)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        msg = f"{path} does not exist."
+        if hint:
+            msg += f" {hint}"
+        raise FileNotFoundError(msg)
+    with open(path, "r") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid json: {e}") from e
+
+
+def write_json_atomic(obj, path):
+    """Write ``obj`` as json to ``path`` atomically.
+
+    The json goes to a temporary file in the same directory first and is then moved over ``path``
+    with ``os.replace``, so a reader never sees a half-written file and an interrupted run leaves
+    the previous file (if any) intact. Parent directories are created.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path

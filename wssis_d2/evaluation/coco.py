@@ -1,0 +1,22 @@
+"""COCOEvaluator construction with feature detection of detectron2's compiled fast COCOeval."""
+from detectron2.evaluation import COCOEvaluator
+
+
+def has_fast_coco_eval() -> bool:
+    """Whether detectron2's compiled ops include the fast COCOeval (absent from placeholder builds)."""
+    try:
+        from detectron2 import _C
+    except ImportError:
+        return False
+    return hasattr(_C, "COCOevalEvaluateImages") and hasattr(_C, "COCOevalAccumulate")
+
+
+def build_coco_evaluator(cfg, dataset_name: str, output_folder: str) -> COCOEvaluator:
+    """Segm (and bbox) ``COCOEvaluator``, using the fast implementation only when it is compiled."""
+    return COCOEvaluator(
+        dataset_name,
+        tasks=("segm", "bbox"),
+        distributed=True,
+        output_dir=output_folder,
+        use_fast_impl=has_fast_coco_eval(),
+    )

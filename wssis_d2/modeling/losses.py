@@ -1,0 +1,42 @@
+"""SOLOv2 losses (pure functions)."""
+import torch
+from fvcore.nn import sigmoid_focal_loss
+
+
+def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Per-mask Dice loss, ``1 - 2 * sum(p * t) / (sum(p^2) + sum(t^2))`` as in SOLO.
+
+    Args:
+        pred: (P, ...) probabilities in [0, 1].
+        target: (P, ...) targets in [0, 1], same shape.
+        eps: added to both sums of squares (keeps empty pairs finite).
+
+    Returns:
+        (P,) loss of each mask.
+    """
+    p = pred.flatten(1)
+    t = target.flatten(1).to(p.dtype)
+    inter = (p * t).sum(dim=1)
+    denom = (p * p).sum(dim=1) + (t * t).sum(dim=1) + eps
+    return 1.0 - 2.0 * inter / denom
+
+
+def category_focal_loss(
+    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, alpha: float, gamma: float
+) -> torch.Tensor:
+    """Sigmoid focal loss of the category branch, normalised by the number of positive cells + 1.
+
+    Args:
+        logits: (K, C) logits of K grid cells (all levels and images stacked).
+        labels: (K,) long, class index per cell; ``num_classes`` is background.
+        num_classes: C.
+        alpha, gamma: focal loss parameters.
+
+    Returns:
+        Scalar loss.
+    """
+    pos = labels < num_classes
+    one_hot = torch.zeros_like(logits)
+    one_hot[pos.nonzero(as_tuple=True)[0], labels[pos]] = 1.0
+    loss = sigmoid_focal_loss(logits, one_hot, alpha=alpha, gamma=gamma, reduction="sum")
+    return loss / (pos.sum() + 1).to(loss.dtype)

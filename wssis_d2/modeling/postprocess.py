@@ -1,0 +1,195 @@
+"""SOLOv2 inference post-processing (pure functions, no ``nn.Module``).
+
+Shape shorthand: K candidate (cell, class) pairs of one image, E kernel length, (Hf, Wf) the
+mask-feature resolution (1/4 of the padded input), (H, W) the padded input, (h, w) the unpadded input
+image, (oh, ow) the requested output size.
+"""
+from typing import NamedTuple, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from detectron2.structures import BitMasks, Instances
+
+
+def dynamic_masks(kernels: torch.Tensor, mask_feats: torch.Tensor) -> torch.Tensor:
+    """Apply dynamic 1x1 kernels to the mask features.
+
+    Args:
+        kernels: (K, E) one kernel per candidate.
+        mask_feats: (E, Hf, Wf) mask features of one image.
+
+    Returns:
+        (K, Hf, Wf) mask logits.
+    """
+    e, hf, wf = mask_feats.shape
+    return (kernels @ mask_feats.reshape(e, hf * wf)).reshape(-1, hf, wf)
+
+
+def matrix_nms(
+    masks: torch.Tensor,
+    labels: torch.Tensor,
+    scores: torch.Tensor,
+    kernel: str = "gaussian",
+    sigma: float = 2.0,
+) -> torch.Tensor:
+    """Matrix NMS (SOLOv2): decay every score by its overlap with higher-scored same-class masks.
+
+    For masks sorted by decreasing score, with IoU_ij (i < j, same class; 0 otherwise) and
+    comp_i = max_{k < i} IoU_ki (how much i itself is suppressed), the decayed score of j is
+    ``s_j * min_{i < j} f(IoU_ij) / f(comp_i)`` with f(x) = exp(-sigma x^2) (gaussian) or 1 - x
+    (linear); j = 0 keeps its score.
+
+    Args:
+        masks: (K, Hf, Wf) bool masks, sorted by decreasing ``scores``.
+        labels: (K,) class of each mask.
+        scores: (K,) scores, decreasing.
+        kernel: "gaussian" or "linear".
+        sigma: Gaussian kernel width.
+
+    Returns:
+        (K,) decayed scores (same order).
+    """
+    k = masks.shape[0]
+    if k == 0:
+        return scores
+    flat = masks.reshape(k, -1).float()
+    inter = flat @ flat.t()
+    areas = flat.sum(dim=1)
+    union = areas[:, None] + areas[None, :] - inter
+    iou = (inter / union.clamp(min=1e-6)).triu(diagonal=1)  # iou[i, j] for i < j
+    same_class = (labels[:, None] == labels[None, :]).triu(diagonal=1)
+    decay_iou = iou * same_class
+    comp_iou = decay_iou.max(dim=0).values  # (K,): comp_i, max IoU of i with a higher-scored mask
+    if kernel == "gaussian":
+        decay = torch.exp(-sigma * decay_iou**2) / torch.exp(-sigma * comp_iou[:, None] ** 2)
+    elif kernel == "linear":
+        decay = (1 - decay_iou) / (1 - comp_iou[:, None]).clamp(min=1e-6)
+    else:
+        raise ValueError(f"Unknown Matrix NMS kernel {kernel!r}; expected 'gaussian' or 'linear'")
+    # Entries with i >= j have decay_iou = 0, so their ratio 1 / f(comp_i) is >= 1, while the i = 0
+    # entry f(IoU_0j) / f(0) is <= 1: the plain column-wise min equals the min over i < j.
+    return scores * decay.min(dim=0).values
+
+
+class Candidates(NamedTuple):
+    """Scored mask candidates of one image at mask-feature resolution.
+
+    Attributes:
+        mask_probs: (K, Hf, Wf) soft masks.
+        scores: (K,) class probability x maskness.
+        classes: (K,) long class index.
+    """
+
+    mask_probs: torch.Tensor
+    scores: torch.Tensor
+    classes: torch.Tensor
+
+
+def mask_scores(
+    mask_probs: torch.Tensor, cate_scores: torch.Tensor, strides: torch.Tensor, mask_thr: float
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Maskness-weighted scores and which candidates have a large enough mask.
+
+    Args:
+        mask_probs: (K, Hf, Wf) soft masks.
+        cate_scores: (K,) class probabilities.
+        strides: (K,) stride of each candidate's level (mask area must exceed it).
+        mask_thr: binarisation threshold.
+
+    Returns:
+        scores (K,) = class probability x maskness (mean probability over the pixels above
+        ``mask_thr``; 0 for an empty mask), and keep (K,) bool (mask area > stride).
+    """
+    binary = mask_probs > mask_thr
+    area = binary.flatten(1).sum(dim=1).float()
+    maskness = (mask_probs * binary).flatten(1).sum(dim=1) / area.clamp(min=1)
+    return cate_scores * maskness, area > strides.to(area.dtype)
+
+
+def select_candidates(
+    cate_probs: torch.Tensor,
+    kernels: torch.Tensor,
+    strides: torch.Tensor,
+    mask_feats: torch.Tensor,
+    *,
+    score_thr: float,
+    mask_thr: float,
+    nms_pre: int,
+    nms_kernel: str,
+    nms_sigma: float,
+    update_thr: float,
+    max_per_img: int,
+) -> Candidates:
+    """Ordinary (point-free) SOLOv2 inference on one image, up to the final resize.
+
+    Args:
+        cate_probs: (A, C) sigmoid class probabilities of all A cells of all levels.
+        kernels: (A, E) kernels of those cells.
+        strides: (A,) stride of each cell's level.
+        mask_feats: (E, Hf, Wf).
+        score_thr: keep (cell, class) pairs above this probability.
+        mask_thr: mask binarisation threshold.
+        nms_pre: at most this many candidates (by class probability) get masks and enter NMS.
+        nms_kernel, nms_sigma: Matrix NMS settings.
+        update_thr: drop candidates whose decayed score is below this.
+        max_per_img: keep the top detections.
+
+    Returns:
+        ``Candidates`` sorted by decreasing score.
+    """
+    cell, cls = (cate_probs > score_thr).nonzero(as_tuple=True)
+    probs = cate_probs[cell, cls]
+    if probs.numel() > nms_pre:
+        probs, top = probs.topk(nms_pre)
+        cell, cls = cell[top], cls[top]
+    mask_probs = dynamic_masks(kernels[cell], mask_feats).sigmoid()
+    scores, keep = mask_scores(mask_probs, probs, strides[cell], mask_thr)
+    mask_probs, scores, cls = mask_probs[keep], scores[keep], cls[keep]
+    scores, order = scores.sort(descending=True)
+    mask_probs, cls = mask_probs[order], cls[order]
+    scores = matrix_nms(mask_probs > mask_thr, cls, scores, kernel=nms_kernel, sigma=nms_sigma)
+    keep = scores >= update_thr
+    mask_probs, scores, cls = mask_probs[keep], scores[keep], cls[keep]
+    scores, order = scores.sort(descending=True)
+    order = order[:max_per_img]
+    return Candidates(mask_probs[order], scores[:max_per_img], cls[order])
+
+
+def masks_to_output(
+    mask_probs: torch.Tensor,
+    image_hw: Tuple[int, int],
+    output_hw: Tuple[int, int],
+    mask_thr: float,
+) -> torch.Tensor:
+    """Upsample soft masks at 1/4 of the padded input to the output resolution.
+
+    Args:
+        mask_probs: (K, Hf, Wf) soft masks over the padded input (H, W) = (4 Hf, 4 Wf).
+        image_hw: (h, w) of the unpadded input image inside the padded one (top-left aligned).
+        output_hw: (oh, ow) of the original image the results are reported in.
+        mask_thr: threshold applied at output resolution.
+
+    Returns:
+        (K, oh, ow) bool masks.
+    """
+    k, hf, wf = mask_probs.shape
+    if k == 0:
+        return mask_probs.new_zeros((0,) + tuple(output_hw), dtype=torch.bool)
+    up = F.interpolate(mask_probs[:, None], size=(hf * 4, wf * 4), mode="bilinear", align_corners=False)
+    up = up[:, :, : image_hw[0], : image_hw[1]]
+    out = F.interpolate(up, size=tuple(output_hw), mode="bilinear", align_corners=False)[:, 0]
+    return out > mask_thr
+
+
+def candidates_to_instances(
+    cands: Candidates, image_hw: Tuple[int, int], output_hw: Tuple[int, int], mask_thr: float
+) -> Instances:
+    """detectron2 ``Instances`` (pred_masks, scores, pred_classes, pred_boxes) at output size."""
+    masks = masks_to_output(cands.mask_probs, image_hw, output_hw, mask_thr)
+    result = Instances(tuple(output_hw))
+    result.pred_masks = masks
+    result.scores = cands.scores
+    result.pred_classes = cands.classes
+    result.pred_boxes = BitMasks(masks).get_bounding_boxes().to(masks.device)
+    return result
