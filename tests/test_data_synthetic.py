@@ -1,0 +1,76 @@
+"""The embedded synthetic dataset: deterministic, valid COCO, sizes from small to large, a ring."""
+import filecmp
+import json
+import os
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from wssis_d2.data.synthetic import SHAPE_CATEGORIES, generate_shapes_dataset, render_shapes_image
+
+
+@pytest.fixture(scope="module")
+def shapes_json(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    return generate_shapes_dataset(str(root), 40, image_size=(160, 192), seed=3)
+
+
+def test_valid_coco_json(shapes_json):
+    coco = COCO(shapes_json)
+    ids = sorted(c["id"] for c in SHAPE_CATEGORIES)
+    assert sorted(coco.getCatIds()) == ids and ids != list(range(1, len(ids) + 1))
+    assert len(coco.getImgIds()) == 40
+    root = os.path.join(os.path.dirname(shapes_json), "images")
+    for img in coco.loadImgs(coco.getImgIds()):
+        assert (img["height"], img["width"]) == (160, 192)
+        assert os.path.isfile(os.path.join(root, img["file_name"]))
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        mask = coco.annToMask(ann)
+        assert mask.shape == (160, 192) and mask.sum() == ann["area"] > 0
+        assert ann["iscrowd"] == 0
+        ys, xs = np.nonzero(mask)
+        assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+
+
+def test_masks_disjoint_and_sizes_spread(shapes_json):
+    coco = COCO(shapes_json)
+    scales = []
+    for img_id in coco.getImgIds():
+        masks = [coco.annToMask(a) for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id))]
+        assert masks, "every image has at least one instance"
+        assert np.stack(masks).sum(0).max() <= 1, "visible masks of one image never overlap"
+        scales += [np.sqrt(a["bbox"][2] * a["bbox"][3]) for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id))]
+    scales = np.array(scales)
+    assert scales.min() < 16 and scales.max() > 0.6 * 160
+    assert len({a["category_id"] for a in coco.loadAnns(coco.getAnnIds())}) == len(SHAPE_CATEGORIES)
+
+
+def test_some_centroid_outside_mask(shapes_json):
+    coco = COCO(shapes_json)
+    outside = 0
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        mask = coco.annToMask(ann)
+        ys, xs = np.nonzero(mask)
+        outside += mask[int(ys.mean() + 0.5), int(xs.mean() + 0.5)] == 0
+    assert outside >= 1
+
+
+def test_deterministic(tmp_path, shapes_json):
+    again = generate_shapes_dataset(str(tmp_path), 5, image_size=(160, 192), seed=3)
+    first, second = json.load(open(shapes_json)), json.load(open(again))
+    assert second["images"] == first["images"][:5]
+    n = len(second["annotations"])
+    assert second["annotations"] == first["annotations"][:n]
+    src = os.path.join(os.path.dirname(shapes_json), "images")
+    assert filecmp.cmp(os.path.join(src, "train_000004.jpg"), tmp_path / "images" / "train_000004.jpg",
+                       shallow=False)
+    other = generate_shapes_dataset(str(tmp_path), 2, image_size=(160, 192), seed=4, split="val")
+    assert json.load(open(other))["annotations"] != first["annotations"][: len(json.load(open(other))["annotations"])]
+
+
+def test_render_image_shapes():
+    rng = np.random.default_rng(0)
+    image, instances = render_shapes_image(rng, 96, 96)
+    assert image.shape == (96, 96, 3) and image.dtype == np.uint8
+    assert all(inst["mask"].shape == (96, 96) and inst["mask"].any() for inst in instances)
