@@ -61,3 +61,46 @@ def add_wssis_config(cfg):
     cfg.MODEL.SOLOV2.NMS_SIGMA = 2.0
     # Inference: detections kept per image.
     cfg.MODEL.SOLOV2.MAX_PER_IMG = 100
+
+    # ---------------------------------------------------------------- MaskRefineNet (MODEL.MRN)
+    # Image channels are normalised with MODEL.PIXEL_MEAN / MODEL.PIXEL_STD (in INPUT.FORMAT order).
+    cfg.MODEL.MRN = CN()
+    # ResNet depth of the encoder: 18, 34, 50, 101 (paper) or 152.
+    cfg.MODEL.MRN.DEPTH = 101
+    # Stem width; stage widths scale with it (64 = standard ResNet, smaller for tiny CPU nets).
+    cfg.MODEL.MRN.WIDTH = 64
+    # Bottleneck stride in the 1x1 conv (True: MSRA/caffe2 weights) or the 3x3 conv (False: torchvision).
+    cfg.MODEL.MRN.STRIDE_IN_1X1 = True
+    # Normalization of encoder and decoder: "GN" (gcd(32, C) groups), "BN", "SyncBN" or "" (FrozenBN refused).
+    cfg.MODEL.MRN.NORM = "GN"
+    # Point heatmap: "classwise" (NUM_CLASSES + 1 channels: 0 = any class, c + 1 = class c) or "agnostic" (1).
+    cfg.MODEL.MRN.HEATMAP_MODE = "classwise"
+    # Standard deviation of the point Gaussian, in output-crop pixels (peak value 1).
+    cfg.MODEL.MRN.HEATMAP_SIGMA = 6.0
+    # S: side of the square crop fed to the network, in pixels (multiple of 32).
+    cfg.MODEL.MRN.CROP_SIZE = 256
+    # Crop box = coarse-mask tight box scaled by this about its center (inference).
+    cfg.MODEL.MRN.BOX_SCALE = 2.0
+    # (lo, hi): training scale drawn uniformly per instance in this range.
+    cfg.MODEL.MRN.TRAIN_BOX_SCALE_RANGE = (1.0, 2.0)
+    # Crop box keeps at least this many image pixels between the point and its edges (before clipping).
+    cfg.MODEL.MRN.POINT_MARGIN = 1.0
+    # Side in image pixels of the box used for an empty coarse mask (centered on the point, then scaled).
+    cfg.MODEL.MRN.EMPTY_BOX_SIZE = 32.0
+    # Output channels of the ASPP module on the last encoder stage.
+    cfg.MODEL.MRN.ASPP_CHANNELS = 256
+    # ASPP atrous rates (plus a 1x1 branch and global image pooling).
+    cfg.MODEL.MRN.ASPP_DILATIONS = [3, 6, 9]
+    # U-Net decoder widths after fusing the skips at strides 16, 8, 4, 2.
+    cfg.MODEL.MRN.DECODER_CHANNELS = [256, 128, 64, 32]
+    # Weight of the Dice loss on the refined mask (the paper's only loss).
+    cfg.MODEL.MRN.DICE_WEIGHT = 1.0
+    # Weight of an optional per-pixel BCE loss (0 disables it).
+    cfg.MODEL.MRN.BCE_WEIGHT = 0.0
+    # Probability threshold of the refined mask after pasting back to the image.
+    cfg.MODEL.MRN.MASK_THRESHOLD = 0.5
+    # C: number of foreground classes (contiguous ids 0..C-1) for the class-wise heatmap.
+    cfg.MODEL.MRN.NUM_CLASSES = 80
+    # Instances per network batch in MaskRefineNet.refine (bounds memory at inference).
+    cfg.MODEL.MRN.REFINE_BATCH_SIZE = 32
+    # ------------------------------------------------------------ end of MaskRefineNet (MODEL.MRN)
