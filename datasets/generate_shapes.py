@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Generate the embedded synthetic dataset "wssis_shapes" (see wssis_d2/data/synthetic.py).
 
-Writes ``<output-dir>/train.json``, ``<output-dir>/val.json`` (COCO instances, RLE masks) and the
-JPEG images under ``<output-dir>/images/``. The default output dir is the one
+Writes ``<output-dir>/train.json``, ``<output-dir>/val.json`` (COCO instances, RLE masks), the
+JPEG images under ``<output-dir>/images/`` and the PointWSSIS splits of train.json
+(``<output-dir>/splits/train_<p>p_s<seed>_{full,points,points_gt}.json``, centroid points). The default output dir is the one
 ``register_wssis_shapes()`` reads: ``$DETECTRON2_DATASETS/wssis_shapes`` (``DETECTRON2_DATASETS``
 defaults to ``datasets``).
 
@@ -15,6 +16,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from wssis_d2.data.datasets.builtin import SPLIT_PERCENTS  # noqa: E402
+from wssis_d2.data.splits import write_wssis_splits  # noqa: E402
 from wssis_d2.data.synthetic import generate_shapes_dataset  # noqa: E402
 
 
@@ -30,6 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, nargs="+", default=[320],
                    help="image side in pixels, or HEIGHT WIDTH")
     p.add_argument("--seed", type=int, default=0, help="generator seed")
+    p.add_argument("--split-percents", type=int, nargs="*", default=list(SPLIT_PERCENTS),
+                   help="fully-labeled percentages of the train splits to write (none: no splits)")
+    p.add_argument("--split-seed", type=int, default=1, help="seed of the train splits")
     return p.parse_args(argv)
 
 
@@ -42,6 +48,12 @@ def main(argv=None):
         start = time.perf_counter()
         path = generate_shapes_dataset(args.output_dir, num, image_size=size, seed=args.seed, split=split)
         print(f"wrote {path} ({num} images) in {time.perf_counter() - start:.1f} s")
+    train_json = os.path.join(args.output_dir, "train.json")
+    for percent in args.split_percents:
+        paths = write_wssis_splits(train_json, os.path.join(args.output_dir, "splits"), seed=args.split_seed,
+                                   percent=percent, point_rule="centroid",
+                                   image_root=os.path.join(args.output_dir, "images"), name="train")
+        print(f"wrote {percent}% split: {', '.join(os.path.basename(p) for p in paths.values())}")
 
 
 if __name__ == "__main__":

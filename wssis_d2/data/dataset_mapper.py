@@ -1,0 +1,98 @@
+"""Dataset mapper for a mix of fully-labeled and point-labeled images."""
+import copy
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import DatasetMapper
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+
+from .point_utils import is_point_labeled, point_annotations_to_instances
+
+__all__ = ["WSSISDatasetMapper"]
+
+_CROPS = (T.RandomCrop, T.RandomCrop_CategoryAreaConstraint, T.FixedSizeCrop, T.CropTransform,
+          T.RandomExtent, T.ExtentTransform)
+
+
+class WSSISDatasetMapper(DatasetMapper):
+    """Map a dataset dict to model inputs, keeping point labels as inputs.
+
+    Output keys (besides ``file_name``, ``height``, ``width``, ``image_id`` passed through):
+
+    * ``"image"``: (3, H', W') uint8 tensor in ``image_format`` after the augmentations.
+    * Fully-labeled images, training only: ``"instances"`` exactly as detectron2's ``DatasetMapper``
+      (``gt_boxes``, ``gt_classes``, ``gt_masks``: ``BitMasks`` with ``INPUT.MASK_FORMAT bitmask``).
+      At inference their annotations are dropped.
+    * Point-labeled images (see ``is_point_labeled``), training AND inference: ``"point_instances"``,
+      an ``Instances`` of size (H', W') with ``gt_points`` (N, 2) float32 (x, y) in continuous input
+      pixel coordinates after the augmentations (pixel (i, j) has centre (j + 0.5, i + 0.5)),
+      ``gt_classes`` (N,) int64 contiguous ids and ``gt_point_valid`` (N,) bool (False for a point
+      outside the transformed image). Points are inputs of the point-guided pseudo-labeler, hence
+      kept at inference; a separate key lets the model tell point guidance from full GT. No
+      ``"instances"`` is produced for a point-labeled image.
+
+    Crop augmentations are refused: a crop can cut the clicked object away from its point.
+    """
+
+    @configurable
+    def __init__(self, is_train, *, augmentations, image_format, use_instance_mask=False,
+                 instance_mask_format="polygon"):
+        """
+        Args:
+            is_train (bool): training (full images get "instances") or inference.
+            augmentations (list[Augmentation or Transform]): no crops.
+            image_format (str): see ``detection_utils.read_image``.
+            use_instance_mask (bool): keep masks of fully-labeled images.
+            instance_mask_format (str): "polygon" or "bitmask" (RLE masks need "bitmask").
+        """
+        for aug in augmentations:
+            if isinstance(aug, _CROPS):
+                raise ValueError(f"WSSISDatasetMapper does not support crop augmentation ({aug}): a crop "
+                                 "can separate a point from its object. Disable INPUT.CROP.")
+        super().__init__(is_train, augmentations=augmentations, image_format=image_format,
+                         use_instance_mask=use_instance_mask, instance_mask_format=instance_mask_format)
+
+    @classmethod
+    def from_config(cls, cfg, is_train=True):
+        if cfg.INPUT.CROP.ENABLED:
+            raise ValueError("WSSISDatasetMapper does not support crop augmentation: set "
+                             "INPUT.CROP.ENABLED False (a crop can separate a point from its object)")
+        return {
+            "is_train": is_train,
+            "augmentations": utils.build_augmentation(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "use_instance_mask": cfg.MODEL.MASK_ON,
+            "instance_mask_format": cfg.INPUT.MASK_FORMAT,
+        }
+
+    def __call__(self, dataset_dict):
+        """
+        Args:
+            dataset_dict (dict): one image in detectron2's dataset format; point annotations carry
+                ``point_coords`` (continuous pixel coordinates of the stored image) and no
+                ``segmentation``. Not modified (deep-copied first).
+
+        Returns:
+            dict: see the class docstring.
+        """
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        image_shape = image.shape[:2]  # (H', W')
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+        if is_point_labeled(dataset_dict):
+            annos = dataset_dict.pop("annotations", [])
+            dataset_dict["point_instances"] = point_annotations_to_instances(annos, transforms, image_shape)
+            return dataset_dict
+        if not self.is_train:
+            dataset_dict.pop("annotations", None)
+            return dataset_dict
+        if "annotations" in dataset_dict:
+            self._transform_annotations(dataset_dict, transforms, image_shape)
+        return dataset_dict
