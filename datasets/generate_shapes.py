@@ -3,9 +3,9 @@
 
 Writes ``<output-dir>/train.json``, ``<output-dir>/val.json`` (COCO instances, RLE masks), the
 JPEG images under ``<output-dir>/images/`` and the PointWSSIS splits of train.json
-(``<output-dir>/splits/train_<p>p_s<seed>_{full,points,points_gt}.json``, centroid points). The default output dir is the one
-``register_wssis_shapes()`` reads: ``$DETECTRON2_DATASETS/wssis_shapes`` (``DETECTRON2_DATASETS``
-defaults to ``datasets``).
+(``<output-dir>/splits/train_<p>p_s<seed>_{full,points,points_gt}.json``, centroid points).
+The default output dir is the one ``register_wssis_shapes()`` reads:
+``$DETECTRON2_DATASETS/wssis_shapes`` (``DETECTRON2_DATASETS`` defaults to ``datasets``).
 
     python datasets/generate_shapes.py --num-train 1000 --num-val 200 --size 320 --seed 0
 """

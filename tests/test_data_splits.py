@@ -17,14 +17,17 @@ def shapes(tmp_path_factory):
     with open(path) as f:
         coco = json.load(f)
     # Add a polygon annotation and a crowd annotation to image 1 to cover both input kinds.
+    polygon = [[10, 10, 20, 10, 20, 20, 10, 20]]
+    crowd_rle = {"size": [96, 96], "counts": [0, 3, 93, 3, 93, 3, 9021]}  # uncompressed, 3x3 corner
     coco["annotations"].append({"id": 9001, "image_id": 1, "category_id": 4, "iscrowd": 0, "area": 100.0,
-                                "bbox": [10, 10, 10, 10], "segmentation": [[10, 10, 20, 10, 20, 20, 10, 20]]})
+                                "bbox": [10, 10, 10, 10], "segmentation": polygon})
     coco["annotations"].append({"id": 9002, "image_id": 1, "category_id": 1, "iscrowd": 1, "area": 9.0,
-                                "bbox": [0, 0, 3, 3], "segmentation": {"size": [96, 96], "counts": [0, 3, 93, 3, 93, 3, 9024]}})
+                                "bbox": [0, 0, 3, 3], "segmentation": crowd_rle})
     return path, coco
 
 
-@pytest.mark.parametrize("n,percent,expected", [(1000, 5, 50), (30, 5, 2), (10, 1, 1), (7, 50, 4), (7, 100, 7)])
+@pytest.mark.parametrize("n,percent,expected",
+                         [(1000, 5, 50), (30, 5, 2), (10, 1, 1), (7, 50, 4), (7, 100, 7)])
 def test_split_count_rule(n, percent, expected):
     assert split_count(n, percent=percent) == expected
 
@@ -72,7 +75,8 @@ def test_points_file_has_points_only(shapes):
     for ann in points["annotations"]:
         g = gt_by_id[ann["id"]]
         assert (g["image_id"], g["category_id"]) == (ann["image_id"], ann["category_id"])
-        mask = decode_segmentation(g["segmentation"], images[g["image_id"]]["height"], images[g["image_id"]]["width"])
+        image = images[g["image_id"]]
+        mask = decode_segmentation(g["segmentation"], image["height"], image["width"])
         x, y = ann["point_coords"][0]
         assert mask[int(y), int(x)], "the point lies inside its true mask"
     info = points["info"]

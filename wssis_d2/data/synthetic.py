@@ -131,12 +131,12 @@ def _sample_layout(rng, height, width):
     return shapes
 
 
-def _visible_masks(drawn):
+def _visible_masks(drawn, height, width):
     """Visible masks after occlusion of ``drawn`` (list of (H, W) uint8, back to front), dropping
     instances that become too small. Returns (kept indices, their visible (H, W) bool masks)."""
     keep = list(range(len(drawn)))
     while True:
-        label = np.zeros(drawn[0].shape, np.int16) if drawn else None
+        label = np.zeros((height, width), np.int16)  # 0: background, k + 1: instance k on top
         for k in keep:
             label[drawn[k].astype(bool)] = k + 1
         visible = [label == k + 1 for k in keep]
@@ -222,7 +222,7 @@ def render_shapes_image(rng, height, width):
         _draw_shape(SHAPE_CLASSES[cls], size, center, angle, rng, height, width)
         for cls, size, center, angle in shapes
     ]
-    keep, visible = _visible_masks(drawn)
+    keep, visible = _visible_masks(drawn, height, width)
     img = _background(rng, height, width)
     for mask in visible:
         _paint(img, mask, rng)
