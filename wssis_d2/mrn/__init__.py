@@ -17,4 +17,15 @@ from .crops import (
 )
 from .model import MaskRefineNet
 
-__all__ = [k for k in globals().keys() if not k.startswith("_")]
+__all__ = [
+    "MaskRefineNet",
+    "crop_and_resize",
+    "crop_boxes",
+    "crop_masks",
+    "gaussian_heatmap",
+    "heatmap_channels",
+    "make_mrn_inputs",
+    "mask_boxes",
+    "merge_refined",
+    "paste_masks",
+]

@@ -185,13 +185,13 @@ def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, out_size: int) ->
     if not images.is_floating_point():
         images = images.float()
     if images.shape[0] == 1:
-        idx = boxes.new_zeros((n, 1))
+        idx = images.new_zeros((n, 1))
     else:
         assert images.shape[0] == n, f"{images.shape[0]} images for {n} boxes"
-        idx = torch.arange(n, device=boxes.device, dtype=boxes.dtype)[:, None]
+        idx = torch.arange(n, device=images.device, dtype=images.dtype)[:, None]
     if n == 0:
         return images.new_zeros((0, images.shape[1], out_size, out_size))
-    rois = torch.cat([idx, boxes.to(images.dtype)], dim=1)
+    rois = torch.cat([idx, boxes.to(device=images.device, dtype=images.dtype)], dim=1)
     return roi_align(images, rois, (out_size, out_size), 1.0, sampling_ratio=-1, aligned=True)
 
 
@@ -323,7 +323,7 @@ def paste_masks(
     ``max_chunk_pixels`` output pixels to bound memory.
 
     Args:
-        probs: (N, S, S) float probabilities (or logits if ``threshold`` is None and you want them).
+        probs: (N, S, S) float crop values, usually foreground probabilities.
         boxes: (N, 4) float crop boxes, continuous image coordinates.
         image_hw: (H, W).
         threshold: binarise with ``>= threshold``; None returns the pasted float values.
