@@ -104,3 +104,24 @@ def add_wssis_config(cfg):
     # Instances per network batch in MaskRefineNet.refine (bounds memory at inference).
     cfg.MODEL.MRN.REFINE_BATCH_SIZE = 32
     # ------------------------------------------------------------ end of MaskRefineNet (MODEL.MRN)
+
+    # ---------------------------------------------------------------- pseudo-labels (MODEL.WSSIS)
+    cfg.MODEL.WSSIS = CN()
+    # How point images are decoded: "adaptive" (APS: best level per point), "fixed" (FIXED_LEVEL for every
+    # point), "oracle" (level from the true instance size; needs sizes) or "threshold" (SSIS baseline:
+    # points ignored, ordinary inference kept where score >= THRESHOLD).
+    cfg.MODEL.WSSIS.PSEUDO_LABEL_MODE = "adaptive"
+    # Level index (0 = finest, P2) used by every point in "fixed" mode.
+    cfg.MODEL.WSSIS.FIXED_LEVEL = 0
+    # "threshold" mode: keep detections whose final score is >= this (paper: 0.1 or 0.5).
+    cfg.MODEL.WSSIS.THRESHOLD = 0.1
+    # Pseudo-labels kept per image, by score (raise it for crowded images).
+    cfg.MODEL.WSSIS.MAX_PER_IMAGE = 100
+    # Class-aware mask NMS IoU among point masks (points of one cell never suppress each other); < 0 = off.
+    cfg.MODEL.WSSIS.NMS_IOU = -1.0
+    # --eval-only exports pseudo-labels for every DATASETS.TEST set (points sets always are exported;
+    # mask sets get points from their masks, rule and seed from the json's info, default centroid).
+    cfg.MODEL.WSSIS.EXPORT_PSEUDO_LABELS = False
+    # Export path; "" = OUTPUT_DIR/pseudo_labels/<dataset>.json; "{dataset}" is replaced by the name.
+    cfg.MODEL.WSSIS.EXPORT_PATH = ""
+    # ------------------------------------------------------------ end of pseudo-labels (MODEL.WSSIS)
