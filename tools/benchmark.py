@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Speed of SOLOv2 (ours) vs detectron2's Mask R-CNN, both R50-FPN, on the same inputs (not a test).
+
+Both models are built from their configs with no pretrained weights and GroupNorm in the backbone, FPN
+and heads (random FrozenBN is numerically broken). Times exclude warm-up iterations. Inference is timed
+in the worst case for both: SOLOv2 with SCORE_THR 0 (NMS_PRE candidates always reach Matrix NMS) and
+Mask R-CNN with SCORE_THRESH_TEST 0 (always 100 detections through the mask head), so neither model
+gets faster because random weights give few detections.
+
+Example:
+    python tools/benchmark.py --size 512 --json output/benchmark/model_speed.json
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from detectron2 import model_zoo
+from detectron2.config import get_cfg
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.solver import build_optimizer
+from detectron2.utils.events import EventStorage
+from detectron2.utils.logger import setup_logger
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from wssis_d2 import add_wssis_config  # noqa: E402
+from wssis_d2.data.synthetic import generate_shapes_dataset  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def solov2_cfg(size):
+    cfg = get_cfg()
+    add_wssis_config(cfg)
+    cfg.merge_from_file(os.path.join(ROOT, "configs", "COCO", "SOLOv2_R50_3x.yaml"))
+    cfg.merge_from_list(["MODEL.SOLOV2.SCORE_THR", 0.0, "MODEL.SOLOV2.NUM_CLASSES", 6])
+    return _common(cfg, size)
+
+
+def mask_rcnn_cfg(size):
+    cfg = get_cfg()
+    add_wssis_config(cfg)  # harmless: only adds keys
+    # detectron2's own GroupNorm Mask R-CNN (GN in backbone, FPN, 4conv1fc box head and mask head).
+    cfg.merge_from_file(model_zoo.get_config_file("Misc/mask_rcnn_R_50_FPN_3x_gn.yaml"))
+    cfg.merge_from_list(["MODEL.ROI_HEADS.NUM_CLASSES", 6, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0])
+    return _common(cfg, size)
+
+
+def _common(cfg, size):
+    cfg.merge_from_list(
+        [
+            "MODEL.WEIGHTS", "",
+            "MODEL.DEVICE", "cuda" if torch.cuda.is_available() else "cpu",
+            "MODEL.RESNETS.NORM", "GN",
+            "MODEL.FPN.NORM", "GN",
+            "MODEL.RESNETS.STRIDE_IN_1X1", False,
+            "INPUT.MASK_FORMAT", "bitmask",
+            "SOLVER.BASE_LR", 0.001,
+        ]
+    )
+    return cfg
+
+
+def load_inputs(json_file, image_root, size):
+    """detectron2-format training dicts (image tensor + Instances), resized to ``size``."""
+    from detectron2.data.datasets import load_coco_json
+
+    dicts = load_coco_json(json_file, image_root, "wssis_bench_" + str(abs(hash(json_file))))
+    aug = T.ResizeShortestEdge(size, size)
+    out = []
+    for d in dicts:
+        img = utils.read_image(d["file_name"], format="BGR")
+        aug_input = T.AugInput(img)
+        tfm = aug(aug_input)
+        img = aug_input.image
+        annos = [utils.transform_instance_annotations(a, tfm, img.shape[:2]) for a in d["annotations"]]
+        inst = utils.annotations_to_instances(annos, img.shape[:2], mask_format="bitmask")
+        out.append(
+            {
+                "image": torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1))),
+                "instances": inst,
+                "height": img.shape[0],
+                "width": img.shape[1],
+            }
+        )
+    return out
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def time_train(cfg, inputs, batch, warmup, iters):
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    opt = build_optimizer(cfg, model)
+    times = []
+    with EventStorage(0):  # detectron2's models log training statistics into it
+        for i in range(warmup + iters):
+            data = [inputs[(i * batch + k) % len(inputs)] for k in range(batch)]
+            sync()
+            t = time.perf_counter()
+            loss = sum(model(data).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+    return float(np.median(times)), model
+
+
+def time_inference(model, inputs, warmup, iters):
+    model.eval()
+    times, dets = [], []
+    with torch.no_grad():
+        for i in range(warmup + iters):
+            x = inputs[i % len(inputs)]
+            x = {"image": x["image"], "height": x["height"], "width": x["width"]}
+            sync()
+            t = time.perf_counter()
+            out = model([x])
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+                dets.append(len(out[0]["instances"]))
+    return float(np.median(times)), float(np.mean(dets))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=512, help="square input side in pixels")
+    parser.add_argument("--batch", type=int, default=2, help="images per training iteration")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    setup_logger(name="wssis_d2")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        json_file = generate_shapes_dataset(tmp, max(4, args.batch * 2), image_size=args.size, seed=0, split="bench")
+        inputs = load_inputs(json_file, os.path.join(tmp, "images"), args.size)
+    results = {}
+    for name, build in (("solov2", solov2_cfg), ("mask_rcnn", mask_rcnn_cfg)):
+        cfg = build(args.size)
+        train_s, model = time_train(cfg, inputs, args.batch, args.warmup, args.iters)
+        infer_s, dets = time_inference(model, inputs, args.warmup, args.iters)
+        results[name] = {"train_s_per_iter": train_s, "infer_s_per_image": infer_s, "detections_per_image": dets}
+        print(f"{name}: train {train_s:.3f} s/iter, inference {infer_s:.3f} s/image, {dets:.0f} detections/image",
+              flush=True)
+    results["train_ratio"] = results["solov2"]["train_s_per_iter"] / results["mask_rcnn"]["train_s_per_iter"]
+    results["infer_ratio"] = results["solov2"]["infer_s_per_image"] / results["mask_rcnn"]["infer_s_per_image"]
+    results["setup"] = {
+        "size": args.size,
+        "batch": args.batch,
+        "warmup": args.warmup,
+        "iters": args.iters,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    print()
+    print("| model | train s/iter | inference s/image |")
+    print("|---|---|---|")
+    for name in ("solov2", "mask_rcnn"):
+        r = results[name]
+        print(f"| {name} | {r['train_s_per_iter']:.3f} | {r['infer_s_per_image']:.3f} |")
+    print(f"| ratio SOLOv2 / Mask R-CNN | {results['train_ratio']:.2f}x | {results['infer_ratio']:.2f}x |")
+    print(f"(targets: train <= 1.2x, inference <= 1.0x; {args.size} px, batch {args.batch}, "
+          f"median of {args.iters} after {args.warmup} warm-up, {results['setup']['device']})")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
