@@ -11,16 +11,19 @@ import os
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 
-from wssis_d2 import add_wssis_config
+from wssis_d2 import WSSISDatasetMapper, add_wssis_config, register_wssis_splits
 from wssis_d2.evaluation import build_coco_evaluator
+
+# COCO 2017 PointWSSIS splits and the embedded shapes dataset, under $DETECTRON2_DATASETS (lazy).
+register_wssis_splits()
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with COCO mask evaluation and a bitmask-aware train loader."""
+    """DefaultTrainer with COCO mask evaluation and the point-aware dataset mapper."""
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -33,7 +36,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=DatasetMapper(cfg, is_train=True))
+        return build_detection_train_loader(cfg, mapper=WSSISDatasetMapper(cfg, is_train=True))
 
 
 def setup(args):
