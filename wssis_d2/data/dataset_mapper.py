@@ -28,8 +28,10 @@ class WSSISDatasetMapper(DatasetMapper):
     * Point-labeled images (see ``is_point_labeled``), training AND inference: ``"point_instances"``,
       an ``Instances`` of size (H', W') with ``gt_points`` (N, 2) float32 (x, y) in continuous input
       pixel coordinates after the augmentations (pixel (i, j) has centre (j + 0.5, i + 0.5)),
-      ``gt_classes`` (N,) int64 contiguous ids and ``gt_point_valid`` (N,) bool (False for a point
-      outside the transformed image). Points are inputs of the point-guided pseudo-labeler, hence
+      ``gt_classes`` (N,) int64 contiguous ids, ``gt_point_valid`` (N,) bool (False for a point
+      outside the transformed image), ``gt_point_ids`` (N,) int64 source annotation ids (-1 if
+      unknown) and, when the annotations carry a true ``bbox``, ``gt_sizes`` (N,) sqrt(w * h) of the
+      transformed box (oracle pseudo-labels). Points are inputs of the point-guided pseudo-labeler, hence
       kept at inference; a separate key lets the model tell point guidance from full GT. No
       ``"instances"`` is produced for a point-labeled image.
 

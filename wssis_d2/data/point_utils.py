@@ -7,7 +7,7 @@ is needed anywhere here.
 """
 import numpy as np
 import torch
-from detectron2.structures import Instances
+from detectron2.structures import BoxMode, Instances
 
 __all__ = ["is_point_annotation", "is_point_labeled", "point_annotations_to_instances"]
 
@@ -44,7 +44,9 @@ def point_annotations_to_instances(annos, transforms, image_shape):
 
     Args:
         annos (list[dict]): annotations with ``point_coords`` ([[x, y], ...], continuous pixel
-            coordinates of the original image), ``point_labels`` and contiguous ``category_id``.
+            coordinates of the original image), ``point_labels`` and contiguous ``category_id``;
+            optionally ``id`` (source annotation id) and ``bbox`` + ``bbox_mode`` (the true box of
+            the instance, e.g. joined from the points_gt file, needed by the oracle pseudo-labeler).
         transforms (TransformList): the transforms applied to the image.
         image_shape (tuple): (H, W) of the transformed image.
 
@@ -53,7 +55,10 @@ def point_annotations_to_instances(annos, transforms, image_shape):
             gt_points (N, 2) float32: (x, y) in the transformed image's continuous pixel coordinates;
             gt_classes (N,) int64: contiguous class ids;
             gt_point_valid (N,) bool: False where the point is outside [0, W) x [0, H) after the
-                transforms (flagged, not dropped).
+                transforms (flagged, not dropped);
+            gt_point_ids (N,) int64: the annotation ``id`` each point came from, -1 where absent;
+            gt_sizes (N,) float32, only when every annotation has a ``bbox``: sqrt(w * h) of the
+                transformed box, in transformed-image pixels.
     """
     annos = [a for a in annos if not a.get("iscrowd", 0)]
     points = np.array([_first_positive_point(a) for a in annos], dtype=np.float64).reshape(-1, 2)
@@ -65,4 +70,12 @@ def point_annotations_to_instances(annos, transforms, image_shape):
     instances.gt_points = torch.as_tensor(points, dtype=torch.float32).reshape(-1, 2)
     instances.gt_classes = torch.as_tensor([int(a["category_id"]) for a in annos], dtype=torch.int64)
     instances.gt_point_valid = torch.as_tensor(valid, dtype=torch.bool)
+    ids = [-1 if a.get("id") is None else int(a["id"]) for a in annos]
+    instances.gt_point_ids = torch.as_tensor(ids, dtype=torch.int64)
+    if annos and all("bbox" in a for a in annos):
+        boxes = np.array([BoxMode.convert(a["bbox"], a.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS)
+                          for a in annos], dtype=np.float64).reshape(-1, 4)
+        boxes = transforms.apply_box(boxes)
+        wh = (boxes[:, 2:] - boxes[:, :2]).clip(min=0)
+        instances.gt_sizes = torch.as_tensor(np.sqrt(wh[:, 0] * wh[:, 1]), dtype=torch.float32)
     return instances

@@ -5,8 +5,13 @@ Inputs and outputs follow detectron2's conventions: ``batched_inputs`` is a list
 "image" (3, h, w) uint8 in ``INPUT.FORMAT``, optional "height"/"width" (output size), and in training
 "instances" with ``gt_masks`` (BitMasks or PolygonMasks), ``gt_boxes`` and ``gt_classes``; inference
 returns ``[{"instances": Instances(pred_masks, scores, pred_classes, pred_boxes)}]``.
+
+At inference an input that carries ``"point_instances"`` (a point-labeled image, see
+``WSSISDatasetMapper``) is decoded by the model's point decoder instead (``point_inference``: APS,
+fixed level, oracle or the SSIS score threshold, chosen once by ``MODEL.WSSIS.PSEUDO_LABEL_MODE``); its
+output adds ``pred_points``, ``pred_levels``, ``point_ids`` and a ``"point_stats"`` entry.
 """
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -17,6 +22,7 @@ from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
 
 from .heads import SOLOv2InstanceHead, SOLOv2MaskHead, instance_level_features
 from .losses import category_focal_loss, dice_loss
+from .point_inference import ImageHeads, PointLevelDecoder, build_point_decoder
 from .postprocess import candidates_to_instances, dynamic_masks, select_candidates
 from .targets import assign_level_targets, downsample_masks
 
@@ -62,6 +68,7 @@ class WSSISSOLOv2(nn.Module):
         inference: Dict[str, object],
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
+        point_decoder: Optional[object] = None,
     ):
         """
         Args:
@@ -80,6 +87,8 @@ class WSSISSOLOv2(nn.Module):
             inference: keyword arguments of ``postprocess.select_candidates`` (score_thr, mask_thr,
                 nms_pre, nms_kernel, nms_sigma, update_thr, max_per_img).
             pixel_mean, pixel_std: input normalisation, in ``INPUT.FORMAT`` channel order.
+            point_decoder: decoder of inputs with "point_instances" (``point_inference``); default
+                ``PointLevelDecoder()`` (adaptive pyramid-level selection).
         """
         super().__init__()
         self.backbone = backbone
@@ -97,6 +106,7 @@ class WSSISSOLOv2(nn.Module):
         self.focal_weight = focal_weight
         self.dice_weight = dice_weight
         self.inference_args = dict(inference)
+        self.point_decoder = point_decoder if point_decoder is not None else PointLevelDecoder()
         if not (len(self.num_grids) == len(self.strides) == len(self.scale_ranges) == len(self.instance_in_features)):
             raise ValueError(
                 "SOLOv2 needs one grid, stride and scale range per instance level; got "
@@ -135,6 +145,7 @@ class WSSISSOLOv2(nn.Module):
             },
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
+            "point_decoder": build_point_decoder(cfg),
         }
 
     @property
@@ -212,23 +223,41 @@ class WSSISSOLOv2(nn.Module):
         return {"loss_cate": loss_cate * self.focal_weight, "loss_mask": loss_mask * self.dice_weight}
 
     # ------------------------------------------------------------------ inference
+    @property
+    def mask_thr(self) -> float:
+        return float(self.inference_args["mask_thr"])
+
     def inference(self, heads: HeadOutputs, images: ImageList, batched_inputs: List[dict]) -> List[dict]:
-        """Ordinary SOLOv2 inference (no points): threshold, maskness, Matrix NMS, top-k, resize."""
+        """Per image: the point decoder if the input carries "point_instances", else ordinary inference."""
+        results = []
+        for i, (image_hw, x) in enumerate(zip(images.image_sizes, batched_inputs)):
+            image = ImageHeads(
+                cate_logits=[c[i] for c in heads.cate_logits],
+                kernels=[k[i] for k in heads.kernels],
+                mask_feats=heads.mask_feats[i],
+                input_hw=tuple(images.tensor.shape[-2:]),
+                image_hw=tuple(image_hw),
+                output_hw=(int(x.get("height", image_hw[0])), int(x.get("width", image_hw[1]))),
+            )
+            if "point_instances" in x:
+                results.append(self.point_decoder(self, image, x["point_instances"]))
+            else:
+                results.append({"instances": self.decode_plain(image)})
+        return results
+
+    def decode_plain(self, image: ImageHeads, **overrides) -> Instances:
+        """Ordinary SOLOv2 inference of one image (no points): threshold, maskness, Matrix NMS, top-k,
+        resize to ``image.output_hw``. ``overrides`` replace entries of ``inference_args``."""
+        args = dict(self.inference_args, **overrides)
         strides = torch.cat(
             [torch.full((s * s,), float(st), device=self.device) for s, st in zip(self.num_grids, self.strides)]
         )
-        results = []
-        for i, (image_hw, x) in enumerate(zip(images.image_sizes, batched_inputs)):
-            cate_probs = torch.cat(
-                [c[i].permute(1, 2, 0).reshape(-1, self.num_classes) for c in heads.cate_logits]
-            ).sigmoid()
-            kernels = torch.cat([k[i].flatten(1).t() for k in heads.kernels])
-            cands = select_candidates(cate_probs, kernels, strides, heads.mask_feats[i], **self.inference_args)
-            output_hw = (x.get("height", image_hw[0]), x.get("width", image_hw[1]))
-            results.append(
-                {"instances": candidates_to_instances(cands, image_hw, output_hw, self.inference_args["mask_thr"])}
-            )
-        return results
+        cate_probs = torch.cat(
+            [c.permute(1, 2, 0).reshape(-1, self.num_classes) for c in image.cate_logits]
+        ).sigmoid()
+        kernels = torch.cat([k.flatten(1).t() for k in image.kernels])
+        cands = select_candidates(cate_probs, kernels, strides, image.mask_feats, **args)
+        return candidates_to_instances(cands, image.image_hw, image.output_hw, args["mask_thr"])
 
 
 def padded_bitmasks(instances: Instances, input_hw: Tuple[int, int]) -> torch.Tensor:

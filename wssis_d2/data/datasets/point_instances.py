@@ -22,10 +22,11 @@ import os
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
 
 from ..json_io import load_json
 
-__all__ = ["load_point_json", "register_point_instances"]
+__all__ = ["load_point_json", "point_records_from_coco", "register_point_instances"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,13 @@ def load_point_json(json_file, image_root, dataset_name=None, missing_hint=None)
         (positive) point, with a category the metadata lacks, or with an unknown image id.
     """
     coco = load_json(json_file, hint=missing_hint)
+    return point_records_from_coco(coco, json_file, image_root, dataset_name)
+
+
+def point_records_from_coco(coco, json_file, image_root, dataset_name=None):
+    """``load_point_json`` on an already loaded (or built in memory) point-label dict ``coco``;
+    ``json_file`` only names the source in messages. An annotation's optional ``bbox`` (XYWH, pixels:
+    the true box, e.g. joined from the points_gt file) is kept with ``bbox_mode`` XYWH_ABS."""
     for key in ("images", "annotations", "categories"):
         if not isinstance(coco.get(key), list):
             raise ValueError(f"{json_file}: missing or invalid '{key}' list")
@@ -107,13 +115,16 @@ def load_point_json(json_file, image_root, dataset_name=None, missing_hint=None)
             raise ValueError(f"{where}: category_id {ann.get('category_id')} is not in the dataset's "
                              f"categories {sorted(id_map)}")
         coords, labels = _positive_points(ann, where)
-        by_image[ann["image_id"]]["annotations"].append({
+        record = {
             "id": ann.get("id"),
             "category_id": id_map[ann["category_id"]],
             "point_coords": coords,
             "point_labels": labels,
             "iscrowd": 0,
-        })
+        }
+        if "bbox" in ann:
+            record["bbox"], record["bbox_mode"] = list(ann["bbox"]), BoxMode.XYWH_ABS
+        by_image[ann["image_id"]]["annotations"].append(record)
     if num_crowd:
         logger.info(f"{json_file}: skipped {num_crowd} crowd annotations (not point-labelable)")
     logger.info(f"Loaded {len(records)} point-labeled images from {json_file}")

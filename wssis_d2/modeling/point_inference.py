@@ -1,0 +1,249 @@
+"""Decoding strategies for point-labeled images: how ``WSSISSOLOv2`` turns head outputs + points into
+pseudo-labels (METHOD.md sections 3 and 6).
+
+The meta-architecture holds one decoder, built once from ``MODEL.WSSIS.PSEUDO_LABEL_MODE``, and calls it
+for every input that carries ``"point_instances"``; inputs without points get ordinary inference. The
+decoders live in ``POINT_DECODER_REGISTRY`` (a new decoder = a registered class + an entry in
+``DECODER_OF_MODE``):
+
+    mode        decoder                  what it does
+    adaptive    PointLevelDecoder        APS: every point tried on every level, best score wins
+    fixed       PointLevelDecoder        one given level for every point
+    oracle      PointLevelDecoder        level from the true instance size (needs ``gt_sizes``)
+    threshold   ScoreThresholdDecoder    SSIS baseline: points ignored, ordinary inference, score >= thr
+
+Shape shorthand: L levels, C classes, E kernel length, (Hf, Wf) mask features = 1/4 of the padded input
+(H, W); (h, w) the unpadded input image; (oh, ow) the output (original) image; M points, K outputs.
+
+Every decoder returns ``{"instances": Instances((oh, ow)), "point_stats": dict}`` with fields
+    pred_masks (K, oh, ow) bool, scores (K,), pred_classes (K,) contiguous, pred_boxes (from the masks),
+    pred_points (K, 2) float: (x, y) in OUTPUT-image continuous pixels (the input points scaled by
+        ow / w, oh / h; threshold mode: the centre of mass of the mask, snapped into it),
+    pred_levels (K,) long: pyramid level of the mask (-1 in threshold mode: not tracked),
+    point_ids (K,) long: source annotation id of the point (-1 if unknown, always -1 in threshold mode),
+and ``point_stats`` = {"num_points": M, "num_invalid_points": points the mapper flagged outside the
+image, "num_points_without_mask": points with no pseudo-label for any reason, invalid ones included
+(None in threshold mode, where points are not used)}.
+
+Rules of point modes: a point flagged invalid (``gt_point_valid`` False) gets no mask; a point whose
+candidates are all empty gets no mask (``select_point_masks``); a mask that becomes empty when resized
+to the output image is dropped (its point counts as without mask); two points in one cell each keep
+their own row (same mask twice, see ``point_filter``).
+"""
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import numpy as np
+import torch
+
+from detectron2.config import configurable
+from detectron2.structures import BitMasks, Instances
+from detectron2.utils.registry import Registry
+
+from ..data.point_rules import centroid_point
+from .point_filter import postprocess_point_masks, select_point_masks
+
+__all__ = [
+    "POINT_DECODER_REGISTRY",
+    "DECODER_OF_MODE",
+    "ImageHeads",
+    "PointLevelDecoder",
+    "ScoreThresholdDecoder",
+    "build_point_decoder",
+]
+
+POINT_DECODER_REGISTRY = Registry("POINT_DECODER")
+POINT_DECODER_REGISTRY.__doc__ = """
+Decoders of point-labeled images. A decoder is called as ``decoder(model, heads, points)`` with the
+``WSSISSOLOv2`` model (for ``strides``, ``scale_ranges``, ``mask_thr`` and ``decode_plain``), the
+``ImageHeads`` of one image and its point ``Instances`` (gt_points, gt_classes, gt_point_valid,
+optionally gt_point_ids, gt_sizes), and returns {"instances", "point_stats"} (module docstring).
+"""
+
+# PSEUDO_LABEL_MODE -> registered decoder name.
+DECODER_OF_MODE = {
+    "adaptive": "PointLevelDecoder",
+    "fixed": "PointLevelDecoder",
+    "oracle": "PointLevelDecoder",
+    "threshold": "ScoreThresholdDecoder",
+}
+
+
+class ImageHeads(NamedTuple):
+    """Head outputs of one image and its geometry.
+
+    cate_logits: L tensors (C, S_l, S_l); kernels: L tensors (E, S_l, S_l); mask_feats: (E, Hf, Wf);
+    input_hw: (H, W) padded input; image_hw: (h, w) image inside it (top-left); output_hw: (oh, ow).
+    """
+
+    cate_logits: List[torch.Tensor]
+    kernels: List[torch.Tensor]
+    mask_feats: torch.Tensor
+    input_hw: Tuple[int, int]
+    image_hw: Tuple[int, int]
+    output_hw: Tuple[int, int]
+
+
+def _instances(output_hw, masks, scores, classes, points, levels, point_ids) -> Instances:
+    result = Instances(tuple(output_hw))
+    result.pred_masks = masks
+    result.scores = scores
+    result.pred_classes = classes
+    result.pred_boxes = BitMasks(masks).get_bounding_boxes().to(masks.device)
+    result.pred_points = points.reshape(-1, 2).to(torch.float32)
+    result.pred_levels = levels.to(torch.long)
+    result.point_ids = point_ids.to(torch.long)
+    return result
+
+
+@POINT_DECODER_REGISTRY.register()
+class PointLevelDecoder:
+    """Point-guided pseudo-labels: one grid cell per point (modes adaptive, fixed, oracle)."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        mode: str = "adaptive",
+        fixed_level: Optional[int] = None,
+        max_per_image: int = 100,
+        nms_iou: Optional[float] = None,
+    ):
+        """
+        Args:
+            mode: "adaptive", "fixed" or "oracle" (``point_filter.select_point_masks``).
+            fixed_level: level index of mode "fixed".
+            max_per_image: at most this many pseudo-labels per image, by score.
+            nms_iou: class-aware mask NMS IoU between points (None: off, the default).
+        """
+        if mode not in ("adaptive", "fixed", "oracle"):
+            raise ValueError(f"PointLevelDecoder mode must be adaptive, fixed or oracle, got {mode!r}")
+        if mode == "fixed" and fixed_level is None:
+            raise ValueError("mode 'fixed' needs fixed_level (MODEL.WSSIS.FIXED_LEVEL)")
+        self.mode = mode
+        self.fixed_level = fixed_level
+        self.max_per_image = int(max_per_image)
+        self.nms_iou = nms_iou
+
+    @classmethod
+    def from_config(cls, cfg):
+        w = cfg.MODEL.WSSIS
+        return {
+            "mode": w.PSEUDO_LABEL_MODE,
+            "fixed_level": w.FIXED_LEVEL,
+            "max_per_image": w.MAX_PER_IMAGE,
+            "nms_iou": w.NMS_IOU if w.NMS_IOU is not None and w.NMS_IOU >= 0 else None,
+        }
+
+    def __call__(self, model, heads: ImageHeads, points: Instances) -> Dict[str, object]:
+        device = heads.mask_feats.device
+        num_points = len(points)
+        valid = points.gt_point_valid.to(device=device, dtype=torch.bool)
+        ids = points.gt_point_ids if points.has("gt_point_ids") else torch.full((num_points,), -1)
+        gt_sizes = None
+        if self.mode == "oracle":
+            if not points.has("gt_sizes"):
+                raise ValueError(
+                    "Pseudo-label mode 'oracle' needs each point's true instance size (point_instances.gt_sizes, "
+                    "from a 'bbox' on the point annotations). Use a points set registered with a "
+                    "points_gt_dataset, or a dataset with masks, through wssis_d2.pseudo.build_pseudo_label_loader."
+                )
+            gt_sizes = points.gt_sizes.to(device)[valid]
+        pts = points.gt_points.to(device)[valid]
+        classes = points.gt_classes.to(device)[valid]
+        selection = select_point_masks(
+            heads.cate_logits,
+            heads.kernels,
+            heads.mask_feats,
+            pts,
+            classes,
+            heads.input_hw,
+            model.strides,
+            mode=self.mode,
+            level=self.fixed_level,
+            gt_sizes=gt_sizes,
+            scale_ranges=model.scale_ranges,
+            mask_thr=model.mask_thr,
+        )
+        labels = postprocess_point_masks(
+            selection,
+            classes,
+            model.strides,
+            heads.input_hw,
+            heads.image_hw,
+            heads.output_hw,
+            mask_thr=model.mask_thr,
+            nms_iou=self.nms_iou,
+            max_per_image=self.max_per_image,
+        )
+        keep = labels.masks.flatten(1).any(dim=1)  # a mask can vanish when resized to the output size
+        rows = labels.indices[keep]
+        (h, w), (oh, ow) = heads.image_hw, heads.output_hw
+        # Input pixels -> output pixels: both continuous coordinates spanning the whole image.
+        out_points = pts[rows] * pts.new_tensor([ow / w, oh / h])
+        instances = _instances(
+            heads.output_hw,
+            labels.masks[keep],
+            labels.scores[keep],
+            labels.classes[keep],
+            out_points,
+            labels.levels[keep],
+            ids.to(device)[valid][rows],
+        )
+        stats = {
+            "num_points": num_points,
+            "num_invalid_points": int((~valid).sum()),
+            "num_points_without_mask": num_points - len(instances),
+        }
+        return {"instances": instances, "point_stats": stats}
+
+
+@POINT_DECODER_REGISTRY.register()
+class ScoreThresholdDecoder:
+    """SSIS baseline ("+unlabeled"): ordinary inference, points ignored, detections with score >= thr."""
+
+    @configurable
+    def __init__(self, *, threshold: float = 0.1, max_per_image: int = 100):
+        """
+        Args:
+            threshold: keep detections whose final score (after Matrix NMS) is >= this.
+            max_per_image: detections kept per image (replaces ``MODEL.SOLOV2.MAX_PER_IMG``).
+        """
+        self.threshold = float(threshold)
+        self.max_per_image = int(max_per_image)
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {"threshold": cfg.MODEL.WSSIS.THRESHOLD, "max_per_image": cfg.MODEL.WSSIS.MAX_PER_IMAGE}
+
+    def __call__(self, model, heads: ImageHeads, points: Instances) -> Dict[str, object]:
+        # The class-probability prefilter must not cut scores the threshold would keep.
+        score_thr = min(float(model.inference_args["score_thr"]), self.threshold)
+        plain = model.decode_plain(heads, score_thr=score_thr, max_per_img=self.max_per_image)
+        plain = plain[(plain.scores >= self.threshold) & plain.pred_masks.flatten(1).any(dim=1)]
+        masks = plain.pred_masks
+        # No clicked point here: each mask gets its centre of mass (snapped into the mask) as its point.
+        centres = [centroid_point(m) for m in masks.cpu().numpy()]
+        num = len(plain)
+        instances = _instances(
+            heads.output_hw,
+            masks,
+            plain.scores,
+            plain.pred_classes,
+            torch.tensor(np.asarray(centres, dtype=np.float32).reshape(-1, 2), device=masks.device),
+            torch.full((num,), -1, dtype=torch.long, device=masks.device),
+            torch.full((num,), -1, dtype=torch.long, device=masks.device),
+        )
+        stats = {
+            "num_points": len(points),
+            "num_invalid_points": int((~points.gt_point_valid.bool()).sum()),
+            "num_points_without_mask": None,
+        }
+        return {"instances": instances, "point_stats": stats}
+
+
+def build_point_decoder(cfg):
+    """The decoder of ``cfg.MODEL.WSSIS.PSEUDO_LABEL_MODE`` (see ``DECODER_OF_MODE``)."""
+    mode = cfg.MODEL.WSSIS.PSEUDO_LABEL_MODE
+    if mode not in DECODER_OF_MODE:
+        raise ValueError(f"Unknown MODEL.WSSIS.PSEUDO_LABEL_MODE {mode!r}; choose one of {sorted(DECODER_OF_MODE)}")
+    return POINT_DECODER_REGISTRY.get(DECODER_OF_MODE[mode])(cfg)
