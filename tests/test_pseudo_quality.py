@@ -1,0 +1,128 @@
+"""Pseudo-label quality report on hand-made cases with known answers."""
+import json
+import importlib.util
+import os
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+
+from wssis_d2.evaluation import REPORT_KEYS, compare_reports, format_report, pseudo_label_quality
+
+H, W = 64, 64
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _rle(mask):
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _box(y0, y1, x0, x1):
+    m = np.zeros((H, W), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+# (image id, annotation id, category id, mask): sizes 10x10 (small), 40x40 (medium), 12x20
+GT_MASKS = [(1, 11, 3, _box(5, 15, 5, 15)), (1, 12, 7, _box(20, 60, 20, 60)), (2, 21, 3, _box(30, 42, 10, 30))]
+
+
+def _gt(no_point=()):
+    anns = []
+    for image_id, ann_id, cat, m in GT_MASKS:
+        rle = _rle(m)
+        anns.append({"id": ann_id, "image_id": image_id, "category_id": cat, "segmentation": rle,
+                     "area": float(m.sum()), "bbox": [float(v) for v in mask_util.toBbox(rle)], "iscrowd": 0})
+    crowd = _box(0, 8, 40, 64)  # a crowd region: detections on it are ignored, it has no point
+    anns.append({"id": 13, "image_id": 1, "category_id": 3, "iscrowd": 1, "area": float(crowd.sum()),
+                 "bbox": [40.0, 0.0, 24.0, 8.0], "segmentation": {"size": [H, W], "counts": _uncompressed(crowd)}})
+    return {"info": {"no_point_annotation_ids": list(no_point)},
+            "images": [{"id": i, "file_name": f"{i}.jpg", "height": H, "width": W} for i in (1, 2)],
+            "categories": [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}],
+            "annotations": anns}
+
+
+def _uncompressed(mask):
+    """COCO crowd RLE with a counts list (column-major run lengths starting with zeros)."""
+    flat = mask.T.reshape(-1).astype(np.uint8)
+    counts, current, run = [], 0, 0
+    for v in flat:
+        if v == current:
+            run += 1
+        else:
+            counts.append(run)
+            current, run = v, 1
+    counts.append(run)
+    return counts
+
+
+def _pseudo(masks=None, mode="adaptive"):
+    anns = []
+    for k, (image_id, ann_id, cat, m) in enumerate(GT_MASKS):
+        m = m if masks is None or ann_id not in masks else masks[ann_id]
+        if m is None:
+            continue
+        rle = _rle(m)
+        anns.append({"id": k + 1, "image_id": image_id, "category_id": cat, "segmentation": rle,
+                     "bbox": [float(v) for v in mask_util.toBbox(rle)], "area": int(m.sum()), "iscrowd": 0,
+                     "score": 0.3 + 0.1 * k, "point": [10.5, 10.5], "level": k % 2,
+                     "point_ann_id": -1 if mode == "threshold" else ann_id})
+    return {"info": {"mode": mode}, "images": [], "categories": [], "annotations": anns}
+
+
+def test_perfect_pseudo_labels():
+    r = pseudo_label_quality(_pseudo(), _gt())
+    assert tuple(r) == REPORT_KEYS
+    assert r["AP"] == pytest.approx(100) and r["AP50"] == pytest.approx(100) and r["AP75"] == pytest.approx(100)
+    assert r["APs"] == pytest.approx(100) and r["APm"] == pytest.approx(100) and r["APl"] is None
+    assert r["mean_iou"] == pytest.approx(1.0) and r["coverage"] == pytest.approx(1.0)
+    assert r["levels"] == {0: 2, 1: 1}
+    assert "100.00" in format_report(r)
+
+
+def test_detection_on_a_crowd_region_is_ignored():
+    pseudo = _pseudo()
+    extra = dict(pseudo["annotations"][0], id=99, segmentation=_rle(_box(0, 8, 40, 64)), point_ann_id=-1)
+    pseudo["annotations"].append(extra)
+    r = pseudo_label_quality(pseudo, _gt())
+    assert r["AP"] == pytest.approx(100) and r["coverage"] == 1.0
+
+
+def test_missing_point_and_shifted_mask():
+    r = pseudo_label_quality(_pseudo({21: None}), _gt())
+    assert r["coverage"] == pytest.approx(2 / 3) and r["mean_iou"] == pytest.approx(2 / 3), "no mask = IoU 0"
+    assert r["AP"] < 100
+    # 10 x 10 square shifted by 2 px: intersection 80, union 120
+    r = pseudo_label_quality(_pseudo({11: _box(5, 15, 7, 17)}), _gt())
+    assert r["mean_iou"] == pytest.approx((1 + 1 + 80 / 120) / 3) and r["coverage"] == 1.0
+    assert r["AP50"] == pytest.approx(100) and r["AP75"] < 100
+
+
+def test_no_point_annotations_and_empty_pseudo():
+    r = pseudo_label_quality(_pseudo({21: None}), _gt(no_point=[21]))
+    assert r["coverage"] == 1.0 and r["mean_iou"] == pytest.approx(1.0)
+    r = pseudo_label_quality(_pseudo({11: None, 12: None, 21: None}), _gt())
+    assert (r["AP"], r["APs"], r["APl"], r["coverage"], r["mean_iou"], r["levels"]) == (0.0, 0.0, None, 0.0, 0.0, {})
+
+
+def test_threshold_mode_has_no_point_metrics_and_table():
+    r = pseudo_label_quality(_pseudo(mode="threshold"), _gt())
+    assert r["AP"] == pytest.approx(100) and r["mean_iou"] is None and r["coverage"] is None
+    table = compare_reports({"threshold": r, "adaptive": pseudo_label_quality(_pseudo(), _gt())}, print_table=False)
+    lines = table.splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| threshold | 100.00") and "| - | - |" in lines[2]
+
+
+def test_cli_writes_exactly_the_report_keys(tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps(_pseudo()))
+    (tmp_path / "gt.json").write_text(json.dumps(_gt()))
+    spec = importlib.util.spec_from_file_location("pseudo_label_report", os.path.join(ROOT, "tools",
+                                                                                   "pseudo_label_report.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(["--pseudo", str(tmp_path / "p.json"), "--gt", str(tmp_path / "gt.json"), "--json",
+               str(tmp_path / "r.json")])
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert list(report) == list(REPORT_KEYS) and report["levels"] == {"0": 2, "1": 1}

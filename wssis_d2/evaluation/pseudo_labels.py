@@ -1,0 +1,280 @@
+"""Export point-guided pseudo-labels as a COCO instances json (a detectron2 ``DatasetEvaluator``).
+
+The file is what the MaskRefineNet stage and the student training read; its schema is fixed
+(docs/PSEUDO_LABELS.md)::
+
+    {"info": {"tool", "mode", "config_file", "weights", "dataset", "image_root", "source_json",
+              "num_images", "num_images_processed", "num_points", "num_invalid_points",
+              "num_points_without_mask", "num_annotations", "settings", "point_convention"},
+     "images": [{"id", "file_name", "height", "width"}, ...],        # all images of the source set
+     "categories": [{"id", "name", ...}, ...],                         # the source set's, original ids
+     "annotations": [{"id": 1.., "image_id", "category_id": original id,
+                      "segmentation": {"size": [h, w], "counts": str},  # compressed RLE
+                      "bbox": [x, y, w, h],                             # tight box of the RLE
+                      "area": mask pixels, "iscrowd": 0, "score": float,
+                      "point": [x, y],                                  # original-image pixels
+                      "level": int, "point_ann_id": int}, ...]}         # -1 when unknown / threshold
+
+Streaming and restarts: ``reset()`` truncates this rank's part file
+``<output>.part<rank>.jsonl``; ``process()`` appends one json line per image (its annotations without
+ids) and flushes, so memory does not grow with the number of images. ``evaluate()`` synchronises the
+ranks; the main process reads every rank's part file, keeps the first record of each image id, numbers
+the annotations 1..N in that order, streams the final json into a temporary file next to the output
+and moves it into place with ``os.replace``, then deletes the part files. An interrupted export thus
+leaves at most stale part files, which the next ``reset()`` truncates: re-running the export from the
+start never duplicates annotations, and the output file only ever appears complete.
+"""
+import datetime
+import itertools
+import json
+import logging
+import os
+import tempfile
+from typing import Dict, Iterator, List, Optional
+
+import numpy as np
+import pycocotools.mask as mask_util
+
+import detectron2.utils.comm as comm
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+
+from ..data.json_io import load_json
+from ..pseudo.data import default_export_path
+
+__all__ = ["PseudoLabelExporter", "build_pseudo_label_exporter", "instances_to_pseudo_annotations"]
+
+logger = logging.getLogger(__name__)
+
+POINT_CONVENTION = "continuous pixel coordinates of the original image: pixel (row i, col j) centre = (j + 0.5, i + 0.5)"
+
+
+def instances_to_pseudo_annotations(instances, image_id: int, contiguous_to_id: Dict[int, int]) -> List[dict]:
+    """COCO annotations (without ``id``) of one image's point-decoder output.
+
+    Args:
+        instances: ``Instances`` with pred_masks (K, h, w) bool at the original image size, scores,
+            pred_classes (contiguous), pred_points (K, 2) original-image pixels, pred_levels, point_ids.
+        image_id: the COCO image id.
+        contiguous_to_id: contiguous class index -> original category id.
+
+    Returns:
+        list of K dicts with the keys of the module docstring except ``id``; bbox and area are those of
+        the encoded RLE (pycocotools ``toBbox``/``area``), so they always agree with the mask.
+    """
+    missing = [f for f in ("pred_points", "pred_levels", "point_ids") if not instances.has(f)]
+    if missing:
+        raise ValueError(
+            f"Image {image_id}: the model output lacks {missing}; pseudo-labels come from point images "
+            "(inputs with 'point_instances', see wssis_d2.pseudo.build_pseudo_label_loader)"
+        )
+    instances = instances.to("cpu")
+    num = len(instances)
+    if num == 0:
+        return []
+    masks = instances.pred_masks.numpy().astype(np.uint8)
+    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+    boxes = mask_util.toBbox(rles)
+    areas = mask_util.area(rles)
+    scores = instances.scores.tolist()
+    classes = instances.pred_classes.tolist()
+    points = instances.pred_points.tolist()
+    levels = instances.pred_levels.tolist()
+    point_ids = instances.point_ids.tolist()
+    out = []
+    for k in range(num):
+        rle = rles[k]
+        out.append({
+            "image_id": int(image_id),
+            "category_id": int(contiguous_to_id[int(classes[k])]),
+            "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
+            "bbox": [float(v) for v in boxes[k]],
+            "area": int(areas[k]),
+            "iscrowd": 0,
+            "score": float(scores[k]),
+            "point": [round(float(v), 3) for v in points[k]],
+            "level": int(levels[k]),
+            "point_ann_id": int(point_ids[k]),
+        })
+    return out
+
+
+def _source_images_and_categories(dataset_name):
+    """(images, categories, json_file) of the source dataset: from its json when the metadata names one
+    (original category records), else from its dataset dicts and ``thing_classes``."""
+    meta = MetadataCatalog.get(dataset_name)
+    json_file = meta.get("json_file", None)
+    if json_file and os.path.isfile(json_file):
+        coco = load_json(json_file)
+        images = [{k: img[k] for k in ("id", "file_name", "height", "width")} for img in coco["images"]]
+        return images, coco["categories"], json_file
+    image_root = meta.get("image_root", "") or ""
+    images = []
+    for d in DatasetCatalog.get(dataset_name):
+        name = os.path.relpath(d["file_name"], image_root) if image_root else d["file_name"]
+        images.append({"id": d["image_id"], "file_name": name, "height": d["height"], "width": d["width"]})
+    id_map = meta.thing_dataset_id_to_contiguous_id
+    categories = [{"id": int(i), "name": meta.thing_classes[c]} for i, c in sorted(id_map.items())]
+    return images, categories, None
+
+
+class PseudoLabelExporter(DatasetEvaluator):
+    """Writes the pseudo-labels of a points dataset to a COCO json (module docstring: schema, streaming,
+    restarts). Works with ``inference_on_dataset`` like any detectron2 evaluator."""
+
+    def __init__(
+        self,
+        dataset_name: str,
+        output_path: str,
+        *,
+        mode: Optional[str] = None,
+        config_file: Optional[str] = None,
+        weights: Optional[str] = None,
+        settings: Optional[dict] = None,
+        distributed: bool = True,
+    ):
+        """
+        Args:
+            dataset_name: the registered source dataset (metadata: thing_dataset_id_to_contiguous_id,
+                json_file, image_root).
+            output_path: the json to write.
+            mode, config_file, weights, settings: recorded in ``info``.
+            distributed: gather the part files of all ranks (False: only this process's).
+        """
+        self._dataset_name = dataset_name
+        self._output_path = os.fspath(output_path)
+        self._info = {"mode": mode, "config_file": config_file, "weights": weights, "settings": settings or {}}
+        self._distributed = distributed
+        meta = MetadataCatalog.get(dataset_name)
+        id_map = meta.get("thing_dataset_id_to_contiguous_id", None)
+        if id_map is None:
+            # Point loaders fill the mapping when the data is first loaded.
+            DatasetCatalog.get(dataset_name)
+            id_map = meta.get("thing_dataset_id_to_contiguous_id", None)
+        if id_map is None:
+            raise ValueError(f"Dataset {dataset_name!r} has no thing_dataset_id_to_contiguous_id metadata")
+        self._contiguous_to_id = {int(v): int(k) for k, v in id_map.items()}
+        self._file = None
+
+    def part_path(self, rank: int) -> str:
+        """The part file of ``rank``."""
+        return f"{self._output_path}.part{rank}.jsonl"
+
+    def reset(self):
+        if self._file is not None:
+            self._file.close()
+        os.makedirs(os.path.dirname(os.path.abspath(self._output_path)), exist_ok=True)
+        self._file = open(self.part_path(comm.get_rank() if self._distributed else 0), "w")
+
+    def process(self, inputs, outputs):
+        if self._file is None:
+            raise RuntimeError("PseudoLabelExporter.process() called before reset()")
+        for inp, out in zip(inputs, outputs):
+            image_id = inp["image_id"]
+            annotations = instances_to_pseudo_annotations(out["instances"], image_id, self._contiguous_to_id)
+            stats = out.get("point_stats") or {}
+            record = {"image_id": image_id, "stats": stats, "annotations": annotations}
+            self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def _records(self, parts: List[str]) -> Iterator[dict]:
+        """The part files' records, first occurrence of each image id only."""
+        seen = set()
+        for part in parts:
+            if not os.path.isfile(part):
+                raise FileNotFoundError(f"Pseudo-label part file {part} is missing (did every rank run?)")
+            with open(part) as f:
+                for line in f:
+                    record = json.loads(line)
+                    if record["image_id"] in seen:
+                        logger.warning(f"Image {record['image_id']} was exported twice; keeping the first")
+                        continue
+                    seen.add(record["image_id"])
+                    yield record
+
+    def evaluate(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._distributed:
+            comm.synchronize()
+            if not comm.is_main_process():
+                return {}
+            parts = [self.part_path(r) for r in range(comm.get_world_size())]
+        else:
+            parts = [self.part_path(0)]
+
+        totals = {"num_images_processed": 0, "num_points": 0, "num_invalid_points": 0,
+                  "num_points_without_mask": 0, "num_annotations": 0}
+        for record in self._records(parts):  # pass 1: counts for "info" (records are small lines)
+            stats = record["stats"]
+            totals["num_images_processed"] += 1
+            totals["num_annotations"] += len(record["annotations"])
+            for key in ("num_points", "num_invalid_points", "num_points_without_mask"):
+                if totals[key] is not None:
+                    totals[key] = None if stats.get(key) is None else totals[key] + int(stats[key])
+
+        images, categories, json_file = _source_images_and_categories(self._dataset_name)
+        meta = MetadataCatalog.get(self._dataset_name)
+        info = {
+            "tool": "wssis_d2.evaluation.PseudoLabelExporter",
+            **self._info,
+            "dataset": self._dataset_name,
+            "image_root": meta.get("image_root", None),
+            "source_json": json_file,
+            "num_images": len(images),
+            **totals,
+            "point_convention": POINT_CONVENTION,
+            "date_created": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
+        directory = os.path.dirname(os.path.abspath(self._output_path))
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(self._output_path) + ".",
+                                   suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:  # pass 2: stream the annotations into the final json
+                f.write('{"info": ' + json.dumps(info))
+                f.write(', "images": ' + json.dumps(images))
+                f.write(', "categories": ' + json.dumps(categories))
+                f.write(', "annotations": [')
+                ann_id = itertools.count(1)
+                first = True
+                for record in self._records(parts):
+                    for ann in record["annotations"]:
+                        f.write(("" if first else ", ") + json.dumps({"id": next(ann_id), **ann}))
+                        first = False
+                f.write("]}\n")
+            os.replace(tmp, self._output_path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        for part in parts:
+            os.remove(part)
+        logger.info(
+            f"Wrote {totals['num_annotations']} pseudo-labels for {totals['num_images_processed']} images of "
+            f"{self._dataset_name} to {self._output_path} ({totals['num_points']} points, "
+            f"{totals['num_points_without_mask']} without mask)"
+        )
+        summary = {k: float(v) for k, v in totals.items() if v is not None}
+        return {"pseudo_labels": summary}
+
+
+def build_pseudo_label_exporter(cfg, dataset_name, output_path=None):
+    """``PseudoLabelExporter`` for ``dataset_name`` writing to ``output_path`` (default:
+    ``wssis_d2.pseudo.default_export_path``), recording the config's mode settings and weights."""
+    w = cfg.MODEL.WSSIS
+    dumped = os.path.join(cfg.OUTPUT_DIR, "config.yaml")  # written by detectron2's default_setup
+    return PseudoLabelExporter(
+        dataset_name,
+        output_path or default_export_path(cfg, dataset_name),
+        mode=w.PSEUDO_LABEL_MODE,
+        config_file=dumped if os.path.isfile(dumped) else None,
+        weights=cfg.MODEL.WEIGHTS or None,
+        settings={
+            "fixed_level": w.FIXED_LEVEL,
+            "threshold": w.THRESHOLD,
+            "max_per_image": w.MAX_PER_IMAGE,
+            "nms_iou": w.NMS_IOU if w.NMS_IOU is not None and w.NMS_IOU >= 0 else None,
+            "mask_thr": cfg.MODEL.SOLOV2.MASK_THR,
+        },
+    )

@@ -1,0 +1,154 @@
+"""Quality of pseudo-labels against the true masks of the point images (METHOD.md section 6).
+
+This is *not* the teacher/student AP (ordinary inference on the validation set): it scores the
+pseudo-labels of the point images, with every score set to 1.0, against the points_gt file.
+
+Report keys (``pseudo_label_quality``):
+
+* ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``: pycocotools ``COCOeval`` (segm, standard
+  parameters, 100 detections per image) on the images of the points_gt file, in percent as detectron2
+  prints them; every pseudo-label scores 1.0 (ties keep file order). Crowd GT regions (``iscrowd`` 1)
+  are handled by COCOeval as usual: detections on them are ignored, not false positives. None where
+  COCOeval has no GT of that size.
+* ``mean_iou``: mean over the points of the IoU between the point's pseudo mask and its true mask,
+  matched by ``point_ann_id`` == GT annotation id. A point with no pseudo mask counts IoU 0.
+* ``coverage``: fraction of the points that got a pseudo mask.
+* ``levels``: {level: number of pseudo-labels} over the pseudo-labels of those images.
+
+The points are the non-crowd GT annotations, minus those the split tool could not click (listed in the
+GT file's ``info["no_point_annotation_ids"]``: empty masks). ``mean_iou`` and ``coverage`` are None for
+a threshold-mode file (SSIS baseline: no pseudo-label belongs to a point).
+"""
+import contextlib
+import io
+import math
+import os
+from collections import Counter
+from typing import Dict, Mapping, Optional, Union
+
+import pycocotools.mask as mask_util
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..data.json_io import load_json
+
+__all__ = ["REPORT_KEYS", "pseudo_label_quality", "format_report", "compare_reports"]
+
+REPORT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "mean_iou", "coverage", "levels")
+_AP_KEYS = REPORT_KEYS[:6]
+_AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}  # COCOeval's
+
+
+def _load(obj):
+    return load_json(obj) if isinstance(obj, (str, os.PathLike)) else obj
+
+
+def _coco(dataset) -> COCO:
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _coco_ap(coco_gt: COCO, dets, image_ids) -> Dict[str, Optional[float]]:
+    """AP metrics in percent (None where COCOeval reports -1, i.e. no GT of that kind)."""
+    if not dets:
+        # COCOeval needs at least one detection; with none, AP is 0 wherever there is GT to find.
+        areas = [a.get("area", 0) for a in coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=image_ids, iscrowd=False))]
+        out = {k: (0.0 if areas else None) for k in ("AP", "AP50", "AP75")}
+        for key, (lo, hi) in _AREA_RANGES.items():
+            out[key] = 0.0 if any(lo <= a <= hi for a in areas) else None
+        return out
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(dets)
+        ev = COCOeval(coco_gt, coco_dt, "segm")
+        ev.params.imgIds = list(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {k: (float(v) * 100 if v >= 0 else None) for k, v in zip(_AP_KEYS, ev.stats[:6])}
+
+
+def pseudo_label_quality(pseudo: Union[str, Mapping], gt: Union[str, Mapping]) -> Dict[str, object]:
+    """Score a pseudo-label json against the points_gt json (definitions in the module docstring).
+
+    Args:
+        pseudo: path or dict of a ``PseudoLabelExporter`` json.
+        gt: path or dict of the points_gt json (true masks of the point images).
+
+    Returns:
+        dict with exactly the keys ``REPORT_KEYS``.
+    """
+    pseudo, gt = _load(pseudo), _load(gt)
+    coco_gt = _coco(gt)
+    image_ids = sorted(coco_gt.getImgIds())
+    id_set = set(image_ids)
+    anns = [a for a in pseudo["annotations"] if a["image_id"] in id_set]
+    dets = []
+    for a in anns:
+        # Without "bbox", loadRes takes the area from the mask (its bbox branch would use the box area).
+        det = {k: v for k, v in a.items() if k not in ("id", "bbox", "area")}
+        det["score"] = 1.0
+        dets.append(det)
+    report = _coco_ap(coco_gt, dets, image_ids)
+
+    no_point = set((gt.get("info") or {}).get("no_point_annotation_ids") or [])
+    points = [a for a in gt["annotations"] if not a.get("iscrowd", 0) and a["id"] not in no_point]
+    threshold_mode = (pseudo.get("info") or {}).get("mode") == "threshold" or (
+        anns and all(a.get("point_ann_id", -1) < 0 for a in anns)
+    )
+    if threshold_mode:
+        report["mean_iou"], report["coverage"] = None, None
+    else:
+        by_point = {}
+        for a in anns:  # one pseudo-label per point; should there be more, the highest score counts
+            pid = a.get("point_ann_id", -1)
+            if pid >= 0 and (pid not in by_point or a.get("score", 0) > by_point[pid].get("score", 0)):
+                by_point[pid] = a
+        ious = []
+        for g in points:
+            a = by_point.get(g["id"])
+            if a is None or a["image_id"] != g["image_id"]:
+                ious.append(0.0)
+                continue
+            ious.append(float(mask_util.iou([a["segmentation"]], [coco_gt.annToRLE(g)], [0])[0][0]))
+        covered = sum(1 for g in points if g["id"] in by_point)
+        report["mean_iou"] = sum(ious) / len(ious) if ious else None
+        report["coverage"] = covered / len(points) if points else None
+    report["levels"] = dict(sorted(Counter(int(a.get("level", -1)) for a in anns).items()))
+    return {k: report[k] for k in REPORT_KEYS}
+
+
+def _fmt(value, digits=2):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def format_report(report: Mapping[str, object]) -> str:
+    """The report as a small text table."""
+    header = "| " + " | ".join(REPORT_KEYS[:8]) + " |"
+    row = "| " + " | ".join(
+        [_fmt(report[k]) for k in _AP_KEYS] + [_fmt(report["mean_iou"], 3), _fmt(report["coverage"], 3)]
+    ) + " |"
+    levels = ", ".join(f"{k}: {v}" for k, v in report["levels"].items()) or "-"
+    return "\n".join([header, "|" + "---|" * 8, row, f"levels: {levels}"])
+
+
+def compare_reports(reports: Mapping[str, Mapping[str, object]], print_table: bool = True) -> str:
+    """One markdown table comparing reports, e.g. {"threshold": r, "fixed_0": r, "adaptive": r, "oracle": r}.
+
+    Returns:
+        the table (also printed when ``print_table``).
+    """
+    cols = ["mode"] + list(REPORT_KEYS[:8]) + ["levels"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, r in reports.items():
+        levels = " ".join(f"{k}:{v}" for k, v in r["levels"].items()) or "-"
+        cells = [name] + [_fmt(r[k]) for k in _AP_KEYS] + [_fmt(r["mean_iou"], 3), _fmt(r["coverage"], 3), levels]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    if print_table:
+        print(table)
+    return table
