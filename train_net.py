@@ -5,6 +5,8 @@ Examples:
     python train_net.py --config-file configs/CPU/SOLOv2_tiny.yaml
     python train_net.py --config-file configs/CPU/SOLOv2_tiny.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
     python train_net.py --config-file configs/COCO/SOLOv2_R50_3x.yaml --num-gpus 8
+    # MaskRefineNet on sample jsons from tools/build_mrn_dataset.py (docs/MRN.md)
+    python train_net.py --config-file configs/MRN/MRN_R18_cpu.yaml
 """
 import os
 
@@ -17,9 +19,13 @@ from detectron2.evaluation import verify_results
 
 from wssis_d2 import WSSISDatasetMapper, add_wssis_config, register_wssis_splits
 from wssis_d2.evaluation import build_coco_evaluator
+from wssis_d2.mrn import (build_mrn_evaluator, build_mrn_test_loader, build_mrn_train_loader,
+                            build_optimizer, is_mrn_config, register_mrn_datasets)
 
 # COCO 2017 PointWSSIS splits and the embedded shapes dataset, under $DETECTRON2_DATASETS (lazy).
 register_wssis_splits()
+# MaskRefineNet sample jsons $DETECTRON2_DATASETS/mrn/*.json, named by file stem (docs/MRN.md).
+register_mrn_datasets()
 
 
 class Trainer(DefaultTrainer):
@@ -27,6 +33,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if is_mrn_config(cfg):
+            return build_mrn_evaluator(cfg, dataset_name)
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", "coco")
@@ -35,8 +43,20 @@ class Trainer(DefaultTrainer):
         return build_coco_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        if is_mrn_config(cfg):
+            return build_mrn_test_loader(cfg, dataset_name)
+        return super().build_test_loader(cfg, dataset_name)
+
+    @classmethod
     def build_train_loader(cls, cfg):
+        if is_mrn_config(cfg):
+            return build_mrn_train_loader(cfg)
         return build_detection_train_loader(cfg, mapper=WSSISDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)  # SOLVER.OPTIMIZER: detectron2's SGD, or Adam
 
 
 def setup(args):

@@ -103,6 +103,9 @@ def add_wssis_config(cfg):
     cfg.MODEL.MRN.NUM_CLASSES = 80
     # Instances per network batch in MaskRefineNet.refine (bounds memory at inference).
     cfg.MODEL.MRN.REFINE_BATCH_SIZE = 32
+    # Optimizer train_net.py builds: "SGD" (detectron2's builder) or "ADAM" (MaskRefineNet, as published;
+    # betas (0.9, 0.999), L2 decay SOLVER.WEIGHT_DECAY, detectron2's parameter groups and clipping).
+    cfg.SOLVER.OPTIMIZER = "SGD"
     # ------------------------------------------------------------ end of MaskRefineNet (MODEL.MRN)
 
     # ---------------------------------------------------------------- pseudo-labels (MODEL.WSSIS)

@@ -2,30 +2,64 @@
 
 Importing this package registers ``MaskRefineNet`` in detectron2's ``META_ARCH_REGISTRY``.
 Pure crop / heatmap / paste-back functions live in :mod:`wssis_d2.mrn.crops`, losses in
-:mod:`wssis_d2.mrn.losses`, network blocks in :mod:`wssis_d2.mrn.network`.
+:mod:`wssis_d2.mrn.losses`, network blocks in :mod:`wssis_d2.mrn.network`; training data in
+:mod:`~wssis_d2.mrn.samples` (pairing), :mod:`~wssis_d2.mrn.datasets` (registration) and
+:mod:`~wssis_d2.mrn.dataset_mapper`; trainer pieces in :mod:`~wssis_d2.mrn.build` and
+:mod:`~wssis_d2.mrn.evaluator`; the refinement stage in :mod:`~wssis_d2.mrn.refine`. See docs/MRN.md.
 """
+from .build import (
+    build_mrn_evaluator,
+    build_mrn_test_loader,
+    build_mrn_train_loader,
+    build_optimizer,
+    is_mrn_config,
+)
 from .crops import (
     crop_and_resize,
     crop_boxes,
     crop_masks,
+    expand_heatmap,
     gaussian_heatmap,
     heatmap_channels,
     make_mrn_inputs,
     mask_boxes,
     merge_refined,
     paste_masks,
+    point_heatmap,
 )
+from .dataset_mapper import MRNDatasetMapper, read_mrn_image
+from .datasets import load_mrn_json, register_mrn_dataset, register_mrn_datasets
+from .evaluator import MRNEvaluator
 from .model import MaskRefineNet
+from .refine import refine_pseudo_labels
+from .samples import contiguous_category_map, make_mrn_sample_jsons, pair_mrn_samples
 
 __all__ = [
+    "MRNDatasetMapper",
+    "MRNEvaluator",
     "MaskRefineNet",
+    "build_mrn_evaluator",
+    "build_mrn_test_loader",
+    "build_mrn_train_loader",
+    "build_optimizer",
+    "contiguous_category_map",
     "crop_and_resize",
     "crop_boxes",
     "crop_masks",
+    "expand_heatmap",
     "gaussian_heatmap",
     "heatmap_channels",
+    "is_mrn_config",
+    "load_mrn_json",
     "make_mrn_inputs",
+    "make_mrn_sample_jsons",
     "mask_boxes",
     "merge_refined",
+    "pair_mrn_samples",
     "paste_masks",
+    "point_heatmap",
+    "read_mrn_image",
+    "refine_pseudo_labels",
+    "register_mrn_dataset",
+    "register_mrn_datasets",
 ]

@@ -13,7 +13,8 @@ at (c + 0.5, r + 0.5) in crop coordinates. The only places where the +0.5 pixel 
 fall on pixel centers), the crop-pixel centers in :func:`gaussian_heatmap`, and the image-pixel
 centers in :func:`paste_masks`.
 
-Heatmap channel mapping (one function, :func:`gaussian_heatmap`, serves training and inference):
+Heatmap channel mapping (one function, :func:`expand_heatmap`, serves training and inference; the
+training data loader ships the 1-channel :func:`point_heatmap` plus the class and the model expands it):
 
 - class-agnostic: 1 channel holding the point's Gaussian.
 - class-wise: C_cls + 1 channels. Channel 0 always holds the point's Gaussian whatever the class
@@ -34,6 +35,8 @@ __all__ = [
     "crop_boxes",
     "crop_and_resize",
     "crop_masks",
+    "point_heatmap",
+    "expand_heatmap",
     "gaussian_heatmap",
     "make_mrn_inputs",
     "paste_masks",
@@ -213,6 +216,54 @@ def crop_masks(
     return crops if threshold is None else crops >= threshold
 
 
+def point_heatmap(points: torch.Tensor, boxes: torch.Tensor, out_size: int,
+                  sigma: float = 6.0) -> torch.Tensor:
+    """The point's Gaussian on each crop (the class-agnostic heatmap channel).
+
+    value(r, c) = exp(-((c + 0.5 - u)^2 + (r + 0.5 - v)^2) / (2 sigma^2)), with (u, v) the point in
+    crop coordinates (see the module docstring): the Gaussian peaks at 1 at the point itself.
+
+    Args:
+        points: (N, 2) float (x, y), continuous image coordinates.
+        boxes: (N, 4) float crop boxes, continuous image coordinates.
+        out_size: S.
+        sigma: standard deviation in OUTPUT crop pixels (6 in the paper for S = 256).
+
+    Returns:
+        (N, 1, S, S) float.
+    """
+    pts = points.float()
+    boxes = boxes.float().to(pts.device)
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-6)
+    uv = (pts - boxes[:, :2]) * (out_size / wh)  # (N, 2) crop coordinates
+    centers = torch.arange(out_size, device=pts.device, dtype=torch.float32) + 0.5
+    gx = torch.exp(-((centers[None, :] - uv[:, :1]) ** 2) / (2 * sigma**2))  # (N, S)
+    gy = torch.exp(-((centers[None, :] - uv[:, 1:]) ** 2) / (2 * sigma**2))  # (N, S)
+    return (gy[:, :, None] * gx[:, None, :])[:, None]  # (N, 1, S, S), separable Gaussian
+
+
+def expand_heatmap(heatmap: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class-wise heatmap from the 1-channel point heatmap (the channel rule of the module docstring).
+
+    Args:
+        heatmap: (N, 1, S, S) float, from :func:`point_heatmap`.
+        classes: (N,) long contiguous class ids in [0, num_classes - 1].
+        num_classes: C_cls.
+
+    Returns:
+        (N, C_cls + 1, S, S): the Gaussian in channel 0 and in channel ``classes[i] + 1``, zeros
+        elsewhere.
+    """
+    n, _, s, _ = heatmap.shape
+    classes = classes.long().reshape(-1).to(heatmap.device)
+    if n and (classes.min() < 0 or classes.max() >= num_classes):
+        raise ValueError(f"classes must lie in [0, {num_classes - 1}], got {classes.tolist()}")
+    out = heatmap.new_zeros((n, num_classes + 1, s, s))
+    out[:, 0] = heatmap[:, 0]
+    out[torch.arange(n, device=heatmap.device), classes + 1] = heatmap[:, 0]
+    return out
+
+
 def gaussian_heatmap(
     points: torch.Tensor,
     boxes: torch.Tensor,
@@ -223,8 +274,7 @@ def gaussian_heatmap(
 ) -> torch.Tensor:
     """Gaussian point heatmaps on the crops; the single implementation for training and inference.
 
-    value(r, c) = exp(-((c + 0.5 - u)^2 + (r + 0.5 - v)^2) / (2 sigma^2)), with (u, v) the point in
-    crop coordinates (see the module docstring): the Gaussian peaks at 1 at the point itself.
+    :func:`point_heatmap`, then :func:`expand_heatmap` when ``classes`` is given.
 
     Args:
         points: (N, 2) float (x, y), continuous image coordinates.
@@ -239,25 +289,11 @@ def gaussian_heatmap(
         (N, 1, S, S) float when ``classes`` is None; otherwise (N, C_cls + 1, S, S) with the
         Gaussian in channel 0 and in channel ``classes[i] + 1``, zeros elsewhere.
     """
-    n = points.shape[0]
-    pts = points.float()
-    boxes = boxes.float().to(pts.device)
-    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-6)
-    uv = (pts - boxes[:, :2]) * (out_size / wh)  # (N, 2) crop coordinates
-    centers = torch.arange(out_size, device=pts.device, dtype=torch.float32) + 0.5
-    gx = torch.exp(-((centers[None, :] - uv[:, :1]) ** 2) / (2 * sigma**2))  # (N, S)
-    gy = torch.exp(-((centers[None, :] - uv[:, 1:]) ** 2) / (2 * sigma**2))  # (N, S)
-    g = gy[:, :, None] * gx[:, None, :]  # (N, S, S), separable Gaussian
+    g = point_heatmap(points, boxes, out_size, sigma)
     if classes is None:
-        return g[:, None]
+        return g
     assert num_classes is not None, "num_classes is required for a class-wise heatmap"
-    classes = classes.long().to(pts.device)
-    if n and (classes.min() < 0 or classes.max() >= num_classes):
-        raise ValueError(f"classes must lie in [0, {num_classes - 1}], got {classes.tolist()}")
-    out = g.new_zeros((n, num_classes + 1, out_size, out_size))
-    out[:, 0] = g
-    out[torch.arange(n, device=pts.device), classes + 1] = g
-    return out
+    return expand_heatmap(g, classes, num_classes)
 
 
 def make_mrn_inputs(
@@ -271,6 +307,7 @@ def make_mrn_inputs(
     sigma: float = 6.0,
     classes: Optional[torch.Tensor] = None,
     num_classes: Optional[int] = None,
+    compact_heatmap: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """Network inputs of N instances of one image; used by both MRN training data and refinement.
 
@@ -285,25 +322,33 @@ def make_mrn_inputs(
         sigma: heatmap sigma in crop pixels.
         classes: (N,) long contiguous class ids, required for "classwise".
         num_classes: C_cls, required for "classwise".
+        compact_heatmap: with "classwise", return the 1-channel :func:`point_heatmap` and the
+            classes instead of the K-channel heatmap (K = C_cls + 1 floats per pixel is large to move
+            through data-loader workers); :meth:`MaskRefineNet.forward` expands it with
+            :func:`expand_heatmap`, which is what :func:`gaussian_heatmap` does here otherwise.
 
     Returns:
         dict with "image" (N, C, S, S) float, "heatmap" (N, K, S, S) float with
-        K = heatmap_channels(heatmap_mode, num_classes), "coarse_mask" (N, 1, S, S) float in {0, 1}.
+        K = heatmap_channels(heatmap_mode, num_classes), "coarse_mask" (N, 1, S, S) float in {0, 1};
+        with ``compact_heatmap`` and "classwise": "heatmap" (N, 1, S, S) and "classes" (N,) long.
     """
     heatmap_channels(heatmap_mode, num_classes or 0)  # validates the mode
-    if heatmap_mode == "classwise" and classes is None:
+    classwise = heatmap_mode == "classwise"
+    if classwise and classes is None:
         raise ValueError("heatmap_mode='classwise' needs the instances' classes")
     crops = crop_and_resize(image[None] if image.dim() == 3 else image, boxes, out_size)
-    heat = gaussian_heatmap(
-        points,
-        boxes,
-        out_size,
-        sigma,
-        classes=classes if heatmap_mode == "classwise" else None,
-        num_classes=num_classes,
-    )
-    coarse = crop_masks(coarse_masks, boxes, out_size).float()[:, None]
-    return {"image": crops, "heatmap": heat, "coarse_mask": coarse}
+    heat = point_heatmap(points, boxes, out_size, sigma)
+    out = {"image": crops}
+    if classwise and compact_heatmap:
+        classes = classes.long().reshape(-1)
+        if len(classes) and (classes.min() < 0 or classes.max() >= num_classes):
+            raise ValueError(f"classes must lie in [0, {num_classes - 1}], got {classes.tolist()}")
+        out["classes"] = classes
+    elif classwise:
+        heat = expand_heatmap(heat, classes, num_classes)
+    out["heatmap"] = heat
+    out["coarse_mask"] = crop_masks(coarse_masks, boxes, out_size).float()[:, None]
+    return out
 
 
 def paste_masks(

@@ -5,7 +5,7 @@ Shapes: N crops of S x S pixels (S = MODEL.MRN.CROP_SIZE), K heatmap channels
 (3, normalised with MODEL.PIXEL_MEAN / PIXEL_STD), the point heatmap (K) and the binary coarse mask (1),
 and outputs one foreground logit per crop pixel.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -13,7 +13,14 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from .crops import crop_boxes, heatmap_channels, make_mrn_inputs, merge_refined, paste_masks
+from .crops import (
+    crop_boxes,
+    expand_heatmap,
+    heatmap_channels,
+    make_mrn_inputs,
+    merge_refined,
+    paste_masks,
+)
 from .losses import dice_loss, mask_bce_loss
 from .network import MRNDecoder, MRNEncoder
 
@@ -28,7 +35,9 @@ class MaskRefineNet(nn.Module):
     :func:`wssis_d2.mrn.crops.make_mrn_inputs` (the same function the refinement uses):
 
     - "image": (3, S, S) uint8 or float, pixel values in INPUT.FORMAT channel order, not normalised;
-    - "heatmap": (K, S, S) float;
+    - "heatmap": (K, S, S) float; or, for the class-wise heatmap, the compact form (1, S, S) plus
+      "classes": () or (1,) long contiguous class id, expanded here by
+      :func:`wssis_d2.mrn.crops.expand_heatmap` (what :class:`MRNDatasetMapper` produces);
     - "coarse_mask": (S, S) or (1, S, S), {0, 1};
     - "gt_mask": (S, S) {0, 1}, training only.
 
@@ -158,9 +167,21 @@ class MaskRefineNet(nn.Module):
             out["loss_mrn_bce"] = self.bce_weight * mask_bce_loss(logits, gt_masks)
         return out
 
+    def batch_heatmaps(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> torch.Tensor:
+        """(N, K, S, S) heatmaps of a batch on the model's device, expanding compact ones."""
+        heatmaps = torch.stack([d["heatmap"] for d in batched_inputs]).to(self.device)
+        k = heatmaps.shape[1]
+        if k == self.num_heatmap_channels:
+            return heatmaps
+        if k == 1 and self.heatmap_mode == "classwise" and all("classes" in d for d in batched_inputs):
+            classes = torch.stack([d["classes"].reshape(()) for d in batched_inputs])
+            return expand_heatmap(heatmaps, classes, self.num_classes)
+        raise ValueError(f"heatmaps have {k} channels, the model expects {self.num_heatmap_channels} "
+                         "(or 1 channel plus 'classes' for the class-wise heatmap)")
+
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         images = torch.stack([d["image"] for d in batched_inputs])
-        heatmaps = torch.stack([d["heatmap"] for d in batched_inputs])
+        heatmaps = self.batch_heatmaps(batched_inputs)
         coarse = torch.stack([d["coarse_mask"].reshape(images.shape[-2:]) for d in batched_inputs])
         logits = self.mask_logits(images, heatmaps, coarse)
         if self.training:
@@ -175,7 +196,9 @@ class MaskRefineNet(nn.Module):
         coarse_masks: torch.Tensor,
         points: torch.Tensor,
         classes: Optional[torch.Tensor] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        *,
+        return_refined: bool = False,
+    ):
         """Refine the coarse masks of N instances of one image (the pseudo-label refinement stage).
 
         Crop (scale ``box_scale``) -> predict -> paste back -> keep the coarse mask where the refined
@@ -187,9 +210,12 @@ class MaskRefineNet(nn.Module):
             coarse_masks: (N, H, W) bool.
             points: (N, 2) float (x, y), continuous image coordinates.
             classes: (N,) long contiguous class ids (required for the class-wise heatmap).
+            return_refined: also return which instances got their refined mask.
 
         Returns:
-            masks: (N, H, W) bool on ``self.device``; boxes: (N, 4) float tight boxes (x0, y0, x1, y1).
+            masks: (N, H, W) bool on ``self.device``; boxes: (N, 4) float tight boxes (x0, y0, x1, y1);
+            with ``return_refined``, a third value: (N,) bool, False where the refined mask was empty
+            and the coarse mask was kept.
         """
         hw = tuple(image.shape[-2:])
         image = image.to(self.device)
@@ -208,4 +234,7 @@ class MaskRefineNet(nn.Module):
             probs.append(self.predict(inputs["image"], inputs["heatmap"], inputs["coarse_mask"]))
         probs = torch.cat(probs) if probs else image.new_zeros((0, self.crop_size, self.crop_size))
         refined = paste_masks(probs.float(), boxes, hw, self.mask_threshold)
-        return merge_refined(coarse_masks, refined)
+        masks, boxes = merge_refined(coarse_masks, refined)
+        if return_refined:
+            return masks, boxes, refined.flatten(1).any(dim=1)
+        return masks, boxes

@@ -25,7 +25,9 @@ NormSpec = Union[str, Callable[[int], nn.Module]]
 def resolve_norm(norm: str) -> NormSpec:
     """Map the MRN norm name to what :func:`detectron2.layers.get_norm` accepts.
 
-    "GN": GroupNorm with gcd(32, channels) groups (32 for standard widths; narrow test nets still work).
+    "GN": GroupNorm with gcd(32, channels) groups (32 for standard widths of 64 and more), halved until
+    every group has at least 2 channels: on a 1 x 1 map (the ASPP image-pooling branch) a 1-channel
+    group normalises a single value, which is always 0 (and GroupNorm refuses a batch of one).
     "BN", "SyncBN", "" (none): passed through to detectron2. "FrozenBN" is refused: a randomly
     initialised FrozenBN is a fixed affine map that never learns, and the decoder and the extra stem
     channels are always randomly initialised.
@@ -33,8 +35,15 @@ def resolve_norm(norm: str) -> NormSpec:
     if norm == "FrozenBN":
         raise ValueError("MODEL.MRN.NORM='FrozenBN' is not supported (random-init FrozenBN never trains)")
     if norm == "GN":
-        return lambda c: nn.GroupNorm(math.gcd(32, c), c)
+        return lambda c: nn.GroupNorm(_gn_groups(c), c)
     return norm
+
+
+def _gn_groups(channels: int) -> int:
+    groups = math.gcd(32, channels)
+    while groups > 1 and channels // groups < 2:
+        groups //= 2
+    return groups
 
 
 def _has_norm(norm: NormSpec) -> bool:

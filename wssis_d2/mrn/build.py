@@ -1,0 +1,83 @@
+"""What ``train_net.py`` needs to train and evaluate MaskRefineNet with detectron2's DefaultTrainer.
+
+- :func:`build_mrn_train_loader`: detectron2's train loader (sampler, per-worker seeding, trivial
+  batch collator) over per-sample dataset dicts with :class:`MRNDatasetMapper`: one crop per element,
+  ``SOLVER.IMS_PER_BATCH`` crops per iteration.
+- :func:`build_mrn_test_loader`: held-out samples, ``MODEL.MRN.REFINE_BATCH_SIZE`` crops per batch,
+  split over processes by detectron2's ``InferenceSampler``.
+- :func:`build_optimizer`: Adam when ``SOLVER.OPTIMIZER`` is "ADAM" (detectron2 0.6 builds SGD
+  only), otherwise detectron2's SGD; same parameter groups and gradient clipping as detectron2's.
+"""
+import torch
+import torch.utils.data as torchdata
+
+from detectron2.data import (
+    DatasetFromList,
+    MapDataset,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+from detectron2.data.samplers import InferenceSampler
+from detectron2.solver import build_optimizer as build_d2_optimizer
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+
+from .dataset_mapper import MRNDatasetMapper
+from .evaluator import MRNEvaluator
+
+__all__ = [
+    "is_mrn_config",
+    "build_mrn_train_loader",
+    "build_mrn_test_loader",
+    "build_mrn_evaluator",
+    "build_optimizer",
+]
+
+
+def is_mrn_config(cfg) -> bool:
+    """True when ``cfg`` trains or evaluates MaskRefineNet."""
+    return cfg.MODEL.META_ARCHITECTURE == "MaskRefineNet"
+
+
+def build_mrn_train_loader(cfg):
+    """detectron2's train loader with :class:`MRNDatasetMapper` (training mode)."""
+    return build_detection_train_loader(cfg, mapper=MRNDatasetMapper(cfg, is_train=True))
+
+
+def _collate(batch):
+    return batch
+
+
+def build_mrn_test_loader(cfg, dataset_name: str):
+    """Inference loader over an MRN sample dataset; batches of ``MODEL.MRN.REFINE_BATCH_SIZE``."""
+    dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False)
+    dataset = MapDataset(DatasetFromList(dicts, copy=False), MRNDatasetMapper(cfg, is_train=False))
+    sampler = torchdata.BatchSampler(InferenceSampler(len(dataset)), cfg.MODEL.MRN.REFINE_BATCH_SIZE,
+                                     drop_last=False)
+    return torchdata.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                                collate_fn=_collate)
+
+
+def build_mrn_evaluator(cfg, dataset_name: str):
+    """:class:`MRNEvaluator` with the model's mask threshold."""
+    return MRNEvaluator(mask_threshold=cfg.MODEL.MRN.MASK_THRESHOLD)
+
+
+def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """``SOLVER.OPTIMIZER`` "ADAM": Adam (``SOLVER.BASE_LR``, betas (0.9, 0.999), L2 weight decay
+    ``SOLVER.WEIGHT_DECAY``) on detectron2's default parameter groups, with detectron2's optional
+    per-parameter gradient clipping; "SGD": detectron2's own builder."""
+    name = cfg.SOLVER.OPTIMIZER.upper()
+    if name == "SGD":
+        return build_d2_optimizer(cfg, model)
+    if name != "ADAM":
+        raise ValueError(f"Unknown SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r}; expected 'SGD' or 'ADAM'")
+    params = get_default_optimizer_params(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+    )
+    return maybe_add_gradient_clipping(cfg, torch.optim.Adam)(
+        params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+    )

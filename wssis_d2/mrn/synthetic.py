@@ -1,0 +1,91 @@
+"""A stand-in teacher for tests and demos: pseudo-label jsons made by corrupting GT masks.
+
+:func:`make_corrupted_pseudo_json` writes what the point-guided exporter writes (same schema: RLE
+``segmentation``, ``point``, ``point_ann_id``, ``score``, ``level``) with coarse masks that are the GT
+masks eroded, dilated or shifted by a few pixels, so that MaskRefineNet training data, training and
+refinement can be exercised without a trained SOLOv2 teacher.
+"""
+from typing import Optional
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+
+from ..data.coco_masks import decode_segmentation
+from ..data.point_rules import centroid_point
+
+__all__ = ["corrupt_mask", "make_corrupted_pseudo_json"]
+
+
+def corrupt_mask(mask: np.ndarray, rng: np.random.Generator, max_pixels: int = 4) -> np.ndarray:
+    """Erode, dilate (square kernel of half-side 1..max_pixels) or shift (up to max_pixels in x and y)
+    a (H, W) bool mask, chosen uniformly; an erosion that would empty the mask is skipped."""
+    m = mask.astype(np.uint8)
+    kind = int(rng.integers(3))
+    r = int(rng.integers(1, max_pixels + 1))
+    kernel = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+    if kind == 0:
+        out = cv2.dilate(m, kernel)
+    elif kind == 1:
+        out = cv2.erode(m, kernel)
+        if not out.any():
+            out = m
+    else:
+        dx, dy = (int(v) for v in rng.integers(-max_pixels, max_pixels + 1, size=2))
+        out = np.zeros_like(m)
+        h, w = m.shape
+        ys, xs = slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0))
+        yd, xd = slice(max(-dy, 0), h + min(-dy, 0)), slice(max(-dx, 0), w + min(-dx, 0))
+        out[ys, xs] = m[yd, xd]
+        if not out.any():
+            out = m
+    return out.astype(bool)
+
+
+def make_corrupted_pseudo_json(gt: dict, *, seed: int = 0, max_pixels: int = 4,
+                               unknown_fraction: float = 0.0, image_root: Optional[str] = None,
+                               source: str = "synthetic") -> dict:
+    """Pseudo-label json (exporter schema) from a GT json: one coarse mask per non-crowd, non-empty GT
+    instance, at the instance's centroid point (snapped into the mask).
+
+    Args:
+        gt: loaded COCO GT json.
+        seed: corruption seed.
+        max_pixels: corruption strength (see :func:`corrupt_mask`).
+        unknown_fraction: fraction of annotations written with ``point_ann_id`` -1.
+        image_root: recorded in ``info["image_root"]``.
+        source: recorded in ``info["dataset"]``.
+    """
+    rng = np.random.default_rng(seed)
+    images = {img["id"]: img for img in gt["images"]}
+    anns = []
+    for a in gt["annotations"]:
+        if a.get("iscrowd", 0):
+            continue
+        img = images[a["image_id"]]
+        mask = decode_segmentation(a["segmentation"], img["height"], img["width"])
+        if not mask.any():
+            continue
+        coarse = corrupt_mask(mask, rng, max_pixels)
+        rle = mask_util.encode(np.asfortranarray(coarse.astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        x, y = centroid_point(mask)
+        unknown = rng.random() < unknown_fraction
+        anns.append({
+            "id": len(anns) + 1,
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "segmentation": rle,
+            "bbox": [float(v) for v in mask_util.toBbox(rle)],
+            "area": float(mask_util.area(rle)),
+            "iscrowd": 0,
+            "score": 1.0,
+            "point": [x, y],
+            "level": 0,
+            "point_ann_id": -1 if unknown else a["id"],
+        })
+    info = {"description": "GT masks corrupted by erosion / dilation / shift (a stand-in teacher)",
+            "dataset": source, "seed": seed, "max_pixels": max_pixels}
+    if image_root:
+        info["image_root"] = image_root
+    return {"info": info, "images": gt["images"], "categories": gt["categories"], "annotations": anns}
