@@ -7,6 +7,8 @@ Examples:
     python train_net.py --config-file configs/COCO/SOLOv2_R50_3x.yaml --num-gpus 8
     # MaskRefineNet on sample jsons from tools/build_mrn_dataset.py (docs/MRN.md)
     python train_net.py --config-file configs/MRN/MRN_R18_cpu.yaml
+    # pseudo-labels of a points set -> OUTPUT_DIR/pseudo_labels/<dataset>.json (docs/PSEUDO_LABELS.md)
+    python train_net.py --config-file configs/pseudo/SOLOv2_tiny_APS.yaml --eval-only MODEL.WEIGHTS teacher.pth
 """
 import os
 
@@ -18,9 +20,10 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.evaluation import verify_results
 
 from wssis_d2 import WSSISDatasetMapper, add_wssis_config, register_wssis_splits
-from wssis_d2.evaluation import build_coco_evaluator
+from wssis_d2.evaluation import build_coco_evaluator, build_pseudo_label_exporter
 from wssis_d2.mrn import (build_mrn_evaluator, build_mrn_test_loader, build_mrn_train_loader,
                             build_optimizer, is_mrn_config, register_mrn_datasets)
+from wssis_d2.pseudo import build_pseudo_label_loader, is_pseudo_label_dataset
 
 # COCO 2017 PointWSSIS splits and the embedded shapes dataset, under $DETECTRON2_DATASETS (lazy).
 register_wssis_splits()
@@ -35,6 +38,8 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if is_mrn_config(cfg):
             return build_mrn_evaluator(cfg, dataset_name)
+        if is_pseudo_label_dataset(cfg, dataset_name):
+            return build_pseudo_label_exporter(cfg, dataset_name)
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", "coco")
@@ -46,6 +51,8 @@ class Trainer(DefaultTrainer):
     def build_test_loader(cls, cfg, dataset_name):
         if is_mrn_config(cfg):
             return build_mrn_test_loader(cfg, dataset_name)
+        if is_pseudo_label_dataset(cfg, dataset_name):
+            return build_pseudo_label_loader(cfg, dataset_name)
         return super().build_test_loader(cfg, dataset_name)
 
     @classmethod
