@@ -12,7 +12,8 @@ def add_wssis_config(cfg):
     cfg.MODEL.SOLOV2 = CN()
     # Backbone features fed to the instance branch, finest first (P2..P6 in the paper).
     cfg.MODEL.SOLOV2.INSTANCE_IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-    # Stride of each instance level after P2 is halved and P6 resized to P5 (used for the area filter).
+    # Stride of each instance level (P2 halved, P6 resized to P5). Used only as the minimum mask area:
+    # a mask whose area at 1/4 input resolution is <= its level's value is dropped.
     cfg.MODEL.SOLOV2.FPN_INSTANCE_STRIDES = [8, 8, 16, 32, 32]
     # (min, max) of sqrt(box w * box h) in input pixels that each level is responsible for.
     cfg.MODEL.SOLOV2.FPN_SCALE_RANGES = [[1, 96], [48, 192], [96, 384], [192, 768], [384, 2048]]
