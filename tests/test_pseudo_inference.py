@@ -169,3 +169,18 @@ def test_build_point_decoder_from_config():
     assert build_point_decoder(_cfg(NMS_IOU=0.5)).nms_iou == 0.5
     with pytest.raises(ValueError, match="PSEUDO_LABEL_MODE"):
         build_point_decoder(_cfg(PSEUDO_LABEL_MODE="best"))
+
+
+def test_mask_boxes_match_bitmasks():
+    from detectron2.structures import BitMasks
+
+    from wssis_d2.modeling.point_inference import mask_boxes
+
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(5, 20, 30, dtype=torch.bool)
+    masks[0, 3:9, 4:20] = True
+    masks[1] = torch.rand(20, 30, generator=g) > 0.9
+    masks[2, 19, 29] = True
+    masks[4, 0, :] = True  # masks[3] stays empty
+    assert torch.equal(mask_boxes(masks), BitMasks(masks).get_bounding_boxes().tensor)
+    assert tuple(mask_boxes(masks[:0]).shape) == (0, 4)
