@@ -5,9 +5,9 @@ pseudo-labels of the point images, with every score set to 1.0, against the poin
 
 Report keys (``pseudo_label_quality``):
 
-* ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``: pycocotools ``COCOeval`` (segm, standard
-  parameters, 100 detections per image) on the images of the points_gt file, in percent as detectron2
-  prints them; every pseudo-label scores 1.0 (ties keep file order). Crowd GT regions (``iscrowd`` 1)
+* ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``: ``COCOeval`` (segm, standard parameters, 100
+  detections per image; detectron2's compiled COCOeval when built) on the images of the points_gt
+  file, in percent as detectron2 prints them; every pseudo-label scores 1.0 (ties keep file order). Crowd GT regions (``iscrowd`` 1)
   are handled by COCOeval as usual: detections on them are ignored, not false positives. None where
   COCOeval has no GT of that size.
 * ``mean_iou``: mean over the points of the IoU between the point's pseudo mask and its true mask,
@@ -31,6 +31,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..data.json_io import load_json
+from .coco import has_fast_coco_eval
 
 __all__ = ["REPORT_KEYS", "pseudo_label_quality", "format_report", "compare_reports"]
 
@@ -62,7 +63,11 @@ def _coco_ap(coco_gt: COCO, dets, image_ids) -> Dict[str, Optional[float]]:
         return out
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(dets)
-        ev = COCOeval(coco_gt, coco_dt, "segm")
+        if has_fast_coco_eval():  # detectron2's compiled COCOeval: same numbers, much faster on COCO
+            from detectron2.evaluation.fast_eval_api import COCOeval_opt as evaluator
+        else:
+            evaluator = COCOeval
+        ev = evaluator(coco_gt, coco_dt, "segm")
         ev.params.imgIds = list(image_ids)
         ev.evaluate()
         ev.accumulate()
