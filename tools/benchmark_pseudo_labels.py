@@ -41,6 +41,7 @@ from detectron2.structures import Instances
 
 from wssis_d2 import add_wssis_config
 from wssis_d2.evaluation import PseudoLabelExporter
+from wssis_d2.pseudo import read_json_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "pseudo", "SOLOv2_tiny_APS.yaml")
@@ -154,10 +155,9 @@ def rss_child(args):
                 exporter.process([x], model([x]))
         exporter.evaluate()
         elapsed = time.perf_counter() - start
+        export_peak = _status_kib("VmHWM") if reset else None  # before reading the result back
         size = os.path.getsize(out)
-        with open(out) as f:
-            num_anns = len(json.load(f)["annotations"])
-        export_peak = _status_kib("VmHWM") if reset else None
+        num_anns = read_json_info(out)["num_annotations"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"images": args.rss_child, "peak_rss_mib": peak, "seconds": elapsed, "json_bytes": size,
                       "annotations": num_anns, "rss_before_export_mib": before / 1024 if before else None,
