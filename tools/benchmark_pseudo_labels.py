@@ -105,7 +105,8 @@ def bench_throughput(args, model, num_classes):
             row[f"aps{m}_vs_plain"] = speed[m] / plain
         rows[regime] = row
         print(f"[{regime:6s}] plain {plain:7.2f} img/s   APS@10 {row['aps10_img_s']:7.2f} img/s "
-              f"(x{row['aps10_vs_plain']:.2f})   APS@100 {row['aps100_img_s']:7.2f} img/s (x{row['aps100_vs_plain']:.2f})")
+              f"(x{row['aps10_vs_plain']:.2f})   APS@100 {row['aps100_img_s']:7.2f} img/s "
+              f"(x{row['aps100_vs_plain']:.2f})")
     return rows
 
 

@@ -46,7 +46,8 @@ __all__ = ["PseudoLabelExporter", "build_pseudo_label_exporter", "instances_to_p
 
 logger = logging.getLogger(__name__)
 
-POINT_CONVENTION = "continuous pixel coordinates of the original image: pixel (row i, col j) centre = (j + 0.5, i + 0.5)"
+POINT_CONVENTION = ("continuous pixel coordinates of the original image: pixel (row i, col j) centre = "
+                    "(j + 0.5, i + 0.5)")
 
 
 def instances_to_pseudo_annotations(instances, image_id: int, contiguous_to_id: Dict[int, int]) -> List[dict]:

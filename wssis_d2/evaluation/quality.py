@@ -7,9 +7,9 @@ Report keys (``pseudo_label_quality``):
 
 * ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``: ``COCOeval`` (segm, standard parameters, 100
   detections per image; detectron2's compiled COCOeval when built) on the images of the points_gt
-  file, in percent as detectron2 prints them; every pseudo-label scores 1.0 (ties keep file order). Crowd GT regions (``iscrowd`` 1)
-  are handled by COCOeval as usual: detections on them are ignored, not false positives. None where
-  COCOeval has no GT of that size.
+  file, in percent as detectron2 prints them; every pseudo-label scores 1.0 (ties keep file order).
+  Crowd GT regions (``iscrowd`` 1) are handled by COCOeval as usual: detections on them are ignored,
+  not false positives. None where COCOeval has no GT of that size.
 * ``mean_iou``: mean over the points of the IoU between the point's pseudo mask and its true mask,
   matched by ``point_ann_id`` == GT annotation id. A point with no pseudo mask counts IoU 0.
 * ``coverage``: fraction of the points that got a pseudo mask.
