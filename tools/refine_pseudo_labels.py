@@ -14,7 +14,6 @@ Device: MODEL.DEVICE (one process per GPU with --num-gpus). Interrupted runs res
 import argparse
 import logging
 import os
-import sys
 
 import torch
 
@@ -99,4 +98,3 @@ if __name__ == "__main__":
         args.opts = args.opts[1:]
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
-    sys.exit(0)

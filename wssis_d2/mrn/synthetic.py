@@ -89,3 +89,34 @@ def make_corrupted_pseudo_json(gt: dict, *, seed: int = 0, max_pixels: int = 4,
     if image_root:
         info["image_root"] = image_root
     return {"info": info, "images": gt["images"], "categories": gt["categories"], "annotations": anns}
+
+
+def main(argv=None):
+    """``python -m wssis_d2.mrn.synthetic --gt GT.json --output PSEUDO.json [--seed S]``."""
+    import argparse
+    import os
+
+    from ..data.json_io import load_json, write_json_atomic
+
+    p = argparse.ArgumentParser(description="Stand-in teacher: pseudo-label json from corrupted GT masks.")
+    p.add_argument("--gt", required=True, help="GT COCO json (masks)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--image-root", default=None, help="recorded in info; default: the GT json's info, "
+                                                      "else <gt dir>/../images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-pixels", type=int, default=4)
+    p.add_argument("--unknown-fraction", type=float, default=0.0, help="share of point_ann_id -1")
+    args = p.parse_args(argv)
+    gt = load_json(args.gt)
+    image_root = args.image_root or (gt.get("info") or {}).get("image_root")
+    if not image_root:
+        image_root = os.path.join(os.path.dirname(os.path.abspath(args.gt)), "..", "images")
+    out = make_corrupted_pseudo_json(gt, seed=args.seed, max_pixels=args.max_pixels,
+                                     unknown_fraction=args.unknown_fraction,
+                                     image_root=os.path.abspath(image_root), source=args.gt)
+    write_json_atomic(out, args.output)
+    print(f"{args.output}: {len(out['annotations'])} pseudo-labels on {len(out['images'])} images")
+
+
+if __name__ == "__main__":
+    main()
