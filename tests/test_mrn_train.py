@@ -1,5 +1,4 @@
 """MaskRefineNet training and evaluation through train_net.py's Trainer (detectron2 DefaultTrainer)."""
-import importlib.util
 import json
 import math
 import os
@@ -17,15 +16,10 @@ from wssis_d2.mrn import register_mrn_dataset
 from wssis_d2.mrn.samples import make_mrn_sample_jsons
 from wssis_d2.mrn.synthetic import make_corrupted_pseudo_json
 
+from conftest import load_train_net
+
 REPO = os.path.join(os.path.dirname(__file__), "..")
 CPU_CFG = os.path.join(REPO, "configs", "MRN", "MRN_R18_cpu.yaml")
-
-
-def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO, "train_net.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +44,7 @@ def mrn_data(tmp_path_factory):
 
 
 def test_train_net_trains_and_evaluates_mrn(mrn_data, tmp_path):
-    tn = _train_net()
+    tn = load_train_net()
     cfg = get_cfg()
     add_wssis_config(cfg)
     cfg.merge_from_file(CPU_CFG)

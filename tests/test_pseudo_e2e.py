@@ -1,6 +1,5 @@
 """End to end: train_net.py --eval-only with the pseudo-label config on a tiny generated shapes split
 (random-init model) writes a pseudo-label json of the documented schema; oracle and mask sets too."""
-import importlib.util
 import json
 import os
 
@@ -15,6 +14,8 @@ from detectron2.engine import default_argument_parser
 from wssis_d2.data import SHAPE_CATEGORIES, generate_shapes_dataset, register_point_instances, write_wssis_splits
 from wssis_d2.evaluation import REPORT_KEYS, pseudo_label_quality
 from wssis_d2.pseudo import pseudo_label_dataset_dicts
+
+from conftest import load_train_net
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CONFIG = os.path.join(ROOT, "configs", "pseudo", "SOLOv2_tiny_APS.yaml")
@@ -50,20 +51,13 @@ def split(tmp_path_factory):
         MetadataCatalog.remove(name)
 
 
-def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(ROOT, "train_net.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _eval_only(output_dir, datasets, *opts):
     args = default_argument_parser().parse_args(
         ["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(output_dir),
          "DATASETS.TEST", repr(tuple(datasets)), "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
          *opts]
     )
-    return _train_net().main(args)
+    return load_train_net().main(args)
 
 
 def _check_schema(path, points_json, mode):

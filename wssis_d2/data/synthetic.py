@@ -111,14 +111,14 @@ def _draw_shape(kind, size, center, angle_deg, rng, height, width):
     return mask
 
 
-def _sample_layout(rng, height, width, max_instances=MAX_INSTANCES):
+def _sample_layout(rng, height, width, max_instances=MAX_INSTANCES, min_size=MIN_SIZE):
     """Random shapes, back to front: list of (class index, size, (cx, cy), angle)."""
     n = int(rng.integers(min(MIN_INSTANCES, max_instances), max_instances + 1))
     max_size = MAX_SIZE_FRACTION * min(height, width)
     shapes = []
     for _ in range(n):
         cls = int(rng.integers(len(SHAPE_CLASSES)))
-        lo = max(MIN_SIZE, MIN_SIZE_BY_CLASS.get(SHAPE_CLASSES[cls], MIN_SIZE))
+        lo = max(min_size, MIN_SIZE_BY_CLASS.get(SHAPE_CLASSES[cls], min_size))
         size = float(np.exp(rng.uniform(np.log(lo), np.log(max_size))))
         mx, my = min(0.3 * size, width / 2), min(0.3 * size, height / 2)
         center = (rng.uniform(mx, width - mx), rng.uniform(my, height - my))
@@ -205,20 +205,21 @@ def _paint(img, mask, rng):
     img[y0:y1, x0:x1][crop] = tex[crop]
 
 
-def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES):
+def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES, min_size=MIN_SIZE):
     """Render one synthetic image.
 
     Args:
         rng (np.random.Generator): the only source of randomness.
         height, width (int): image size in pixels.
         max_instances (int): at most this many shapes are drawn (before occlusion drops).
+        min_size (float): smallest instance scale in pixels (larger: an easier image).
 
     Returns:
         image (np.ndarray): (H, W, 3) uint8, BGR (cv2 order; colours are random anyway).
         instances (list[dict]): back to front, each ``{"category_id": int (dataset id),
             "mask": (H, W) bool visible mask}``; masks are disjoint and non-empty.
     """
-    shapes = _sample_layout(rng, height, width, max_instances)
+    shapes = _sample_layout(rng, height, width, max_instances, min_size)
     drawn = [
         _draw_shape(SHAPE_CLASSES[cls], size, center, angle, rng, height, width)
         for cls, size, center, angle in shapes
@@ -260,7 +261,8 @@ def _mask_annotation(mask, ann_id, image_id, category_id):
 
 
 def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, split="train",
-                            json_name=None, jpeg_quality=92, max_instances=MAX_INSTANCES):
+                            json_name=None, jpeg_quality=92, max_instances=MAX_INSTANCES,
+                            min_size=MIN_SIZE):
     """Generate ``num_images`` images and their COCO instances json.
 
     Args:
@@ -274,6 +276,7 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
         json_name (str): defaults to ``<split>.json``.
         jpeg_quality (int): JPEG quality of the written images.
         max_instances (int): at most this many shapes per image (fewer: an easier dataset).
+        min_size (float): smallest instance scale in pixels (larger: an easier dataset).
 
     Returns:
         str: path of the written json (written atomically, after all images).
@@ -288,7 +291,7 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
     images, annotations = [], []
     for index in range(num_images):
         rng = np.random.default_rng([seed, split_key, index])
-        image, instances = render_shapes_image(rng, height, width, max_instances)
+        image, instances = render_shapes_image(rng, height, width, max_instances, min_size)
         image_id = index + 1
         file_name = f"{split}_{index:06d}.jpg"
         cv2.imwrite(os.path.join(image_dir, file_name), image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
@@ -307,6 +310,7 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
             "num_images": num_images,
             "image_size": [height, width],
             "max_instances": max_instances,
+            "min_size": min_size,
         },
         "licenses": [],
         "images": images,

@@ -1,0 +1,20 @@
+"""Shared test helpers."""
+import importlib.util
+import os
+
+import pytest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+def load_train_net():
+    """Import the repository's ``train_net.py`` (a script, not part of the package) as a module."""
+    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO, "train_net.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def train_net():
+    return load_train_net()

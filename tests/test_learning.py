@@ -1,0 +1,58 @@
+"""Learning test: SOLOv2 trained through train_net's Trainer on 4 generated images reaches segm AP >= 90
+on those same images with detectron2's COCOEvaluator.
+
+This proves, end to end, that targets, losses and the optimiser let the model learn and that inference
+(Matrix NMS, maskness, resizing to the original image) decodes what it learned. About a minute on 2 CPU
+cores.
+"""
+import os
+
+import torch
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+from detectron2.engine import default_argument_parser
+
+from conftest import REPO
+from wssis_d2.data.synthetic import generate_shapes_dataset
+
+CONFIG = os.path.join(REPO, "configs", "CPU", "SOLOv2_tiny.yaml")
+
+
+def test_solov2_learns_four_images(tmp_path, train_net):
+    # 192 px images with at most 4 shapes of >= 32 px: SOLOv2's 1/4-resolution masks can represent
+    # them (thin rings of ~10 px cannot reach IoU 0.9 at 48 x 48 mask features).
+    json_file = generate_shapes_dataset(str(tmp_path / "data"), 4, image_size=192, seed=0, max_instances=4,
+                                        min_size=32)
+    name = "_test_learning_shapes4"
+    register_coco_instances(name, {}, json_file, str(tmp_path / "data" / "images"))
+    try:
+        torch.manual_seed(0)
+        args = default_argument_parser().parse_args(
+            [
+                "--config-file", CONFIG,
+                "MODEL.SOLOV2.NUM_CLASSES", "6",
+                "DATASETS.TRAIN", f"('{name}',)",
+                "DATASETS.TEST", f"('{name}',)",
+                "SOLVER.IMS_PER_BATCH", "4",
+                "SOLVER.MAX_ITER", "250",
+                "SOLVER.STEPS", "(200,)",
+                "INPUT.MIN_SIZE_TRAIN", "(192,)",
+                "INPUT.MAX_SIZE_TRAIN", "192",
+                "INPUT.MIN_SIZE_TEST", "192",
+                "INPUT.MAX_SIZE_TEST", "192",
+                "INPUT.RANDOM_FLIP", "none",
+                "SEED", "0",
+                "OUTPUT_DIR", str(tmp_path / "out"),
+            ]
+        )
+        train_net.main(args)
+        args.eval_only = True
+        args.opts += ["MODEL.WEIGHTS", str(tmp_path / "out" / "model_final.pth")]
+        results = train_net.main(args)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    segm = results["segm"]
+    print(f"learning test: segm AP {segm['AP']:.1f} (AP50 {segm['AP50']:.1f}, AP75 {segm['AP75']:.1f})")
+    assert segm["AP"] >= 90.0, segm
