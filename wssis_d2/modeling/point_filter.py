@@ -43,9 +43,9 @@ Rules (each one is tested in ``tests/test_point_filter.py``):
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from .grid import cells_to_index, points_to_cells
+from .postprocess import masks_to_output
 
 __all__ = [
     "PointMaskSelection",
@@ -416,13 +416,7 @@ def postprocess_point_masks(
         top = torch.sort(selection.score[idx], descending=True, stable=True).indices[:max_per_image]
         idx = idx[top].sort().values
 
-    if idx.numel() == 0:
-        masks = torch.zeros(0, out_h, out_w, dtype=torch.bool, device=device)
-    else:
-        h, w = image_size
-        up = F.interpolate(prob[idx][:, None], size=tuple(input_hw), mode="bilinear", align_corners=False)
-        up = up[:, :, :h, :w]
-        masks = F.interpolate(up, size=(out_h, out_w), mode="bilinear", align_corners=False)[:, 0] > mask_thr
+    masks = masks_to_output(prob[idx], tuple(image_size), (out_h, out_w), mask_thr)
     return PointPseudoLabels(
         indices=idx,
         masks=masks,

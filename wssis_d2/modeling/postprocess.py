@@ -178,8 +178,9 @@ def masks_to_output(
         return mask_probs.new_zeros((0,) + tuple(output_hw), dtype=torch.bool)
     up = F.interpolate(mask_probs[:, None], size=(hf * 4, wf * 4), mode="bilinear", align_corners=False)
     up = up[:, :, : image_hw[0], : image_hw[1]]
-    out = F.interpolate(up, size=tuple(output_hw), mode="bilinear", align_corners=False)[:, 0]
-    return out > mask_thr
+    if tuple(output_hw) != tuple(up.shape[-2:]):
+        up = F.interpolate(up, size=tuple(output_hw), mode="bilinear", align_corners=False)
+    return up[:, 0] > mask_thr
 
 
 def candidates_to_instances(
