@@ -31,14 +31,6 @@ CPU_CFG = os.path.join(os.path.dirname(__file__), "..", "configs", "MRN", "MRN_R
 BASE_CFG = os.path.join(os.path.dirname(__file__), "..", "configs", "MRN", "Base-MRN.yaml")
 
 
-@pytest.fixture
-def one_thread():
-    """Small CPU nets run much faster single-threaded on a shared machine (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _cfg(path=CPU_CFG, **mrn):
     cfg = get_cfg()

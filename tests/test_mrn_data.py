@@ -26,13 +26,6 @@ from wssis_d2.mrn.synthetic import make_corrupted_pseudo_json
 CPU_CFG = os.path.join(os.path.dirname(__file__), "..", "configs", "MRN", "MRN_R18_cpu.yaml")
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _cfg(**mrn):
     cfg = get_cfg()

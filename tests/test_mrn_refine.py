@@ -32,12 +32,7 @@ REPO = os.path.join(os.path.dirname(__file__), "..")
 CPU_CFG = os.path.join(REPO, "configs", "MRN", "MRN_R18_cpu.yaml")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _cfg():
