@@ -61,19 +61,27 @@ def put(cate, kern, xy, level, cls, logit, channel, strength):
 def run(cate, kern, feats, pts, classes, **kw):
     pts = torch.as_tensor(pts, dtype=torch.float).reshape(-1, 2)
     classes = torch.as_tensor(classes, dtype=torch.long)
-    out = select_point_masks(cate, kern, feats, pts, classes, INPUT_HW, STRIDES, **kw)
+    out = select_point_masks(cate, kern, feats, pts, classes, INPUT_HW, STRIDES, prune=False, **kw)
     ref = _reference_select_point_masks(cate, kern, feats, pts, classes, INPUT_HW, STRIDES, **kw)
     assert_same(out, ref)
+    pruned = select_point_masks(cate, kern, feats, pts, classes, INPUT_HW, STRIDES, **kw)
+    assert_same(pruned, ref, all_levels_allowed=kw.get("mode", "adaptive") == "adaptive")
     return out
 
 
-def assert_same(out, ref, atol=1e-6):
+def assert_same(out, ref, atol=1e-6, all_levels_allowed=True):
     assert torch.equal(out.level, ref.level)
     assert torch.equal(out.valid, ref.valid)
     assert torch.equal(out.cell, ref.cell)
     torch.testing.assert_close(out.score, ref.score, atol=atol, rtol=0)
     torch.testing.assert_close(out.mask_prob, ref.mask_prob, atol=atol, rtol=0)
-    torch.testing.assert_close(out.level_scores, ref.level_scores, atol=atol, rtol=0)
+    # Candidates not evaluated (NaN) are levels the mode does not allow, or, when every level is allowed
+    # (adaptive), candidates the reference scores below the winner.
+    evaluated = ~torch.isnan(out.level_scores)
+    torch.testing.assert_close(out.level_scores[evaluated], ref.level_scores[evaluated], atol=atol, rtol=0)
+    if all_levels_allowed:
+        winner = ref.score.where(ref.valid, torch.full_like(ref.score, float("-inf")))[:, None]
+        assert (ref.level_scores[~evaluated] < winner.expand_as(ref.level_scores)[~evaluated]).all()
 
 
 XY = (40.0, 40.0)  # cells: L0 (5, 5), L1 (3, 3), L2 (2, 2), L3 (1, 1), L4 (1, 1)
@@ -266,21 +274,26 @@ def random_inputs(seed, num_points, feat_hw=(12, 16), grids=GRIDS, num_classes=4
 
 @pytest.mark.parametrize("mode", ["adaptive", "fixed", "oracle"])
 def test_batched_equals_per_point_loop(mode):
-    levels_seen, invalid_seen = set(), 0
+    levels_seen, invalid_seen, pruned_seen = set(), 0, 0
     for seed, num_points in [(0, 1), (1, 17), (2, 50), (3, 50)]:
         cate, kern, feats, pts, classes, input_hw, sizes = random_inputs(seed, num_points)
         kw = dict(mode=mode, level=2, gt_sizes=sizes, scale_ranges=SCALE_RANGES)
         out = select_point_masks(cate, kern, feats, pts, classes, input_hw, STRIDES, **kw)
         ref = _reference_select_point_masks(cate, kern, feats, pts, classes, input_hw, STRIDES, **kw)
-        assert_same(out, ref, atol=1e-12)
+        assert_same(out, ref, atol=1e-12, all_levels_allowed=mode == "adaptive")
+        full = select_point_masks(cate, kern, feats, pts, classes, input_hw, STRIDES, prune=False, **kw)
+        assert_same(full, ref, atol=1e-12)
+        assert not torch.isnan(full.level_scores).any()
+        pruned_seen += int(torch.isnan(out.level_scores).sum())
         # tiny memory budget: chunked candidates and recomputed chosen masks, same answer
         chunked = select_point_masks(cate, kern, feats, pts, classes, input_hw, STRIDES,
                                      max_chunk_pixels=3 * feats[0].numel(), **kw)
-        assert_same(chunked, ref, atol=1e-12)
+        assert_same(chunked, ref, atol=1e-12, all_levels_allowed=mode == "adaptive")
         levels_seen |= set(out.level[out.valid].tolist())
         invalid_seen += int((~out.valid).sum())
     assert invalid_seen > 0  # the random scenes exercise empty masks ...
     assert len(levels_seen) >= (1 if mode == "fixed" else 3)  # ... and several levels
+    assert pruned_seen > 0  # ... and candidates the bound skips
 
 
 def test_float32_matches_reference():

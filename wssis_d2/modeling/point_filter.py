@@ -68,8 +68,9 @@ class PointMaskSelection(NamedTuple):
     mask_prob: (M, Hf, Wf) float, the chosen cell's soft mask at 1/4 of the padded input, 0 where not
         valid.
     valid: (M,) bool, False when the point gets no mask.
-    level_scores: (M, L) float, score of every candidate level, -inf for empty candidates (diagnostics,
-        e.g. how often adaptive selection disagrees with the oracle).
+    level_scores: (M, L) float, score of every candidate level, -inf for empty candidates, NaN for
+        candidates not evaluated (pruned: they cannot win; see ``select_point_masks(prune=...)``)
+        (diagnostics, e.g. how often adaptive selection disagrees with the oracle).
     """
 
     level: torch.Tensor
@@ -115,17 +116,16 @@ def _argmax_finest(scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return level, valid
 
 
-def _select_adaptive(scores: torch.Tensor, **_) -> Tuple[torch.Tensor, torch.Tensor]:
-    return _argmax_finest(scores)
+def _levels_adaptive(num_points: int, num_levels: int, device, **_) -> torch.Tensor:
+    return torch.ones(num_points, num_levels, dtype=torch.bool, device=device)
 
 
-def _select_fixed(scores: torch.Tensor, *, level: Optional[int] = None, **_) -> Tuple[torch.Tensor, torch.Tensor]:
-    num_levels = scores.shape[1]
+def _levels_fixed(num_points: int, num_levels: int, device, *, level: Optional[int] = None, **_) -> torch.Tensor:
     if level is None or not -num_levels <= int(level) < num_levels:
         raise ValueError(f"mode='fixed' needs level in [0, {num_levels}), got {level!r}")
-    level = int(level) % num_levels
-    chosen = torch.full((scores.shape[0],), level, dtype=torch.long, device=scores.device)
-    return chosen, scores[:, level] > _NEG_INF
+    allowed = torch.zeros(num_points, num_levels, dtype=torch.bool, device=device)
+    allowed[:, int(level) % num_levels] = True
+    return allowed
 
 
 def oracle_allowed_levels(gt_sizes: torch.Tensor, scale_ranges: Sequence[Sequence[float]]) -> torch.Tensor:
@@ -145,22 +145,22 @@ def oracle_allowed_levels(gt_sizes: torch.Tensor, scale_ranges: Sequence[Sequenc
     return dist == dist.min(dim=1, keepdim=True).values
 
 
-def _select_oracle(
-    scores: torch.Tensor, *, gt_sizes: Optional[torch.Tensor] = None, scale_ranges=None, **_
-) -> Tuple[torch.Tensor, torch.Tensor]:
+def _levels_oracle(
+    num_points: int, num_levels: int, device, *, gt_sizes: Optional[torch.Tensor] = None, scale_ranges=None, **_
+) -> torch.Tensor:
     if gt_sizes is None or scale_ranges is None:
         raise ValueError("mode='oracle' needs gt_sizes and scale_ranges")
-    if len(scale_ranges) != scores.shape[1] or gt_sizes.shape != scores.shape[:1]:
+    if len(scale_ranges) != num_levels or tuple(gt_sizes.shape) != (num_points,):
         raise ValueError("mode='oracle': need one scale range per level and one gt size per point")
-    allowed = oracle_allowed_levels(gt_sizes.to(scores.device), scale_ranges)
-    return _argmax_finest(scores.masked_fill(~allowed, _NEG_INF))
+    return oracle_allowed_levels(gt_sizes.to(device), scale_ranges)
 
 
-# A level-selection strategy maps (M, L) candidate scores (-inf = empty) to (level (M,), valid (M,)).
-LEVEL_SELECTORS: Dict[str, Callable[..., Tuple[torch.Tensor, torch.Tensor]]] = {
-    "adaptive": _select_adaptive,
-    "fixed": _select_fixed,
-    "oracle": _select_oracle,
+# A mode says which levels each point may take: (M, L) bool. The highest-scoring allowed candidate wins
+# (ties: finer level); a point whose allowed candidates are all empty gets no mask.
+LEVEL_CANDIDATES: Dict[str, Callable[..., torch.Tensor]] = {
+    "adaptive": _levels_adaptive,
+    "fixed": _levels_fixed,
+    "oracle": _levels_oracle,
 }
 
 
@@ -194,6 +194,53 @@ def _mask_stats(
     return area, masksum / area.clamp(min=1).to(masksum.dtype), probs
 
 
+def _bounded_level_scores(
+    cls_prob: torch.Tensor,
+    allowed: torch.Tensor,
+    inverse: torch.Tensor,
+    kernel_rows: torch.Tensor,
+    feats: torch.Tensor,
+    min_area: torch.Tensor,
+    mask_thr: float,
+    max_chunk_pixels: int,
+) -> torch.Tensor:
+    """Candidate scores, evaluating only candidates that can still win (branch and bound).
+
+    Round r evaluates, for every point, its allowed level of r-th highest class probability, unless that
+    probability is below the best score the point already has (score <= class probability, since
+    maskness <= 1). At most L rounds, each one batched matmul over the needed distinct cells.
+
+    Args:
+        cls_prob: (M, L) class probability of each point's cell on each level.
+        allowed: (M, L) bool, levels the mode lets each point take.
+        inverse: (M, L) long, index of each candidate's cell in ``kernel_rows``.
+        kernel_rows: (U, E) kernels of the distinct candidate cells.
+        feats: (E, P) flattened mask features.
+        min_area: (L,) a mask with area <= this (pixels at 1/4 resolution) is empty.
+
+    Returns:
+        (M, L) scores: sigmoid(logit) x maskness, -inf for empty masks, NaN where not evaluated.
+    """
+    num_points, num_levels = cls_prob.shape
+    scores = torch.full_like(cls_prob, float("nan"))
+    best = torch.full((num_points,), _NEG_INF, dtype=cls_prob.dtype, device=cls_prob.device)
+    order = cls_prob.masked_fill(~allowed, -1.0).argsort(dim=1, descending=True, stable=True)
+    rows = torch.arange(num_points, device=cls_prob.device)
+    for rank in range(num_levels):
+        lvl = order[:, rank]
+        prob = cls_prob[rows, lvl]
+        todo = (allowed[rows, lvl] & (prob >= best)).nonzero(as_tuple=True)[0]
+        if todo.numel() == 0:
+            break
+        lvl = lvl[todo]
+        cells, inv = torch.unique(inverse[todo, lvl], return_inverse=True)
+        area, maskness, _ = _mask_stats(kernel_rows[cells], feats, mask_thr, max_chunk_pixels)
+        score = (prob[todo] * maskness[inv]).masked_fill(area[inv] <= min_area[lvl], _NEG_INF)
+        scores[todo, lvl] = score
+        best[todo] = torch.maximum(best[todo], score)
+    return scores
+
+
 def select_point_masks(
     cate_logits: Sequence[torch.Tensor],
     kernels: Sequence[torch.Tensor],
@@ -209,6 +256,7 @@ def select_point_masks(
     scale_ranges: Optional[Sequence[Sequence[float]]] = None,
     mask_thr: float = 0.5,
     max_chunk_pixels: int = 1 << 25,
+    prune: bool = True,
 ) -> PointMaskSelection:
     """Pick one SOLOv2 grid cell (level + cell) and its soft mask for every point of one image.
 
@@ -233,12 +281,17 @@ def select_point_masks(
         mask_thr: mask probability threshold.
         max_chunk_pixels: memory budget: at most this many mask pixels are held at once (the chosen masks
             are kept directly when all candidates fit in one chunk, else recomputed).
+        prune: skip candidates that cannot win: a score is sigmoid(logit) x maskness <= sigmoid(logit),
+            so a candidate whose class probability is below the best score already found for its point
+            is never evaluated (candidates are visited in decreasing class probability). The choice,
+            score and mask are exactly those of ``prune=False``; only ``level_scores`` differs (NaN for
+            candidates not evaluated). ``prune=False`` evaluates every candidate of every level.
 
     Returns:
         PointMaskSelection, one row per point in the input order.
     """
-    if mode not in LEVEL_SELECTORS:
-        raise ValueError(f"unknown mode {mode!r}, expected one of {sorted(LEVEL_SELECTORS)}")
+    if mode not in LEVEL_CANDIDATES:
+        raise ValueError(f"unknown mode {mode!r}, expected one of {sorted(LEVEL_CANDIDATES)}")
     num_levels = len(cate_logits)
     if num_levels == 0 or len(kernels) != num_levels or len(strides) != num_levels:
         raise ValueError("cate_logits, kernels and strides need one entry per level (at least one)")
@@ -277,15 +330,21 @@ def select_point_masks(
     kernel_rows = torch.cat(kernel_rows).to(dtype)  # (U, E)
 
     feats = mask_feats.reshape(num_embed, -1)
-    area, maskness, probs = _mask_stats(kernel_rows, feats, mask_thr, max_chunk_pixels)  # one matmul/chunk
-
-    cls_prob = torch.sigmoid(torch.stack(cls_logit, dim=1)).to(maskness.dtype)  # (M, L)
-    stride_t = torch.as_tensor(list(strides), device=device)
-    level_scores = (cls_prob * maskness[inverse]).masked_fill(area[inverse] <= stride_t, _NEG_INF)
-
-    chosen, valid = LEVEL_SELECTORS[mode](
-        level_scores, level=level, gt_sizes=gt_sizes, scale_ranges=scale_ranges
+    cls_prob = torch.sigmoid(torch.stack(cls_logit, dim=1)).to(feats.dtype)  # (M, L)
+    min_area = torch.as_tensor(list(strides), device=device)
+    allowed = LEVEL_CANDIDATES[mode](
+        num_points, num_levels, device, level=level, gt_sizes=gt_sizes, scale_ranges=scale_ranges
     )
+    probs = None  # the soft masks of all candidates, when computed in one chunk
+    if prune:
+        level_scores = _bounded_level_scores(
+            cls_prob, allowed, inverse, kernel_rows, feats, min_area, mask_thr, max_chunk_pixels
+        )
+    else:
+        area, maskness, probs = _mask_stats(kernel_rows, feats, mask_thr, max_chunk_pixels)  # one matmul/chunk
+        level_scores = (cls_prob * maskness[inverse]).masked_fill(area[inverse] <= min_area, _NEG_INF)
+    evaluated = level_scores.masked_fill(torch.isnan(level_scores), _NEG_INF)
+    chosen, valid = _argmax_finest(evaluated.masked_fill(~allowed, _NEG_INF))
     rows = torch.arange(num_points, device=device)
     chosen_u = inverse[rows, chosen]  # (M,) index into the U candidate masks
 
