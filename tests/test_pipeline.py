@@ -1,0 +1,149 @@
+"""The pipeline end to end on the tiny profile (12 generated 96-px images, 10-12 iterations per training
+stage): every row filled, results.json schema, stage folders / markers / configs; a re-run skips every
+stage; an interrupted training stage resumes from its checkpoint; planning and config rules.
+About 30 s on 2 CPU cores."""
+import json
+import os
+import shutil
+
+import pytest
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from wssis_d2.evaluation import REPORT_KEYS
+from wssis_d2.pipeline import (MARKER, MODEL_ROWS, PSEUDO_ROWS, load_pipeline_cfg, plan_stages, read_marker,
+                               run_pipeline, stage_status)
+from wssis_d2.pipeline import run as run_module
+from wssis_d2.pipeline.model_stages import checkpoint_file, checkpoint_iterations, teacher_checkpoint_period
+from wssis_d2.pipeline.results import best_fixed_level
+
+from conftest import REPO
+
+TINY = os.path.join(REPO, "configs", "pipeline", "shapes_tiny.yaml")
+ALL_STAGES = ["data", "teacher", "pseudo_threshold", "pseudo_fixed", "pseudo_adaptive", "pseudo_oracle", "mrn_data",
+              "mrn", "pseudo_adaptive_mrn", "student_threshold", "student_points", "student_points_mrn", "full_100"]
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
+
+@pytest.fixture(scope="module")
+def catalogs():
+    """Leave detectron2's catalogs as they were (the pipeline re-registers the shapes names)."""
+    datasets, metadata = dict(DatasetCatalog.data), dict(MetadataCatalog.data)
+    yield
+    DatasetCatalog.data.clear()
+    DatasetCatalog.data.update(datasets)
+    MetadataCatalog.data.clear()
+    MetadataCatalog.data.update(metadata)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, catalogs):
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    pcfg = load_pipeline_cfg(TINY, output_dir=str(out))
+    return pcfg, run_pipeline(pcfg, config_file=TINY)
+
+
+def test_every_stage_writes_folder_marker_and_config(tiny_run):
+    pcfg, out = tiny_run
+    assert plan_stages(pcfg) == ALL_STAGES and out["ran"] == ALL_STAGES
+    for stage in ALL_STAGES:
+        folder = os.path.join(pcfg.OUTPUT_DIR, stage)
+        marker = read_marker(folder)
+        assert marker is not None and marker["stage"] == stage and marker["status"] == "done", stage
+        assert os.path.isfile(os.path.join(folder, "config.yaml")), stage
+        assert os.path.isfile(os.path.join(folder, "log.txt")), stage
+        assert marker["seconds"] >= 0 and all(os.path.exists(p) for p in marker["outputs"].values())
+    # model stages save their effective detectron2 config
+    teacher_cfg = open(os.path.join(pcfg.OUTPUT_DIR, "teacher", "config.yaml")).read()
+    assert "MAX_ITER: 12" in teacher_cfg and "wssis_shapes_train_30p_s1_full" in teacher_cfg
+    assert "MASK_FORMAT: bitmask" in open(os.path.join(pcfg.OUTPUT_DIR, "student_points", "config.yaml")).read()
+    # the teacher kept the checkpoints the MRN data came from (50% and 100% of 12 iterations)
+    teacher = read_marker(os.path.join(pcfg.OUTPUT_DIR, "teacher"))
+    assert teacher["checkpoint_iterations"] == [6, 12]
+    assert os.path.isfile(os.path.join(pcfg.OUTPUT_DIR, "teacher", "model_0000005.pth"))
+    samples = read_marker(os.path.join(pcfg.OUTPUT_DIR, "mrn_data"))["metrics"]["samples"]
+    assert samples["train"] > 0 and samples["pairing"]["unmatched"] == 0
+    assert os.path.isfile(os.path.join(pcfg.OUTPUT_DIR, "pipeline_config.yaml"))
+
+
+def test_results_json_schema_every_row_filled(tiny_run):
+    pcfg, out = tiny_run
+    results = json.load(open(os.path.join(pcfg.OUTPUT_DIR, "results.json")))
+    assert set(results["pseudo_labels"]) == set(PSEUDO_ROWS) and set(results["models"]) == set(MODEL_ROWS)
+    for row, report in results["pseudo_labels"].items():
+        assert report is not None and tuple(report) == REPORT_KEYS, row
+    for row, ap in results["models"].items():
+        assert isinstance(ap, float) and 0 <= ap <= 100, row
+    assert results["pseudo_labels"]["threshold"]["mean_iou"] is None  # no point belongs to a detection
+    assert 0 < results["pseudo_labels"]["adaptive"]["coverage"] <= 1
+    assert set(results["fixed_levels"]) == {"0", "2"} and results["fixed_best_level"] in (0, 2)
+    assert set(results["timings"]) == set(ALL_STAGES)
+    assert results["meta"]["machine"]["cpu_count"] >= 1 and results["meta"]["stages_run"] == ALL_STAGES
+    md = open(os.path.join(pcfg.OUTPUT_DIR, "results.md")).read()
+    assert "student: full + points + MRN" in md and "Wall time per stage" in md and "adaptive + MRN" in md
+
+
+def test_rerun_skips_finished_stages(tiny_run, monkeypatch):
+    pcfg, _ = tiny_run
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+    for name in ("prepare_data", "train_stage", "export_stage", "refine_stage", "merge_pseudo_label_files"):
+        monkeypatch.setattr(run_module, name, must_not_run)
+    markers = {s: os.path.join(pcfg.OUTPUT_DIR, s, MARKER) for s in ALL_STAGES}
+    mtimes = {s: os.stat(p).st_mtime_ns for s, p in markers.items()}
+    again = run_pipeline(pcfg, config_file=TINY)
+    assert again["ran"] == []
+    assert {s: os.stat(p).st_mtime_ns for s, p in markers.items()} == mtimes
+    assert all(status == "done" for _, status, _ in stage_status(pcfg))
+    assert again["results"]["markdown"].count("| student: ") == 3
+
+
+def test_interrupted_training_stage_resumes_from_its_checkpoint(tiny_run, tmp_path):
+    pcfg, _ = tiny_run
+    # A run of the teacher row only, on the same data, whose teacher stage was interrupted after 6 of
+    # 12 iterations: its folder holds a checkpoint and last_checkpoint but no marker.
+    out = tmp_path / "resume"
+    teacher = out / "teacher"
+    teacher.mkdir(parents=True)
+    shutil.copy(os.path.join(pcfg.OUTPUT_DIR, "teacher", "model_0000005.pth"), teacher / "model_0000005.pth")
+    (teacher / "last_checkpoint").write_text("model_0000005.pth")
+    cfg = load_pipeline_cfg(TINY, ["DATA.ROOT", pcfg.DATA.ROOT, "ROWS.MODELS", "['teacher']",
+                                   "ROWS.PSEUDO_LABELS", "[]"], output_dir=str(out))
+    assert plan_stages(cfg) == ["data", "teacher"]
+    assert [s[1] for s in stage_status(cfg)] == ["pending", "partial"]
+    res = run_pipeline(cfg)
+    marker = res["records"]["teacher"]
+    assert marker["start_iter"] == 6 and marker["max_iter"] == 12
+    iterations = [json.loads(line)["iteration"] for line in open(teacher / "metrics.json")]
+    assert min(iterations) >= 6  # continued, did not start over
+    assert os.path.isfile(teacher / "model_final.pth")
+    results = json.load(open(out / "results.json"))
+    assert results["models"]["teacher"] is not None
+    assert all(v is None for k, v in results["models"].items() if k != "teacher")
+    assert all(v is None for v in results["pseudo_labels"].values())
+
+
+def test_plan_follows_rows():
+    cfg = load_pipeline_cfg(TINY, ["ROWS.PSEUDO_LABELS", "['adaptive']", "ROWS.MODELS", "['student_points_mrn']"])
+    assert plan_stages(cfg) == ["data", "teacher", "pseudo_adaptive", "mrn_data", "mrn", "pseudo_adaptive_mrn",
+                                "student_points_mrn"]
+    cfg = load_pipeline_cfg(TINY, ["ROWS.PSEUDO_LABELS", "[]", "ROWS.MODELS", "['full_100']"])
+    assert plan_stages(cfg) == ["data", "full_100"]
+    with pytest.raises(ValueError, match="unknown rows"):
+        load_pipeline_cfg(TINY, ["ROWS.MODELS", "['student']"])
+    cfg = load_pipeline_cfg(TINY, output_dir="/tmp/x")
+    assert cfg.DATA.ROOT == "/tmp/x/data" and os.path.isabs(cfg.TEACHER.CONFIG)
+
+
+def test_checkpoint_rules():
+    assert checkpoint_iterations(1500, [0.5, 1.0]) == [750, 1500]
+    assert teacher_checkpoint_period(500, [750, 1500], 1500) == 375
+    assert teacher_checkpoint_period(5000, [15000, 30000], 30000) == 5000
+    assert teacher_checkpoint_period(1000, [6, 12], 12) == 6
+    assert teacher_checkpoint_period(500, [1000], 1000) == 500
+    assert checkpoint_file("d", 750, 1500) == os.path.join("d", "model_0000749.pth")
+    assert checkpoint_file("d", 1500, 1500) == os.path.join("d", "model_final.pth")
+    reports = {"fixed_0": {"AP": 1.0, "mean_iou": 0.2}, "fixed_1": {"AP": 3.0, "mean_iou": 0.1},
+               "fixed_2": {"AP": 3.0, "mean_iou": 0.3}}
+    assert best_fixed_level(reports) == 2 and best_fixed_level({}) is None

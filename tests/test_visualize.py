@@ -1,0 +1,63 @@
+"""tools/visualize.py draws a registered point dataset and a pseudo-label json (masks + points) to PNGs."""
+import json
+import os
+
+import cv2
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from wssis_d2.data import SHAPE_CATEGORIES, generate_shapes_dataset, register_point_instances, write_wssis_splits
+from wssis_d2.pipeline.visualize import draw_instances
+
+from conftest import REPO
+
+
+def _tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("visualize_tool", os.path.join(REPO, "tools", "visualize.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_visualize_dataset_and_pseudo_json(tmp_path):
+    root = tmp_path / "shapes"
+    image_root = str(root / "images")
+    train = generate_shapes_dataset(str(root), num_images=4, image_size=64, seed=0, split="train")
+    paths = write_wssis_splits(train, str(root / "splits"), seed=1, count=1, image_root=image_root, name="train")
+    name = "_test_visualize_points"
+    meta = {"thing_classes": [c["name"] for c in SHAPE_CATEGORIES],
+            "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(SHAPE_CATEGORIES)}}
+    register_point_instances(name, meta, paths["points"], image_root)
+    tool = _tool()
+    try:
+        written = tool.main(["--dataset", name, "--output", str(tmp_path / "points"), "--max-images", "2"])
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert len(written) == 2 and all(p.endswith(".png") and os.path.isfile(p) for p in written)
+    assert cv2.imread(written[0]).shape == (512, 512, 3)  # 64 px enlarged to ~512
+
+    # a pseudo-label json: the GT masks of the point images as pseudo-labels with their points
+    gt = json.load(open(paths["points_gt"]))
+    points = {a["id"]: a["point_coords"][0] for a in json.load(open(paths["points"]))["annotations"]}
+    gt["annotations"] = [dict(a, point=points[a["id"]], score=0.5, point_ann_id=a["id"]) for a in gt["annotations"]]
+    gt["info"] = {"image_root": image_root}
+    pseudo = tmp_path / "pseudo.json"
+    pseudo.write_text(json.dumps(gt))
+    written = tool.main(["--json", str(pseudo), "--output", str(tmp_path / "pseudo"), "--max-images", "5",
+                         "--scale", "2"])
+    assert len(written) == 3 and cv2.imread(written[0]).shape == (128, 128, 3)
+
+
+def test_draw_instances_marks_masks_and_points():
+    image = np.full((40, 40, 3), 128, np.uint8)
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 10:30] = True
+    out = draw_instances(image, [{"label": "box", "mask": mask, "point": (20.5, 20.5)},
+                                 {"label": "dot", "mask": None, "point": (5.5, 35.5)}], scale=1.0)
+    assert out.shape == (40, 40, 3) and out.dtype == np.uint8
+    assert not np.array_equal(out[20, 20], image[20, 20])  # the point over the mask
+    assert not np.array_equal(out[35, 5], image[35, 5])  # the lone point
+    assert np.array_equal(out[2, 38], image[2, 38])  # background untouched

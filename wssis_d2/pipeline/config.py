@@ -1,0 +1,158 @@
+"""Every key of a pipeline config (``configs/pipeline/*.yaml``), with its default.
+
+A pipeline config names the model configs of the stages (teacher / student SOLOv2, MaskRefineNet) and
+adds per-stage overrides; it is not a detectron2 model config. It is an fvcore ``CfgNode`` (the base of
+detectron2's): YAML files with ``_BASE_`` and ``KEY VALUE`` overrides on the command line work as usual.
+"""
+import os
+
+from fvcore.common.config import CfgNode as CN
+
+__all__ = ["PSEUDO_ROWS", "MODEL_ROWS", "get_pipeline_cfg", "load_pipeline_cfg", "resolve_path"]
+
+# Rows of the results table, in table order (results.json keys).
+PSEUDO_ROWS = ("threshold", "fixed_best", "adaptive", "adaptive_mrn", "oracle")
+MODEL_ROWS = ("teacher", "student_threshold", "student_points", "student_points_mrn", "full_100")
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def _train_node(config):
+    node = CN()
+    # Model config of the stage (detectron2 YAML; relative paths: the working directory, then the repo).
+    node.CONFIG = config
+    # SOLVER.MAX_ITER of the stage; 0 keeps the model config's.
+    node.MAX_ITER = 0
+    # SOLVER.STEPS; [] keeps the model config's, scaled by MAX_ITER / its MAX_ITER when MAX_ITER is set.
+    node.STEPS = []
+    # Overrides of the model config, a flat list KEY VALUE KEY VALUE ... (applied last, except that
+    # OUTPUT_DIR and DATASETS are always the pipeline's).
+    node.OPTS = []
+    return node
+
+
+def get_pipeline_cfg():
+    """The pipeline config with every key at its default (a fresh ``CfgNode``)."""
+    cfg = CN()
+    # Root of the run: one folder per stage, results.md / results.json. "{OUTPUT_DIR}" in other paths is
+    # replaced by this value.
+    cfg.OUTPUT_DIR = "output/pipeline"
+    # Torch intra-op threads in every stage process (0: torch's default). 1 is fastest on a busy 2-core CPU.
+    cfg.NUM_THREADS = 0
+    # detectron2 SEED of every model stage (each process seeds with SEED + rank; < 0: random).
+    cfg.SEED = 0
+
+    cfg.DATA = CN()
+    # Datasets root; "" = $DETECTRON2_DATASETS (default "datasets"). The COCO splits are read from
+    # <ROOT>/coco/wssis_splits, the shapes dataset from <ROOT>/wssis_shapes.
+    cfg.DATA.ROOT = ""
+    # Which standard names to register under ROOT: "shapes" (embedded synthetic dataset) or "coco".
+    cfg.DATA.KIND = "shapes"
+    # Fully-labeled percentage and seed of the split whose names are registered (the DATASETS below).
+    cfg.DATA.PERCENT = 5
+    cfg.DATA.SPLIT_SEED = 1
+    cfg.DATA.SHAPES = CN()
+    # Generate <ROOT>/wssis_shapes (images, train/val json, the PERCENT split) when it is missing.
+    cfg.DATA.SHAPES.GENERATE = False
+    cfg.DATA.SHAPES.NUM_TRAIN = 1000
+    cfg.DATA.SHAPES.NUM_VAL = 200
+    # Image side in pixels.
+    cfg.DATA.SHAPES.SIZE = 320
+    # Generator seed (every image is seeded by (SEED, split, index)).
+    cfg.DATA.SHAPES.SEED = 0
+    # At most this many shapes per image; smallest instance scale in pixels.
+    cfg.DATA.SHAPES.MAX_INSTANCES = 9
+    cfg.DATA.SHAPES.MIN_SIZE = 10.0
+
+    cfg.DATASETS = CN()
+    # Registered names: fully-labeled images, their point-labeled complement, the true masks of the point
+    # images (pseudo-label quality only), all training images with masks (the 100% model), validation set.
+    cfg.DATASETS.FULL = "wssis_shapes_train_5p_s1_full"
+    cfg.DATASETS.POINTS = "wssis_shapes_train_5p_s1_points"
+    cfg.DATASETS.POINTS_GT = "wssis_shapes_train_5p_s1_points_gt"
+    cfg.DATASETS.TRAIN_ALL = "wssis_shapes_train"
+    cfg.DATASETS.TEST = "wssis_shapes_val"
+
+    # Teacher: SOLOv2 trained on DATASETS.FULL only.
+    cfg.TEACHER = _train_node("configs/CPU/SOLOv2_shapes.yaml")
+
+    cfg.PSEUDO = CN()
+    # Overrides of the teacher config for the pseudo-label exports (e.g. MODEL.WSSIS.MAX_PER_IMAGE 200).
+    cfg.PSEUDO.OPTS = []
+    # Score threshold of the SSIS baseline ("+unlabeled", mode threshold). Paper: 0.1 or 0.5.
+    cfg.PSEUDO.THRESHOLD = 0.1
+    # Levels exported in fixed mode; the "fixed_best" row is the one with the highest AP (then mean IoU).
+    cfg.PSEUDO.FIXED_LEVELS = [0, 1, 2, 3, 4]
+
+    # MaskRefineNet: data from the teacher on the FULL images, training, refinement of the adaptive labels.
+    cfg.MRN = _train_node("configs/MRN/MRN_R18_cpu.yaml")
+    # Decoding of the teacher's predictions on the full images (METHOD.md section 4): "oracle" (as
+    # published) or "adaptive".
+    cfg.MRN.DATA_MODE = "oracle"
+    # Teacher checkpoints giving MRN training data, as fractions of the teacher's schedule (1.0 =
+    # model_final.pth). The teacher's CHECKPOINT_PERIOD is lowered so that each one is saved.
+    cfg.MRN.TEACHER_CHECKPOINTS = [0.5, 1.0]
+    # Fraction of the full images held out to evaluate the MRN (0: none).
+    cfg.MRN.VAL_FRACTION = 0.1
+
+    # Students: SOLOv2 on DATASETS.FULL + pseudo-labels (threshold / adaptive / adaptive + MRN).
+    cfg.STUDENT = _train_node("configs/CPU/SOLOv2_shapes.yaml")
+    # The 100% model: SOLOv2 on DATASETS.TRAIN_ALL. CONFIG "" = STUDENT.CONFIG; MAX_ITER 0 and STEPS []
+    # = STUDENT's; OPTS are added after STUDENT.OPTS.
+    cfg.FULL_100 = _train_node("")
+
+    cfg.ROWS = CN()
+    # Rows to fill (a subset of PSEUDO_ROWS / MODEL_ROWS); the stages they need run, the others are null.
+    cfg.ROWS.PSEUDO_LABELS = list(PSEUDO_ROWS)
+    cfg.ROWS.MODELS = list(MODEL_ROWS)
+    return cfg
+
+
+def resolve_path(path):
+    """``path`` as given when it exists (relative to the working directory), else relative to the
+    repository root; absolute in both cases."""
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return os.path.abspath(path) if path else path
+    candidate = os.path.join(REPO_ROOT, path)
+    return candidate if os.path.exists(candidate) else os.path.abspath(path)
+
+
+def _check(cfg):
+    for key, allowed in (("PSEUDO_LABELS", PSEUDO_ROWS), ("MODELS", MODEL_ROWS)):
+        unknown = [r for r in cfg.ROWS[key] if r not in allowed]
+        if unknown:
+            raise ValueError(f"ROWS.{key}: unknown rows {unknown}; choose from {list(allowed)}")
+    if cfg.DATA.KIND not in ("shapes", "coco"):
+        raise ValueError(f"DATA.KIND must be 'shapes' or 'coco', got {cfg.DATA.KIND!r}")
+    if cfg.MRN.DATA_MODE not in ("oracle", "adaptive"):
+        raise ValueError(f"MRN.DATA_MODE must be 'oracle' or 'adaptive', got {cfg.MRN.DATA_MODE!r}")
+    if not cfg.MRN.TEACHER_CHECKPOINTS or any(not 0 < f <= 1 for f in cfg.MRN.TEACHER_CHECKPOINTS):
+        raise ValueError(f"MRN.TEACHER_CHECKPOINTS must be fractions in (0, 1], got {cfg.MRN.TEACHER_CHECKPOINTS}")
+    for node in ("TEACHER", "MRN", "STUDENT", "FULL_100"):
+        if len(cfg[node].OPTS) % 2:
+            raise ValueError(f"{node}.OPTS must be KEY VALUE pairs, got {cfg[node].OPTS}")
+    if len(cfg.PSEUDO.OPTS) % 2:
+        raise ValueError(f"PSEUDO.OPTS must be KEY VALUE pairs, got {cfg.PSEUDO.OPTS}")
+
+
+def load_pipeline_cfg(config_file=None, opts=(), output_dir=None):
+    """Defaults <- ``config_file`` <- ``opts`` (KEY VALUE ...) <- ``output_dir``; "{OUTPUT_DIR}" expanded,
+    paths made absolute, checked, frozen.
+
+    Returns:
+        CfgNode
+    """
+    cfg = get_pipeline_cfg()
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if output_dir:
+        cfg.OUTPUT_DIR = output_dir
+    cfg.OUTPUT_DIR = os.path.abspath(cfg.OUTPUT_DIR)
+    root = cfg.DATA.ROOT.replace("{OUTPUT_DIR}", cfg.OUTPUT_DIR)
+    cfg.DATA.ROOT = os.path.abspath(root or os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))
+    for node in ("TEACHER", "MRN", "STUDENT", "FULL_100"):
+        cfg[node].CONFIG = resolve_path(cfg[node].CONFIG)
+    _check(cfg)
+    cfg.freeze()
+    return cfg

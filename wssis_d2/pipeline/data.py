@@ -1,0 +1,139 @@
+"""Datasets of a pipeline run: generating the embedded shapes dataset, registering the standard names
+under the run's root (in every process of every stage) and registering the jsons the run makes."""
+import logging
+import os
+import time
+from typing import Dict, Iterable, Optional
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from ..data.datasets import register_wssis_shapes, register_wssis_splits
+from ..data.json_io import load_json
+from ..data.splits import split_file_names, write_wssis_splits
+from ..data.synthetic import generate_shapes_dataset
+from ..mrn.datasets import register_mrn_dataset
+from ..pseudo.merge import register_pseudo_label_dataset
+
+__all__ = ["shapes_root", "prepare_data", "register_datasets", "register_json_dataset", "dataset_json", "unregister"]
+
+logger = logging.getLogger(__name__)
+
+
+def shapes_root(pcfg) -> str:
+    return os.path.join(pcfg.DATA.ROOT, "wssis_shapes")
+
+
+def _standard_names(pcfg):
+    p, s = pcfg.DATA.PERCENT, pcfg.DATA.SPLIT_SEED
+    prefix = "wssis_shapes_train" if pcfg.DATA.KIND == "shapes" else "coco_2017_train"
+    names = [f"{prefix}_{p}p_s{s}_{k}" for k in ("full", "points", "points_gt")]
+    if pcfg.DATA.KIND == "shapes":
+        names += ["wssis_shapes_train", "wssis_shapes_val"]
+    return names
+
+
+def _unregister(name):
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def register_datasets(pcfg) -> None:
+    """Register the standard names of ``DATA.KIND`` (the ``DATA.PERCENT`` / ``DATA.SPLIT_SEED`` split)
+    under ``DATA.ROOT``. A name already registered with a file outside that root (e.g. by train_net.py
+    at import, from ``$DETECTRON2_DATASETS``) is registered again here. Idempotent."""
+    root = pcfg.DATA.ROOT
+    here = os.path.join(root, "wssis_shapes" if pcfg.DATA.KIND == "shapes" else "coco") + os.sep
+    for name in _standard_names(pcfg):
+        if name in DatasetCatalog.list():
+            json_file = MetadataCatalog.get(name).get("json_file", None)
+            if not json_file or not os.path.abspath(json_file).startswith(here):
+                logger.info(f"Dataset {name!r} was registered with {json_file}; registering it under {root}")
+                _unregister(name)
+    percents, seeds = (pcfg.DATA.PERCENT,), (pcfg.DATA.SPLIT_SEED,)
+    if pcfg.DATA.KIND == "shapes":
+        register_wssis_shapes(shapes_root(pcfg), percents=percents, seeds=seeds)
+    else:
+        register_wssis_splits(root, percents=percents, seeds=seeds)
+
+
+def register_json_dataset(name: str, json_file: str, kind: str = "train", metadata: Optional[dict] = None):
+    """Register a json the run made: ``kind`` "mrn" (MaskRefineNet samples) or "train" (COCO json with
+    RLE masks: merged full + pseudo-labels). Re-registers ``name`` when it points to another file."""
+    json_file = os.path.abspath(json_file)
+    if name in DatasetCatalog.list():
+        if MetadataCatalog.get(name).get("json_file", None) == json_file:
+            return name
+        _unregister(name)
+    if kind == "mrn":
+        register_mrn_dataset(name, json_file)
+    elif kind == "train":
+        register_pseudo_label_dataset(name, json_file, metadata=metadata)
+    else:
+        raise ValueError(f"Unknown dataset kind {kind!r}")
+    return name
+
+
+def dataset_json(name: str) -> str:
+    """The json file of a registered dataset (metadata ``json_file``)."""
+    json_file = MetadataCatalog.get(name).get("json_file", None)
+    if not json_file:
+        raise ValueError(f"Dataset {name!r} has no json_file in its metadata")
+    return json_file
+
+
+def _generate_shapes(pcfg) -> Dict[str, float]:
+    """Generate what is missing of the shapes dataset and the PERCENT split. Returns seconds per part."""
+    s = pcfg.DATA.SHAPES
+    root = shapes_root(pcfg)
+    seconds = {}
+    for split, num in (("train", s.NUM_TRAIN), ("val", s.NUM_VAL)):
+        if os.path.isfile(os.path.join(root, f"{split}.json")):
+            continue
+        t0 = time.perf_counter()
+        logger.info(f"Generating {num} {s.SIZE}-px shapes images ({split}) under {root} (seed {s.SEED})")
+        generate_shapes_dataset(root, num, image_size=s.SIZE, seed=s.SEED, split=split,
+                                max_instances=s.MAX_INSTANCES, min_size=s.MIN_SIZE)
+        seconds[split] = round(time.perf_counter() - t0, 2)
+    split_dir = os.path.join(root, "splits")
+    files = split_file_names("train", pcfg.DATA.SPLIT_SEED, percent=pcfg.DATA.PERCENT)
+    if not all(os.path.isfile(os.path.join(split_dir, f)) for f in files.values()):
+        t0 = time.perf_counter()
+        write_wssis_splits(os.path.join(root, "train.json"), split_dir, seed=pcfg.DATA.SPLIT_SEED,
+                           percent=pcfg.DATA.PERCENT, point_rule="centroid",
+                           image_root=os.path.join(root, "images"), name="train")
+        seconds["split"] = round(time.perf_counter() - t0, 2)
+    return seconds
+
+
+def prepare_data(pcfg) -> dict:
+    """The ``data`` stage: generate the shapes dataset if asked and missing, register the names, check
+    that every ``DATASETS`` entry has its file. Returns the stage result (json files and, for shapes,
+    image and instance counts)."""
+    generated = {}
+    if pcfg.DATA.KIND == "shapes" and pcfg.DATA.SHAPES.GENERATE:
+        generated = _generate_shapes(pcfg)
+    register_datasets(pcfg)
+    outputs, metrics = {}, {"generated_seconds": generated}
+    for key, name in pcfg.DATASETS.items():
+        if name not in DatasetCatalog.list():
+            raise KeyError(f"DATASETS.{key}: {name!r} is not registered (DATA.KIND {pcfg.DATA.KIND}, root "
+                           f"{pcfg.DATA.ROOT})")
+        json_file = dataset_json(name)
+        if not os.path.isfile(json_file):
+            hint = (" Set DATA.SHAPES.GENERATE True to generate it." if pcfg.DATA.KIND == "shapes" else
+                    " See docs/DATA.md (datasets/prepare_wssis_splits.py).")
+            raise FileNotFoundError(f"DATASETS.{key} = {name!r}: {json_file} does not exist.{hint}")
+        outputs[key.lower()] = json_file
+        if pcfg.DATA.KIND == "shapes":  # small files: count images and instances for the results table
+            coco = load_json(json_file)
+            metrics[key.lower()] = {"name": name, "images": len(coco["images"]),
+                                    "instances": len(coco["annotations"])}
+        else:
+            metrics[key.lower()] = {"name": name}
+    return {"outputs": outputs, "metrics": metrics}
+
+
+def unregister(names: Iterable[str]) -> None:
+    for name in names:
+        if name in DatasetCatalog.list():
+            _unregister(name)

@@ -1,0 +1,240 @@
+"""The stages that run models, each called in every process by detectron2's ``launch``: training
+(teacher, MaskRefineNet, students, the 100% model), pseudo-label exports and the MRN refinement.
+
+Every function takes the pipeline config, the stage folder and a plain ``spec`` dict (picklable), builds
+the stage's detectron2 config (``stage_cfg``), saves it as ``<stage>/config.yaml`` and returns the stage
+result (``{"outputs": {...}, "metrics": {...}, ...}``) that the parent writes into the marker.
+"""
+import importlib.util
+import logging
+import math
+import os
+import sys
+from functools import reduce
+from typing import List, Optional, Sequence
+
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.file_io import PathManager
+
+from ..config import add_wssis_config
+from ..mrn.refine import refine_pseudo_labels
+from .config import REPO_ROOT
+from .data import register_datasets, register_json_dataset
+
+__all__ = [
+    "trainer_class",
+    "stage_cfg",
+    "checkpoint_iterations",
+    "checkpoint_file",
+    "train_stage",
+    "export_stage",
+    "refine_stage",
+    "teacher_checkpoint_period",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def trainer_class():
+    """``Trainer`` of the repository's ``train_net.py`` (COCO / pseudo-label / MRN evaluators, the
+    point-aware mapper, the MRN loaders, Adam), imported once as module ``train_net``."""
+    module = sys.modules.get("train_net")
+    if module is None or not hasattr(module, "Trainer"):
+        path = os.path.join(REPO_ROOT, "train_net.py")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: the pipeline needs the repository's train_net.py")
+        spec = importlib.util.spec_from_file_location("train_net", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["train_net"] = module
+    return module.Trainer
+
+
+def _node_values(pcfg, node: str):
+    """(config file, MAX_ITER, STEPS, OPTS) of a training node; FULL_100 falls back on STUDENT."""
+    n = pcfg[node]
+    if node != "FULL_100":
+        return n.CONFIG, n.MAX_ITER, list(n.STEPS), list(n.OPTS)
+    s = pcfg.STUDENT
+    return (n.CONFIG or s.CONFIG, n.MAX_ITER or s.MAX_ITER, list(n.STEPS or s.STEPS),
+            list(s.OPTS) + list(n.OPTS))
+
+
+def stage_cfg(pcfg, node: str, stage_dir: str, *, train: Sequence[str] = (), test: Sequence[str] = (),
+              num_classes: Optional[int] = None, opts: Sequence = (), forced: Sequence = ()):
+    """The detectron2 config of a stage, frozen.
+
+    Order: the node's model config <- SOLVER.MAX_ITER / STEPS of the node (STEPS scaled with MAX_ITER when
+    not given) <- NUM_CLASSES (SOLOv2 or MRN, from the data) and SEED <- the node's OPTS <- ``opts`` <-
+    DATASETS, OUTPUT_DIR and ``forced`` (never overridden).
+    """
+    config_file, max_iter, steps, node_opts = _node_values(pcfg, node)
+    cfg = get_cfg()
+    add_wssis_config(cfg)
+    cfg.merge_from_file(config_file)
+    if max_iter:
+        base = cfg.SOLVER.MAX_ITER
+        if not steps and cfg.SOLVER.STEPS and base:
+            steps = [int(round(s * max_iter / base)) for s in cfg.SOLVER.STEPS]
+            steps = [s for s in steps if 0 < s < max_iter]
+        cfg.SOLVER.MAX_ITER = int(max_iter)
+    if steps:
+        cfg.SOLVER.STEPS = tuple(int(s) for s in steps)
+    if num_classes is not None:
+        if cfg.MODEL.META_ARCHITECTURE == "MaskRefineNet":
+            cfg.MODEL.MRN.NUM_CLASSES = num_classes
+        else:
+            cfg.MODEL.SOLOV2.NUM_CLASSES = num_classes
+    cfg.SEED = pcfg.SEED
+    cfg.merge_from_list(node_opts + list(opts))
+    cfg.merge_from_list(["DATASETS.TRAIN", tuple(train), "DATASETS.TEST", tuple(test), "OUTPUT_DIR", stage_dir]
+                        + list(forced))
+    cfg.freeze()
+    return cfg
+
+
+def checkpoint_iterations(max_iter: int, fractions: Sequence[float]) -> List[int]:
+    """Iteration counts n (1..max_iter) of the teacher checkpoints at ``fractions`` of the schedule."""
+    return [min(max_iter, max(1, int(round(f * max_iter)))) for f in fractions]
+
+
+def checkpoint_file(stage_dir: str, n: int, max_iter: int) -> str:
+    """The file detectron2's ``PeriodicCheckpointer`` writes after n iterations: ``model_final.pth`` for
+    n == max_iter, else ``model_{n - 1:07d}.pth`` (saved when CHECKPOINT_PERIOD divides n)."""
+    return os.path.join(stage_dir, "model_final.pth" if n == max_iter else f"model_{n - 1:07d}.pth")
+
+
+def teacher_checkpoint_period(period: int, iterations: Sequence[int], max_iter: int) -> int:
+    """The largest period <= ``period`` that divides every n < max_iter in ``iterations``, so that each of
+    those checkpoints is saved (the one after max_iter iterations is model_final.pth anyway) while
+    checkpoints stay about as frequent as configured."""
+    g = reduce(math.gcd, [int(n) for n in iterations if n < max_iter], 0)
+    if g == 0 or g % period == 0:
+        return int(period)
+    return next(d for d in range(min(int(period), g), 0, -1) if g % d == 0)
+
+
+def _setup(cfg, stage_dir: str):
+    """Save the effective config (main process) and seed like detectron2's ``default_setup``."""
+    if comm.is_main_process():
+        os.makedirs(stage_dir, exist_ok=True)
+        path = os.path.join(stage_dir, "config.yaml")
+        with PathManager.open(path + ".tmp", "w") as f:
+            f.write(cfg.dump())
+        os.replace(path + ".tmp", path)
+        logger.info(f"Effective config saved to {path}")
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
+
+
+def _num_classes(dataset: str) -> int:
+    return len(MetadataCatalog.get(dataset).thing_classes)
+
+
+def _register(pcfg, spec: dict):
+    register_datasets(pcfg)
+    for name, json_file, kind in spec.get("register", []):
+        register_json_dataset(name, json_file, kind=kind, metadata=spec.get("metadata"))
+
+
+def train_stage(pcfg, stage_dir: str, spec: dict) -> dict:
+    """Train (resuming from ``<stage>/last_checkpoint`` when there is one) and evaluate on the test sets.
+
+    spec: ``node`` (TEACHER / STUDENT / FULL_100 / MRN), ``train``, ``test`` (dataset names),
+    ``classes_from`` (dataset whose class count sets NUM_CLASSES), optional ``register``
+    ([(name, json, kind)]), ``metadata``, ``opts``, ``forced``, ``checkpoint_fractions`` (fractions of
+    the schedule whose checkpoints must be saved: CHECKPOINT_PERIOD is lowered to divide them).
+    """
+    trainer_cls = trainer_class()  # first: train_net.py registers names at import; ours win (_register)
+    _register(pcfg, spec)
+    forced = list(spec.get("forced", []))
+    cfg = stage_cfg(pcfg, spec["node"], stage_dir, train=spec["train"], test=spec.get("test", ()),
+                    num_classes=_num_classes(spec["classes_from"]), opts=spec.get("opts", ()), forced=forced)
+    fractions = spec.get("checkpoint_fractions") or []
+    if fractions:
+        n = checkpoint_iterations(cfg.SOLVER.MAX_ITER, fractions)
+        period = teacher_checkpoint_period(cfg.SOLVER.CHECKPOINT_PERIOD, n, cfg.SOLVER.MAX_ITER)
+        if period != cfg.SOLVER.CHECKPOINT_PERIOD:
+            logger.info(f"CHECKPOINT_PERIOD {cfg.SOLVER.CHECKPOINT_PERIOD} -> {period} so that the checkpoints "
+                        f"after {n} iterations are saved")
+            cfg = stage_cfg(pcfg, spec["node"], stage_dir, train=spec["train"], test=spec.get("test", ()),
+                            num_classes=_num_classes(spec["classes_from"]), opts=spec.get("opts", ()),
+                            forced=forced + ["SOLVER.CHECKPOINT_PERIOD", period])
+    _setup(cfg, stage_dir)
+    trainer = trainer_cls(cfg)
+    trainer.resume_or_load(resume=True)
+    start_iter = trainer.start_iter
+    if start_iter > 0:
+        logger.info(f"Resuming {stage_dir} at iteration {start_iter} of {cfg.SOLVER.MAX_ITER}")
+    logger.info(f"Training {spec['node'].lower()} on {list(cfg.DATASETS.TRAIN)} for {cfg.SOLVER.MAX_ITER} "
+                f"iterations (batch {cfg.SOLVER.IMS_PER_BATCH}); output {stage_dir}")
+    trainer.train()
+    results = getattr(trainer, "_last_eval_results", None) or {}
+    outputs = {"weights": os.path.join(stage_dir, "model_final.pth"),
+               "config": os.path.join(stage_dir, "config.yaml")}
+    saved = checkpoint_iterations(cfg.SOLVER.MAX_ITER, fractions)
+    for n in saved:
+        outputs[f"checkpoint_{n}"] = checkpoint_file(stage_dir, n, cfg.SOLVER.MAX_ITER)
+    return {"outputs": outputs, "metrics": dict(results), "start_iter": start_iter,
+            "max_iter": cfg.SOLVER.MAX_ITER, "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH,
+            "train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST),
+            "checkpoint_iterations": saved}
+
+
+def export_stage(pcfg, stage_dir: str, spec: dict) -> dict:
+    """Pseudo-label exports with the teacher (``train_net.py --eval-only`` with a pseudo-label mode).
+
+    spec: ``jobs``, a list of {``name``, ``dataset``, ``mode``, ``weights``, ``output``, ``opts``}. A job
+    whose output exists is skipped (the exporter writes it atomically, last); otherwise it runs from the
+    start (the exporter truncates its part files). Also ``classes_from``.
+    """
+    trainer_cls = trainer_class()
+    _register(pcfg, spec)
+    outputs, metrics = {}, {}
+    for job in spec["jobs"]:
+        outputs[job["name"]] = job["output"]
+        if os.path.isfile(job["output"]):
+            logger.info(f"{job['output']} exists: export {job['name']} skipped")
+            continue
+        opts = list(pcfg.PSEUDO.OPTS) + list(job.get("opts", [])) + [
+            "MODEL.WSSIS.PSEUDO_LABEL_MODE", job["mode"], "MODEL.WSSIS.EXPORT_PSEUDO_LABELS", True,
+            "MODEL.WSSIS.EXPORT_PATH", job["output"], "MODEL.WEIGHTS", job["weights"]]
+        job_dir = stage_dir if len(spec["jobs"]) == 1 else os.path.join(stage_dir, job["name"])
+        cfg = stage_cfg(pcfg, "TEACHER", job_dir, test=[job["dataset"]],
+                        num_classes=_num_classes(spec["classes_from"]), opts=opts)
+        _setup(cfg, job_dir)
+        model = trainer_cls.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=job_dir).load(job["weights"])
+        logger.info(f"Exporting {job['mode']} pseudo-labels of {job['dataset']} with {job['weights']} "
+                    f"-> {job['output']}")
+        result = trainer_cls.test(cfg, model)
+        metrics[job["name"]] = dict(result.get("pseudo_labels", {})) if result else {}
+    comm.synchronize()
+    return {"outputs": outputs, "metrics": {"export": metrics}}
+
+
+def refine_stage(pcfg, stage_dir: str, spec: dict) -> dict:
+    """Refine a pseudo-label json with the trained MaskRefineNet (resumes from its part files).
+
+    spec: ``pseudo`` (input json), ``output``, ``weights``, ``classes_from``.
+    """
+    _register(pcfg, spec)
+    cfg = stage_cfg(pcfg, "MRN", stage_dir, num_classes=_num_classes(spec["classes_from"]),
+                    forced=["MODEL.WEIGHTS", spec["weights"]])
+    _setup(cfg, stage_dir)
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(spec["weights"])
+    info = {"weights": spec["weights"], "config_file": os.path.join(stage_dir, "config.yaml"),
+            "depth": cfg.MODEL.MRN.DEPTH, "crop_size": cfg.MODEL.MRN.CROP_SIZE,
+            "box_scale": cfg.MODEL.MRN.BOX_SCALE, "mask_threshold": cfg.MODEL.MRN.MASK_THRESHOLD,
+            "heatmap_mode": cfg.MODEL.MRN.HEATMAP_MODE, "device": str(model.device)}
+    result = refine_pseudo_labels(model, spec["pseudo"], spec["output"], image_format=cfg.INPUT.FORMAT,
+                                  info=info)
+    keys = ("num_annotations", "num_refined", "num_kept_coarse", "instances_per_s_all_ranks")
+    return {"outputs": {"pseudo_labels": spec["output"]},
+            "metrics": {"refine": {k: result[k] for k in keys if k in result}}}
+

@@ -1,0 +1,179 @@
+"""The results table of a pipeline run: ``results.json`` and ``results.md`` in its OUTPUT_DIR.
+
+``results.json``::
+
+    {"pseudo_labels": {"threshold" | "fixed_best" | "adaptive" | "adaptive_mrn" | "oracle":
+                           quality report (wssis_d2.evaluation.quality.REPORT_KEYS) or null},
+     "models": {"teacher" | "student_threshold" | "student_points" | "student_points_mrn" | "full_100":
+                    segm mask AP on DATASETS.TEST (COCOEvaluator, percent) or null},
+     "fixed_levels": {level: report}, "fixed_best_level": int or null,
+     "meta": {...how it was measured...}, "timings": {stage: seconds}}
+
+null where the profile's ROWS skip a row (or its stage has not run).
+"""
+import os
+import platform
+from typing import Dict, Mapping, Optional
+
+import torch
+
+from ..data.json_io import write_json_atomic
+from ..evaluation.quality import compare_reports
+from .config import MODEL_ROWS, PSEUDO_ROWS
+
+__all__ = ["MODEL_STAGES", "PSEUDO_STAGES", "best_fixed_level", "build_results", "format_results",
+           "machine_info", "write_results"]
+
+# Stage whose marker holds each row.
+MODEL_STAGES = {"teacher": "teacher", "student_threshold": "student_threshold", "student_points": "student_points",
+                "student_points_mrn": "student_points_mrn", "full_100": "full_100"}
+PSEUDO_STAGES = {"threshold": "pseudo_threshold", "adaptive": "pseudo_adaptive",
+                 "adaptive_mrn": "pseudo_adaptive_mrn", "oracle": "pseudo_oracle"}
+
+MODEL_LABELS = {
+    "teacher": "teacher (full labels only)",
+    "student_threshold": "student: full + unlabeled (threshold pseudo-labels)",
+    "student_points": "student: full + points (adaptive pseudo-labels)",
+    "student_points_mrn": "student: full + points + MRN",
+    "full_100": "100% full labels",
+}
+
+
+def machine_info() -> dict:
+    """Where the numbers come from: OS, CPU, torch threads, GPU, library versions."""
+    import detectron2
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "detectron2": detectron2.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def best_fixed_level(reports: Mapping[str, dict]) -> Optional[int]:
+    """Level of the best ``fixed_<l>`` report: highest AP, then mean IoU (None without reports)."""
+    def key(item):
+        r = item[1]
+        return (r.get("AP") if r.get("AP") is not None else -1.0,
+                r.get("mean_iou") if r.get("mean_iou") is not None else -1.0)
+    if not reports:
+        return None
+    name, _ = max(sorted(reports.items()), key=key)
+    return int(name.rsplit("_", 1)[1])
+
+
+def _reports(record: Optional[dict]) -> Dict[str, dict]:
+    return ((record or {}).get("metrics") or {}).get("reports") or {}
+
+
+def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None) -> dict:
+    """results.json content from the stage markers (see the module docstring)."""
+    pseudo = {k: None for k in PSEUDO_ROWS}
+    models = {k: None for k in MODEL_ROWS}
+    for row in pcfg.ROWS.PSEUDO_LABELS:
+        if row == "fixed_best":
+            continue
+        reports = _reports(records.get(PSEUDO_STAGES[row]))
+        pseudo[row] = next(iter(reports.values()), None)
+    fixed = _reports(records.get("pseudo_fixed"))
+    level = best_fixed_level(fixed) if "fixed_best" in pcfg.ROWS.PSEUDO_LABELS else None
+    if level is not None:
+        pseudo["fixed_best"] = fixed[f"fixed_{level}"]
+    for row in pcfg.ROWS.MODELS:
+        segm = ((records.get(MODEL_STAGES[row]) or {}).get("metrics") or {}).get("segm") or {}
+        models[row] = segm.get("AP")
+    timings = {name: rec.get("seconds") for name, rec in records.items()}
+    return {
+        "pseudo_labels": pseudo,
+        "models": models,
+        "fixed_levels": {name.rsplit("_", 1)[1]: r for name, r in sorted(fixed.items())},
+        "fixed_best_level": level,
+        "meta": dict(meta or {}),
+        "timings": timings,
+    }
+
+
+def _fmt(v, digits=1):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _iterations(rec):
+    if not rec or "max_iter" not in rec:
+        return "-"
+    resumed = f" (resumed at {rec['start_iter']})" if rec.get("start_iter") else ""
+    return f"{rec['max_iter']} x {rec.get('ims_per_batch', '?')} images{resumed}"
+
+
+def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
+    """results.md: the two tables and how they were measured."""
+    meta = results.get("meta") or {}
+    data = ((records.get("data") or {}).get("metrics")) or {}
+    d = pcfg.DATASETS
+
+    def count(key):
+        c = data.get(key) or {}
+        return f"{c['images']} images, {c['instances']} instances" if "images" in c else "size not counted"
+
+    lines = [f"# PointWSSIS pipeline results: {meta.get('config_file') or '(no config file)'}", ""]
+    lines += [
+        f"- Data: `{d.FULL}` ({count('full')}) fully labeled, `{d.POINTS}` ({count('points')}) point-labeled, "
+        f"{pcfg.DATA.PERCENT}% split (seed {pcfg.DATA.SPLIT_SEED}), root `{pcfg.DATA.ROOT}`.",
+        f"- Models are evaluated on `{d.TEST}` ({count('test')}) with detectron2's COCOEvaluator (segm mask AP, "
+        "ordinary inference, no points). The 100% model trains on "
+        f"`{d.TRAIN_ALL}` ({count('train_all')}).",
+        f"- Pseudo-label quality: the pseudo-labels of `{d.POINTS}` against `{d.POINTS_GT}`, every score 1 "
+        "(`tools/pseudo_label_report.py`): mask AP, mean IoU per point (no mask = 0), coverage, levels.",
+    ]
+    m = meta.get("machine") or {}
+    lines.append(f"- Machine: {m.get('processor', '?')}, {m.get('cpu_count', '?')} CPUs"
+                 + (f", GPU {m['gpu']} x {meta.get('num_gpus', 1)}" if m.get("gpu") else ", no GPU")
+                 + f"; torch {m.get('torch', '?')}, detectron2 {m.get('detectron2', '?')}; "
+                 f"load average {meta.get('load_start', '?')} at the start, {meta.get('load_end', '?')} at the end.")
+    ran = meta.get("stages_run") or []
+    lines.append(f"- Wall time: {_fmt(sum(v for v in results['timings'].values() if v), 0)} s in all stages; this "
+                 f"invocation {_fmt(meta.get('wall_seconds'), 0)} s, ran {', '.join(ran) if ran else 'no stage'} "
+                 "(the others finished earlier).")
+    lines += ["", f"## Models (segm mask AP on `{d.TEST}`)", "", "| model | iterations | mask AP |", "|---|---|---|"]
+    for row in MODEL_ROWS:
+        rec = records.get(MODEL_STAGES[row])
+        lines.append(f"| {MODEL_LABELS[row]} | {_iterations(rec)} | {_fmt(results['models'][row])} |")
+    lines += ["", f"## Pseudo-labels of the point images (`{d.POINTS}`)", ""]
+    named = {}
+    for row in PSEUDO_ROWS:
+        r = results["pseudo_labels"][row]
+        if r is None:
+            continue
+        label = row
+        if row == "threshold":
+            label = f"threshold {pcfg.PSEUDO.THRESHOLD} (no points)"
+        elif row == "fixed_best":
+            label = f"fixed level {results['fixed_best_level']} (best)"
+        elif row == "adaptive_mrn":
+            label = "adaptive + MRN"
+        named[label] = r
+    lines.append(compare_reports(named, print_table=False) if named else "(no pseudo-label row in this profile)")
+    if results["fixed_levels"]:
+        lines += ["", "Every fixed level:", "",
+                  compare_reports({f"fixed {k}": r for k, r in results["fixed_levels"].items()}, print_table=False)]
+    lines += ["", "## Wall time per stage", "",
+              "| stage | seconds | iterations | load average (1 min) start / end | finished |", "|---|---|---|---|---|"]
+    for name, seconds in results["timings"].items():
+        rec = records.get(name) or {}
+        load = " / ".join(_fmt((rec.get(k) or [None])[0], 2) for k in ("load_start", "load_end"))
+        lines.append(f"| {name} | {_fmt(seconds, 1)} | {_iterations(rec)} | {load} | {rec.get('finished', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(pcfg, records: Mapping[str, dict], meta: dict) -> Dict[str, str]:
+    """Write ``results.json`` and ``results.md`` (atomically) into OUTPUT_DIR; returns their paths and
+    the markdown."""
+    results = build_results(pcfg, records, meta)
+    json_path = write_json_atomic(results, os.path.join(pcfg.OUTPUT_DIR, "results.json"))
+    md = format_results(pcfg, results, records)
+    md_path = os.path.join(pcfg.OUTPUT_DIR, "results.md")
+    with open(md_path + ".tmp", "w") as f:
+        f.write(md)
+    os.replace(md_path + ".tmp", md_path)
+    return {"json": json_path, "md": md_path, "markdown": md}

@@ -1,0 +1,245 @@
+"""The PointWSSIS pipeline, stage by stage (docs/PIPELINE.md):
+
+data -> teacher -> pseudo_threshold / pseudo_fixed / pseudo_adaptive / pseudo_oracle -> mrn_data -> mrn ->
+pseudo_adaptive_mrn -> student_threshold / student_points / student_points_mrn -> full_100 -> results.
+
+Only the stages the profile's ROWS need run. Model stages go through detectron2's ``launch`` (``num_gpus``
+processes; one process runs in place); data preparation, merging, MRN sample pairing and quality reports
+run in the calling process.
+"""
+import datetime
+import logging
+import os
+import time
+from typing import List
+
+from detectron2.data import MetadataCatalog
+
+from ..data.json_io import write_json_atomic
+from ..evaluation.quality import pseudo_label_quality
+from ..mrn.samples import make_mrn_sample_jsons
+from ..pseudo.merge import merge_pseudo_label_files
+from .data import dataset_json, prepare_data, register_datasets
+from .model_stages import checkpoint_file, checkpoint_iterations, export_stage, refine_stage, train_stage
+from .results import machine_info, write_results
+from .stages import MARKER, StageRunner, read_marker, stage_logging
+
+__all__ = ["plan_stages", "run_pipeline", "STUDENT_PSEUDO"]
+
+logger = logging.getLogger(__name__)
+
+# Student stage -> the pseudo-label stage it trains on (with DATASETS.FULL).
+STUDENT_PSEUDO = {"student_threshold": "pseudo_threshold", "student_points": "pseudo_adaptive",
+                  "student_points_mrn": "pseudo_adaptive_mrn"}
+MRN_TRAIN, MRN_VAL = "wssis_pipeline_mrn_train", "wssis_pipeline_mrn_val"
+
+
+def plan_stages(pcfg) -> List[str]:
+    """Names of the stages the profile's ROWS need, in run order."""
+    pseudo, models = set(pcfg.ROWS.PSEUDO_LABELS), set(pcfg.ROWS.MODELS)
+    need_mrn = "adaptive_mrn" in pseudo or "student_points_mrn" in models
+    need = {
+        "teacher": bool(pseudo) or bool(models - {"full_100"}),
+        "pseudo_threshold": "threshold" in pseudo or "student_threshold" in models,
+        "pseudo_fixed": "fixed_best" in pseudo,
+        "pseudo_adaptive": bool({"adaptive", "adaptive_mrn"} & pseudo)
+        or bool({"student_points", "student_points_mrn"} & models),
+        "pseudo_oracle": "oracle" in pseudo,
+        "mrn_data": need_mrn,
+        "mrn": need_mrn,
+        "pseudo_adaptive_mrn": need_mrn,
+    }
+    stages = ["data"] + [name for name, needed in need.items() if needed]
+    return stages + [m for m in ("student_threshold", "student_points", "student_points_mrn", "full_100")
+                     if m in models]
+
+
+def _report_post(pcfg, names):
+    """post() of an export stage: quality report of each named pseudo-label json vs POINTS_GT."""
+    def post(result):
+        gt = dataset_json(pcfg.DATASETS.POINTS_GT)
+        reports = {}
+        for name in names:
+            path = result["outputs"][name]
+            reports[name] = pseudo_label_quality(path, gt)
+            write_json_atomic(reports[name], os.path.splitext(path)[0] + "_report.json")
+            logger.info(f"{name}: AP {reports[name]['AP']}, mean IoU {reports[name]['mean_iou']}, coverage "
+                        f"{reports[name]['coverage']} ({path} vs {gt})")
+        result["metrics"]["reports"] = reports
+        return result
+    return post
+
+
+def _export(runner, pcfg, stage, jobs):
+    """An export stage over the POINTS set with the final teacher, then its quality reports."""
+    weights = os.path.join(runner.stage_dir("teacher"), "model_final.pth")
+    d = runner.stage_dir(stage)
+    for job in jobs:
+        job.setdefault("dataset", pcfg.DATASETS.POINTS)
+        job.setdefault("weights", weights)
+        job.setdefault("output", os.path.join(d, f"{job['name']}.json" if len(jobs) > 1 else "pseudo_labels.json"))
+    spec = {"jobs": jobs, "classes_from": pcfg.DATASETS.FULL}
+    return runner.run(stage, export_stage, (pcfg, d, spec), launched=True,
+                      post=_report_post(pcfg, [j["name"] for j in jobs]))
+
+
+def _mrn_data(runner, pcfg):
+    """Teacher predictions on the FULL images from the chosen checkpoints, paired with their GT."""
+    teacher = runner.records["teacher"]
+    d = runner.stage_dir("mrn_data")
+    max_iter = teacher["max_iter"]
+    jobs = []
+    for n in checkpoint_iterations(max_iter, pcfg.MRN.TEACHER_CHECKPOINTS):
+        weights = checkpoint_file(runner.stage_dir("teacher"), n, max_iter)
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"Teacher checkpoint {weights} (after {n} of {max_iter} iterations) is missing")
+        jobs.append({"name": f"iter_{n}", "dataset": pcfg.DATASETS.FULL, "mode": pcfg.MRN.DATA_MODE,
+                     "weights": weights, "output": os.path.join(d, f"iter_{n}.json")})
+    spec = {"jobs": jobs, "classes_from": pcfg.DATASETS.FULL}
+
+    def post(result):
+        out = make_mrn_sample_jsons([j["output"] for j in jobs], dataset_json(pcfg.DATASETS.FULL),
+                                    val_fraction=pcfg.MRN.VAL_FRACTION, seed=1)
+        for split, data in out.items():
+            if data["images"]:
+                result["outputs"][f"mrn_{split}"] = write_json_atomic(data, os.path.join(d, f"mrn_{split}.json"))
+        info = out["train"]["info"]
+        result["metrics"]["samples"] = {"pairing": info["pairing"], "train": info["num_samples"],
+                                        "val": out["val"]["info"]["num_samples"],
+                                        "mean_coarse_iou_train": info["mean_coarse_iou"]}
+        return result
+    return runner.run("mrn_data", export_stage, (pcfg, d, spec), launched=True, post=post)
+
+
+def _student(runner, pcfg, stage):
+    d = runner.stage_dir(stage)
+    train_json = os.path.join(d, "train.json")
+    pseudo_json = next(iter(runner.records[STUDENT_PSEUDO[stage]]["outputs"].values()))
+    full_json = dataset_json(pcfg.DATASETS.FULL)
+
+    def pre():
+        if not os.path.isfile(train_json):
+            info = merge_pseudo_label_files(full_json, pseudo_json, train_json)
+            logger.info(f"{train_json}: {info['num_images']} images, {info['num_annotations']} annotations "
+                        f"({full_json} + {pseudo_json})")
+    name = f"wssis_pipeline_{stage}_train"
+    spec = {"node": "STUDENT", "train": [name], "test": [pcfg.DATASETS.TEST], "classes_from": pcfg.DATASETS.FULL,
+            "register": [(name, train_json, "train")], "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
+    return runner.run(stage, train_stage, (pcfg, d, spec), launched=True, pre=pre)
+
+
+def run_pipeline(pcfg, num_gpus: int = 1, dist_url: str = "auto", config_file: str = None) -> dict:
+    """Run (or resume) every stage of ``plan_stages(pcfg)`` and write results.json / results.md.
+
+    Args:
+        pcfg: a loaded pipeline config (``load_pipeline_cfg``).
+        num_gpus: processes per model stage (detectron2 ``launch``).
+        dist_url: ``launch``'s rendezvous url.
+        config_file: recorded in the results.
+
+    Returns:
+        {"results": results.json content's paths and markdown, "records": {stage: marker}, "ran": [stages]}
+    """
+    t0 = time.perf_counter()
+    os.makedirs(pcfg.OUTPUT_DIR, exist_ok=True)
+    load_start = [round(v, 2) for v in os.getloadavg()]
+    runner = StageRunner(pcfg.OUTPUT_DIR, num_gpus=num_gpus, dist_url=dist_url, num_threads=pcfg.NUM_THREADS,
+                         default_config=pcfg.dump())
+    stages = plan_stages(pcfg)
+    with stage_logging(pcfg.OUTPUT_DIR):
+        cfg_path = os.path.join(pcfg.OUTPUT_DIR, "pipeline_config.yaml")
+        with open(cfg_path + ".tmp", "w") as f:
+            f.write(pcfg.dump())
+        os.replace(cfg_path + ".tmp", cfg_path)
+        logger.info(f"Pipeline {config_file or ''} -> {pcfg.OUTPUT_DIR}: stages {stages} "
+                    f"({num_gpus} process(es) per model stage); config saved to {cfg_path}")
+        d = pcfg.DATASETS
+        for stage in stages:
+            if stage == "data":
+                runner.run("data", prepare_data, (pcfg,))
+                register_datasets(pcfg)  # also when the stage was skipped
+            elif stage == "teacher":
+                spec = {"node": "TEACHER", "train": [d.FULL], "test": [d.TEST], "classes_from": d.FULL,
+                        "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
+                if "mrn_data" in stages:
+                    spec["checkpoint_fractions"] = list(pcfg.MRN.TEACHER_CHECKPOINTS)
+                runner.run("teacher", train_stage, (pcfg, runner.stage_dir("teacher"), spec), launched=True)
+            elif stage == "pseudo_threshold":
+                _export(runner, pcfg, stage, [{"name": "threshold", "mode": "threshold",
+                                               "opts": ["MODEL.WSSIS.THRESHOLD", pcfg.PSEUDO.THRESHOLD]}])
+            elif stage == "pseudo_fixed":
+                _export(runner, pcfg, stage, [{"name": f"fixed_{lv}", "mode": "fixed",
+                                               "opts": ["MODEL.WSSIS.FIXED_LEVEL", int(lv)]}
+                                              for lv in pcfg.PSEUDO.FIXED_LEVELS])
+            elif stage in ("pseudo_adaptive", "pseudo_oracle"):
+                mode = stage.split("_", 1)[1]
+                _export(runner, pcfg, stage, [{"name": mode, "mode": mode}])
+            elif stage == "mrn_data":
+                _mrn_data(runner, pcfg)
+            elif stage == "mrn":
+                outputs = runner.records["mrn_data"]["outputs"]
+                register = [(MRN_TRAIN, outputs["mrn_train"], "mrn")]
+                test = []
+                if "mrn_val" in outputs:
+                    register.append((MRN_VAL, outputs["mrn_val"], "mrn"))
+                    test = [MRN_VAL]
+                spec = {"node": "MRN", "train": [MRN_TRAIN], "test": test, "classes_from": d.FULL,
+                        "register": register}
+                runner.run("mrn", train_stage, (pcfg, runner.stage_dir("mrn"), spec), launched=True)
+            elif stage == "pseudo_adaptive_mrn":
+                sd = runner.stage_dir(stage)
+                spec = {"pseudo": runner.records["pseudo_adaptive"]["outputs"]["adaptive"],
+                        "output": os.path.join(sd, "pseudo_labels.json"),
+                        "weights": runner.records["mrn"]["outputs"]["weights"], "classes_from": d.FULL}
+                runner.run(stage, refine_stage, (pcfg, sd, spec), launched=True,
+                           post=_rename_post(_report_post(pcfg, ["adaptive_mrn"]), "pseudo_labels", "adaptive_mrn"))
+            elif stage in STUDENT_PSEUDO:
+                _student(runner, pcfg, stage)
+            elif stage == "full_100":
+                spec = {"node": "FULL_100", "train": [d.TRAIN_ALL], "test": [d.TEST], "classes_from": d.FULL,
+                        "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
+                runner.run("full_100", train_stage, (pcfg, runner.stage_dir("full_100"), spec), launched=True)
+        meta = {
+            "config_file": os.path.abspath(config_file) if config_file else None,
+            "output_dir": pcfg.OUTPUT_DIR,
+            "num_gpus": num_gpus,
+            "machine": machine_info(),
+            "load_start": load_start,
+            "load_end": [round(v, 2) for v in os.getloadavg()],
+            "wall_seconds": round(time.perf_counter() - t0, 2),
+            "stages": stages,
+            "stages_run": list(runner.ran),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "datasets": dict(pcfg.DATASETS),
+            "thing_classes": list(MetadataCatalog.get(d.FULL).get("thing_classes", []) or []),
+        }
+        written = write_results(pcfg, runner.records, meta)
+        logger.info(f"Results written to {written['md']} and {written['json']} ({meta['wall_seconds']:.0f} s, "
+                    f"stages run: {meta['stages_run'] or 'none'})")
+    return {"results": written, "records": runner.records, "ran": list(runner.ran)}
+
+
+def _rename_post(post, old, new):
+    """``post`` after renaming output key ``old`` to ``new`` (so the report is keyed by the row name)."""
+    def wrapped(result):
+        result["outputs"][new] = result["outputs"].pop(old)
+        return post(result)
+    return wrapped
+
+
+def stage_status(pcfg) -> List[tuple]:
+    """(stage, "done" | "partial" | "pending", folder) for every planned stage (``--dry-run``)."""
+    out = []
+    for stage in plan_stages(pcfg):
+        folder = os.path.join(pcfg.OUTPUT_DIR, stage)
+        if read_marker(folder) is not None:
+            status = "done"
+        elif os.path.isdir(folder) and os.listdir(folder):
+            status = "partial"
+        else:
+            status = "pending"
+        out.append((stage, status, folder))
+    return out
+
+
+__all__ += ["stage_status", "MARKER"]
