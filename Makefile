@@ -24,11 +24,17 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py scripts/install_detectr
 test: install
 	$(PY) -m pytest -q tests
 
+# The whole method on generated shapes (configs/pipeline/shapes_demo.yaml): prints the results table, writes
+# output/demo/results.{md,json} and overlays in output/demo/overlays/. ~10 min on 2 CPU cores; resumable.
 demo: install
 	$(PY) tools/demo.py --output-dir output/demo
 
+# The full table at 5% (configs/pipeline/shapes_benchmark.yaml, <= 90 min on 2 CPU cores; resumable) into
+# output/benchmark/results.{md,json}, then the speed benchmarks.
 benchmark: install
+	$(PY) -m wssis_d2.pipeline --config-file configs/pipeline/shapes_benchmark.yaml --output-dir output/benchmark
 	$(PY) tools/benchmark.py --json output/benchmark/model_speed.json
+	$(PY) tools/benchmark_pseudo_labels.py --json output/benchmark/pseudo_speed.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -105,13 +105,32 @@ def _generate_shapes(pcfg) -> Dict[str, float]:
     return seconds
 
 
+def _coco_splits(pcfg) -> Dict[str, float]:
+    """Write the COCO split files of DATA.PERCENT / DATA.SPLIT_SEED when they are missing and
+    instances_train2017.json is there (what datasets/prepare_wssis_splits.py does)."""
+    coco = os.path.join(pcfg.DATA.ROOT, "coco")
+    source = os.path.join(coco, "annotations", "instances_train2017.json")
+    split_dir = os.path.join(coco, "wssis_splits")
+    files = split_file_names("train2017", pcfg.DATA.SPLIT_SEED, percent=pcfg.DATA.PERCENT)
+    if all(os.path.isfile(os.path.join(split_dir, f)) for f in files.values()) or not os.path.isfile(source):
+        return {}
+    t0 = time.perf_counter()
+    logger.info(f"Writing the {pcfg.DATA.PERCENT}% split of {source} to {split_dir} (a point per annotation "
+                "from its mask: minutes on COCO)")
+    write_wssis_splits(source, split_dir, seed=pcfg.DATA.SPLIT_SEED, percent=pcfg.DATA.PERCENT,
+                       point_rule="centroid", image_root=os.path.join(coco, "train2017"), name="train2017")
+    return {"split": round(time.perf_counter() - t0, 2)}
+
+
 def prepare_data(pcfg) -> dict:
-    """The ``data`` stage: generate the shapes dataset if asked and missing, register the names, check
-    that every ``DATASETS`` entry has its file. Returns the stage result (json files and, for shapes,
-    image and instance counts)."""
+    """The ``data`` stage: generate the shapes dataset if asked and missing (or the COCO split files when
+    missing), register the names, check that every ``DATASETS`` entry has its file. Returns the stage
+    result (json files and, for shapes, image and instance counts)."""
     generated = {}
     if pcfg.DATA.KIND == "shapes" and pcfg.DATA.SHAPES.GENERATE:
         generated = _generate_shapes(pcfg)
+    elif pcfg.DATA.KIND == "coco":
+        generated = _coco_splits(pcfg)
     register_datasets(pcfg)
     outputs, metrics = {}, {"generated_seconds": generated}
     for key, name in pcfg.DATASETS.items():

@@ -7,6 +7,7 @@
      "models": {"teacher" | "student_threshold" | "student_points" | "student_points_mrn" | "full_100":
                     segm mask AP on DATASETS.TEST (COCOEvaluator, percent) or null},
      "fixed_levels": {level: report}, "fixed_best_level": int or null,
+     "no_predictions": [model rows whose model predicted nothing on the test set: AP 0],
      "meta": {...how it was measured...}, "timings": {stage: seconds}}
 
 null where the profile's ROWS skip a row (or its stage has not run).
@@ -81,15 +82,22 @@ def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None
     level = best_fixed_level(fixed) if "fixed_best" in pcfg.ROWS.PSEUDO_LABELS else None
     if level is not None:
         pseudo["fixed_best"] = fixed[f"fixed_{level}"]
+    no_predictions = []
     for row in pcfg.ROWS.MODELS:
-        segm = ((records.get(MODEL_STAGES[row]) or {}).get("metrics") or {}).get("segm") or {}
+        segm = ((records.get(MODEL_STAGES[row]) or {}).get("metrics") or {}).get("segm")
+        if segm is None:
+            continue
         models[row] = segm.get("AP")
+        if models[row] is None:  # COCOEvaluator gives NaN when the model predicts nothing: AP 0
+            models[row] = 0.0
+            no_predictions.append(row)
     timings = {name: rec.get("seconds") for name, rec in records.items()}
     return {
         "pseudo_labels": pseudo,
         "models": models,
         "fixed_levels": {name.rsplit("_", 1)[1]: r for name, r in sorted(fixed.items())},
         "fixed_best_level": level,
+        "no_predictions": no_predictions,
         "meta": dict(meta or {}),
         "timings": timings,
     }
@@ -138,7 +146,8 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
     lines += ["", f"## Models (segm mask AP on `{d.TEST}`)", "", "| model | iterations | mask AP |", "|---|---|---|"]
     for row in MODEL_ROWS:
         rec = records.get(MODEL_STAGES[row])
-        lines.append(f"| {MODEL_LABELS[row]} | {_iterations(rec)} | {_fmt(results['models'][row])} |")
+        note = " (no predictions)" if row in results.get("no_predictions", []) else ""
+        lines.append(f"| {MODEL_LABELS[row]} | {_iterations(rec)} | {_fmt(results['models'][row])}{note} |")
     lines += ["", f"## Pseudo-labels of the point images (`{d.POINTS}`)", ""]
     named = {}
     for row in PSEUDO_ROWS:
