@@ -4,6 +4,7 @@ stage; an interrupted training stage resumes from its checkpoint; planning and c
 About 30 s on 2 CPU cores."""
 import json
 import os
+import pickle
 import shutil
 
 import pytest
@@ -14,6 +15,7 @@ from wssis_d2.evaluation import REPORT_KEYS
 from wssis_d2.pipeline import (MARKER, MODEL_ROWS, PSEUDO_ROWS, load_pipeline_cfg, plan_stages, read_marker,
                                run_pipeline, stage_status)
 from wssis_d2.pipeline import run as run_module
+from wssis_d2.pipeline import stages as stages_module
 from wssis_d2.pipeline.model_stages import checkpoint_file, checkpoint_iterations, teacher_checkpoint_period
 from wssis_d2.pipeline.results import best_fixed_level
 
@@ -36,16 +38,31 @@ def catalogs():
     MetadataCatalog.data.update(metadata)
 
 
+LAUNCHED = []
+
+
+def _pickling_launch(main_func, num_gpus, dist_url=None, args=()):
+    """detectron2's launch with one process, after the pickle round trip that spawned workers need."""
+    assert num_gpus == 1
+    main_func, args = pickle.loads(pickle.dumps((main_func, args)))
+    LAUNCHED.append(args[0].__name__)
+    main_func(*args)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, catalogs):
     out = tmp_path_factory.mktemp("pipeline") / "run"
     pcfg = load_pipeline_cfg(TINY, output_dir=str(out))
-    return pcfg, run_pipeline(pcfg, config_file=TINY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stages_module, "launch", _pickling_launch)
+        return pcfg, run_pipeline(pcfg, config_file=TINY)
 
 
 def test_every_stage_writes_folder_marker_and_config(tiny_run):
     pcfg, out = tiny_run
     assert plan_stages(pcfg) == ALL_STAGES and out["ran"] == ALL_STAGES
+    # every model stage went through launch with picklable arguments (what --num-gpus N spawns)
+    assert LAUNCHED == ["train_stage"] + ["export_stage"] * 5 + ["train_stage", "refine_stage"] + ["train_stage"] * 4
     for stage in ALL_STAGES:
         folder = os.path.join(pcfg.OUTPUT_DIR, stage)
         marker = read_marker(folder)
