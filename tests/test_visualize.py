@@ -4,6 +4,7 @@ import os
 
 import cv2
 import numpy as np
+import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from wssis_d2.data import SHAPE_CATEGORIES, generate_shapes_dataset, register_point_instances, write_wssis_splits
@@ -21,7 +22,18 @@ def _tool():
     return module
 
 
-def test_visualize_dataset_and_pseudo_json(tmp_path):
+@pytest.fixture
+def catalogs():
+    """Leave detectron2's catalogs as they were (the tool registers the standard names)."""
+    datasets, metadata = dict(DatasetCatalog.data), dict(MetadataCatalog.data)
+    yield
+    DatasetCatalog.data.clear()
+    DatasetCatalog.data.update(datasets)
+    MetadataCatalog.data.clear()
+    MetadataCatalog.data.update(metadata)
+
+
+def test_visualize_dataset_and_pseudo_json(tmp_path, catalogs):
     root = tmp_path / "shapes"
     image_root = str(root / "images")
     train = generate_shapes_dataset(str(root), num_images=4, image_size=64, seed=0, split="train")
@@ -31,11 +43,7 @@ def test_visualize_dataset_and_pseudo_json(tmp_path):
             "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(SHAPE_CATEGORIES)}}
     register_point_instances(name, meta, paths["points"], image_root)
     tool = _tool()
-    try:
-        written = tool.main(["--dataset", name, "--output", str(tmp_path / "points"), "--max-images", "2"])
-    finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    written = tool.main(["--dataset", name, "--output", str(tmp_path / "points"), "--max-images", "2"])
     assert len(written) == 2 and all(p.endswith(".png") and os.path.isfile(p) for p in written)
     assert cv2.imread(written[0]).shape == (512, 512, 3)  # 64 px enlarged to ~512
 
