@@ -22,9 +22,9 @@ from ..pseudo.merge import merge_pseudo_label_files
 from .data import dataset_json, prepare_data, register_datasets
 from .model_stages import checkpoint_file, checkpoint_iterations, export_stage, refine_stage, train_stage
 from .results import machine_info, write_results
-from .stages import MARKER, StageRunner, read_marker, stage_logging
+from .stages import StageRunner, read_marker, stage_logging
 
-__all__ = ["plan_stages", "run_pipeline", "STUDENT_PSEUDO"]
+__all__ = ["plan_stages", "run_pipeline", "stage_status", "STUDENT_PSEUDO"]
 
 logger = logging.getLogger(__name__)
 
@@ -241,5 +241,3 @@ def stage_status(pcfg) -> List[tuple]:
         out.append((stage, status, folder))
     return out
 
-
-__all__ += ["stage_status", "MARKER"]
