@@ -31,7 +31,6 @@ def test_solov2_learns_four_images(tmp_path, train_net):
         args = default_argument_parser().parse_args(
             [
                 "--config-file", CONFIG,
-                "MODEL.SOLOV2.NUM_CLASSES", "6",
                 "DATASETS.TRAIN", f"('{name}',)",
                 "DATASETS.TEST", f"('{name}',)",
                 "SOLVER.IMS_PER_BATCH", "4",

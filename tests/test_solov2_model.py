@@ -50,7 +50,8 @@ def test_head_shapes(model):
     heads = model.forward_heads(images)
     assert images.tensor.shape[-2:] == (96, 128)
     grids = cfg.MODEL.SOLOV2.NUM_GRIDS
-    assert [tuple(c.shape) for c in heads.cate_logits] == [(1, 3, s, s) for s in grids]
+    num_classes = cfg.MODEL.SOLOV2.NUM_CLASSES
+    assert [tuple(c.shape) for c in heads.cate_logits] == [(1, num_classes, s, s) for s in grids]
     assert [tuple(k.shape) for k in heads.kernels] == [(1, 32, s, s) for s in grids]
     assert tuple(heads.mask_feats.shape) == (1, 32, 24, 32)
 
