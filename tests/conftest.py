@@ -1,19 +1,40 @@
 """Shared test helpers."""
+import contextlib
 import importlib.util
 import os
 
 import pytest
 import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
-def load_train_net():
-    """Import the repository's ``train_net.py`` (a script, not part of the package) as a module."""
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO, "train_net.py"))
+def load_script(relpath, name=None):
+    """Import a script of the repository (``train_net.py``, ``tools/*.py``: not part of the package)."""
+    name = name or os.path.splitext(os.path.basename(relpath))[0]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relpath))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_train_net():
+    """The repository's ``train_net.py`` as a module."""
+    return load_script("train_net.py")
+
+
+@contextlib.contextmanager
+def saved_catalogs():
+    """Leave detectron2's DatasetCatalog / MetadataCatalog as they were (for code that registers names)."""
+    datasets, metadata = dict(DatasetCatalog.data), dict(MetadataCatalog.data)
+    try:
+        yield
+    finally:
+        DatasetCatalog.data.clear()
+        DatasetCatalog.data.update(datasets)
+        MetadataCatalog.data.clear()
+        MetadataCatalog.data.update(metadata)
 
 
 @pytest.fixture(scope="session")

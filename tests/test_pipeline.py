@@ -9,7 +9,6 @@ import shutil
 
 import pytest
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from wssis_d2.evaluation import REPORT_KEYS
 from wssis_d2.pipeline import (MARKER, MODEL_ROWS, PSEUDO_ROWS, load_pipeline_cfg, plan_stages, read_marker,
@@ -19,7 +18,7 @@ from wssis_d2.pipeline import stages as stages_module
 from wssis_d2.pipeline.model_stages import checkpoint_file, checkpoint_iterations, teacher_checkpoint_period
 from wssis_d2.pipeline.results import best_fixed_level
 
-from conftest import REPO
+from conftest import REPO, saved_catalogs
 
 TINY = os.path.join(REPO, "configs", "pipeline", "shapes_tiny.yaml")
 ALL_STAGES = ["data", "teacher", "pseudo_threshold", "pseudo_fixed", "pseudo_adaptive", "pseudo_oracle", "mrn_data",
@@ -30,12 +29,8 @@ pytestmark = pytest.mark.usefixtures("one_thread_module")
 @pytest.fixture(scope="module")
 def catalogs():
     """Leave detectron2's catalogs as they were (the pipeline re-registers the shapes names)."""
-    datasets, metadata = dict(DatasetCatalog.data), dict(MetadataCatalog.data)
-    yield
-    DatasetCatalog.data.clear()
-    DatasetCatalog.data.update(datasets)
-    MetadataCatalog.data.clear()
-    MetadataCatalog.data.update(metadata)
+    with saved_catalogs():
+        yield
 
 
 LAUNCHED = []

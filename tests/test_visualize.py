@@ -5,32 +5,22 @@ import os
 import cv2
 import numpy as np
 import pytest
-from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from wssis_d2.data import SHAPE_CATEGORIES, generate_shapes_dataset, register_point_instances, write_wssis_splits
 from wssis_d2.pipeline.visualize import draw_instances
 
-from conftest import REPO
+from conftest import load_script, saved_catalogs
 
 
 def _tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("visualize_tool", os.path.join(REPO, "tools", "visualize.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(os.path.join("tools", "visualize.py"), "visualize_tool")
 
 
 @pytest.fixture
 def catalogs():
     """Leave detectron2's catalogs as they were (the tool registers the standard names)."""
-    datasets, metadata = dict(DatasetCatalog.data), dict(MetadataCatalog.data)
-    yield
-    DatasetCatalog.data.clear()
-    DatasetCatalog.data.update(datasets)
-    MetadataCatalog.data.clear()
-    MetadataCatalog.data.update(metadata)
+    with saved_catalogs():
+        yield
 
 
 def test_visualize_dataset_and_pseudo_json(tmp_path, catalogs):
