@@ -1,4 +1,4 @@
-# wssis-d2: set-up, tests and demo. Everything installs into ./.venv on first use (about 80 s on a fresh
+# wssis-d2: set-up, tests and demo. Everything installs into ./.venv on first use (~2.5 min on a fresh
 # machine, a few seconds when .venv is complete). A user who already has detectron2 can skip all of this
 # and run `pip install -e .` in their own environment.
 PYTHON ?= python3
