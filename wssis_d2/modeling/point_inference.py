@@ -41,6 +41,7 @@ from detectron2.utils.registry import Registry
 
 from ..data.point_rules import centroid_point
 from .point_filter import postprocess_point_masks, select_point_masks
+from .postprocess import mask_boxes
 
 __all__ = [
     "POINT_DECODER_REGISTRY",
@@ -82,23 +83,6 @@ class ImageHeads(NamedTuple):
     input_hw: Tuple[int, int]
     image_hw: Tuple[int, int]
     output_hw: Tuple[int, int]
-
-
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight XYXY boxes of (K, H, W) bool masks, vectorised: (K, 4) float, [x0, y0, x1 + 1, y1 + 1] in pixels
-    (as ``BitMasks.get_bounding_boxes``), all zeros for an empty mask."""
-    num, h, w = masks.shape
-    if num == 0:
-        return masks.new_zeros((0, 4), dtype=torch.float32)
-    flat = masks.view(torch.uint8) if masks.dtype == torch.bool else (masks != 0).to(torch.uint8)
-    rows, cols = flat.amax(dim=2), flat.amax(dim=1)  # (K, H), (K, W); uint8 max is much faster than any()
-    # argmax of a 0/1 row gives its first 1; on the flipped row, the last one.
-    y0 = rows.argmax(dim=1)
-    y1 = h - rows.flip(1).argmax(dim=1)
-    x0 = cols.argmax(dim=1)
-    x1 = w - cols.flip(1).argmax(dim=1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=1).to(torch.float32)
-    return boxes * rows.amax(dim=1, keepdim=True)
 
 
 def _instances(output_hw, masks, boxes, scores, classes, points, levels, point_ids) -> Instances:

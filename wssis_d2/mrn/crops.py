@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from ..modeling.postprocess import mask_boxes as mask_boxes_xyxy
+
 __all__ = [
     "HEATMAP_MODES",
     "heatmap_channels",
@@ -66,18 +68,8 @@ def mask_boxes(masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
             empty mask.
         nonempty: (N,) bool.
     """
-    masks = masks.bool()
-    n, h, w = masks.shape
-    cols = masks.any(dim=1)  # (N, W)
-    rows = masks.any(dim=2)  # (N, H)
-    nonempty = cols.any(dim=1)
-    # argmax returns the first maximal index: first / last occupied column and row.
-    x0 = cols.int().argmax(dim=1)
-    x1 = w - cols.flip(1).int().argmax(dim=1)
-    y0 = rows.int().argmax(dim=1)
-    y1 = h - rows.flip(1).int().argmax(dim=1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
-    boxes = boxes * nonempty[:, None]
+    boxes = mask_boxes_xyxy(masks)
+    nonempty = masks.flatten(1).any(dim=1)
     return boxes, nonempty
 
 
