@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from wssis_d2.data.datasets.builtin import SPLIT_PERCENTS  # noqa: E402
 from wssis_d2.data.splits import write_wssis_splits  # noqa: E402
-from wssis_d2.data.synthetic import generate_shapes_dataset  # noqa: E402
+from wssis_d2.data.synthetic import MAX_INSTANCES, MIN_SIZE, STYLES, generate_shapes_dataset  # noqa: E402
 
 
 def default_output_dir():
@@ -33,6 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, nargs="+", default=[320],
                    help="image side in pixels, or HEIGHT WIDTH")
     p.add_argument("--seed", type=int, default=0, help="generator seed")
+    p.add_argument("--style", default="cluttered", choices=STYLES, help="appearance (see wssis_d2.data.synthetic)")
+    p.add_argument("--max-instances", type=int, default=MAX_INSTANCES, help="at most this many shapes per image")
+    p.add_argument("--min-size", type=float, default=MIN_SIZE, help="smallest instance scale in pixels")
     p.add_argument("--split-percents", type=int, nargs="*", default=list(SPLIT_PERCENTS),
                    help="fully-labeled percentages of the train splits to write (none: no splits)")
     p.add_argument("--split-seed", type=int, default=1, help="seed of the train splits")
@@ -46,7 +49,9 @@ def main(argv=None):
     size = args.size[0] if len(args.size) == 1 else tuple(args.size)
     for split, num in (("train", args.num_train), ("val", args.num_val)):
         start = time.perf_counter()
-        path = generate_shapes_dataset(args.output_dir, num, image_size=size, seed=args.seed, split=split)
+        path = generate_shapes_dataset(args.output_dir, num, image_size=size, seed=args.seed, split=split,
+                                       max_instances=args.max_instances, min_size=args.min_size,
+                                       style=args.style)
         print(f"wrote {path} ({num} images) in {time.perf_counter() - start:.1f} s")
     train_json = os.path.join(args.output_dir, "train.json")
     for percent in args.split_percents:

@@ -75,3 +75,22 @@ def test_render_image_shapes():
     image, instances = render_shapes_image(rng, 96, 96)
     assert image.shape == (96, 96, 3) and image.dtype == np.uint8
     assert all(inst["mask"].shape == (96, 96) and inst["mask"].any() for inst in instances)
+
+
+def test_clean_style_same_masks_flat_contrasting_objects():
+    """The style changes appearance only: same seed, same instances and masks; a clean object is painted
+    in one colour (up to mild shading and noise) that stands out from the background around it."""
+    cluttered_img, cluttered = render_shapes_image(np.random.default_rng(3), 96, 128, style="cluttered")
+    clean_img, clean = render_shapes_image(np.random.default_rng(3), 96, 128, style="clean")
+    assert [i["category_id"] for i in clean] == [i["category_id"] for i in cluttered]
+    for a, b in zip(clean, cluttered):
+        np.testing.assert_array_equal(a["mask"], b["mask"])
+    assert not np.array_equal(clean_img, cluttered_img)
+    union = np.any([i["mask"] for i in clean], axis=0)
+    background = clean_img[~union].astype(np.float32).mean(axis=0)
+    for inst in clean:
+        pixels = clean_img[inst["mask"]].astype(np.float32)
+        assert np.median(pixels.std(axis=0)) < 20  # flat, not textured
+        assert np.linalg.norm(pixels.mean(axis=0) - background) > 20
+    with pytest.raises(ValueError, match="style"):
+        render_shapes_image(np.random.default_rng(3), 64, 64, style="noisy")

@@ -159,3 +159,28 @@ def test_checkpoint_rules():
     reports = {"fixed_0": {"AP": 1.0, "mean_iou": 0.2}, "fixed_1": {"AP": 3.0, "mean_iou": 0.1},
                "fixed_2": {"AP": 3.0, "mean_iou": 0.3}}
     assert best_fixed_level(reports) == 2 and best_fixed_level({}) is None
+
+
+def test_parallel_stages_run_in_worker_processes_after_their_inputs(tiny_run, tmp_path):
+    """PARALLEL_STAGES 2: every stage but "data" runs in its own spawned process, none starts before the
+    stages it reads are finished, and the table gets the same rows as a sequential run."""
+    pcfg, _ = tiny_run
+    cfg = load_pipeline_cfg(TINY, ["DATA.ROOT", pcfg.DATA.ROOT, "PARALLEL_STAGES", 2,
+                                   "ROWS.PSEUDO_LABELS", "['adaptive']",
+                                   "ROWS.MODELS", "['teacher', 'student_points', 'full_100']"],
+                            output_dir=str(tmp_path / "par"))
+    out = run_pipeline(cfg)
+    stages = ["data", "teacher", "pseudo_adaptive", "student_points", "full_100"]
+    assert sorted(out["ran"]) == sorted(stages)
+    markers = {s: read_marker(os.path.join(cfg.OUTPUT_DIR, s)) for s in stages}
+    assert markers["data"]["pid"] == os.getpid()
+    pids = [markers[s]["pid"] for s in stages[1:]]
+    assert os.getpid() not in pids and len(set(pids)) == len(pids)
+    for stage in stages[1:]:
+        for need in run_module.STAGE_NEEDS[stage]:
+            assert markers[stage]["started"] >= markers[need]["finished"], (stage, need)
+    results = json.load(open(os.path.join(cfg.OUTPUT_DIR, "results.json")))
+    assert results["meta"]["parallel_stages"] == 2
+    assert all(results["models"][m] is not None for m in ("teacher", "student_points", "full_100"))
+    assert results["pseudo_labels"]["adaptive"]["coverage"] > 0.9
+    assert results["models"]["student_threshold"] is None

@@ -34,6 +34,7 @@ from .json_io import write_json_atomic
 __all__ = [
     "SHAPE_CATEGORIES",
     "SHAPE_CLASSES",
+    "STYLES",
     "generate_shapes_dataset",
     "render_shapes_image",
 ]
@@ -57,6 +58,11 @@ MIN_SIZE_BY_CLASS = {"ring": 18.0, "cross": 14.0, "l_shape": 14.0}  # thin parts
 MIN_INSTANCES, MAX_INSTANCES = 3, 9  # instances drawn per image, before occlusion drops
 MIN_VISIBLE_AREA = 36  # an instance with fewer visible pixels is removed
 MIN_VISIBLE_FRACTION = 0.25  # ... as is one with less than this fraction of its drawn area visible
+# "cluttered": random textures on objects and background, distractor lines, strong noise (the default).
+# "clean": flat-coloured objects that contrast with a smooth background, no distractors, light noise; a
+# from-scratch network learns it within a CPU budget (the benchmark profile), the shapes stay as hard.
+STYLES = ("cluttered", "clean")
+MIN_CLEAN_CONTRAST = 90.0  # "clean": least L2 distance (0..255 RGB) of an object colour to the background
 
 _SHIFT = 4  # cv2 fractional bits: vertices are drawn with 1/16 px precision
 _SCALE = float(1 << _SHIFT)
@@ -205,7 +211,34 @@ def _paint(img, mask, rng):
     img[y0:y1, x0:x1][crop] = tex[crop]
 
 
-def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES, min_size=MIN_SIZE):
+def _background_clean(rng, height, width):
+    """Smooth background (H, W, 3) float32 of low contrast, no distractors."""
+    gh, gw = (int(v) for v in rng.integers(2, 5, size=2))
+    base = rng.uniform(30, 225, size=3)
+    low = base + rng.normal(0, 20, size=(gh, gw, 3))
+    return np.clip(cv2.resize(low.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC), 0, 255)
+
+
+def _paint_clean(img, mask, rng):
+    """Paint a flat-coloured object with mild shading where ``mask`` (H, W) is set; its colour is at
+    least ``MIN_CLEAN_CONTRAST`` away from the mean of what it covers."""
+    ys, xs = np.nonzero(mask)
+    under = img[ys, xs].mean(axis=0)
+    for _ in range(100):
+        color = rng.uniform(0, 255, size=3)
+        if np.linalg.norm(color - under) >= MIN_CLEAN_CONTRAST:
+            break
+    else:  # practically unreachable: take the colour farthest from `under` on the RGB cube
+        color = np.where(under < 128, 255.0, 0.0)
+    y0, x0 = ys.min(), xs.min()
+    extent = max(ys.max() - y0, xs.max() - x0) + 1
+    gy, gx = rng.normal(0, 0.1, size=2) / extent
+    shade = 1.0 + gy * (ys - y0 - extent / 2) + gx * (xs - x0 - extent / 2)
+    img[ys, xs] = (color[None, :] * shade[:, None]).astype(np.float32)
+
+
+def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES, min_size=MIN_SIZE,
+                        style="cluttered"):
     """Render one synthetic image.
 
     Args:
@@ -213,23 +246,32 @@ def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES, min_siz
         height, width (int): image size in pixels.
         max_instances (int): at most this many shapes are drawn (before occlusion drops).
         min_size (float): smallest instance scale in pixels (larger: an easier image).
+        style (str): one of ``STYLES`` (appearance only; shapes and masks do not depend on it).
 
     Returns:
         image (np.ndarray): (H, W, 3) uint8, BGR (cv2 order; colours are random anyway).
         instances (list[dict]): back to front, each ``{"category_id": int (dataset id),
             "mask": (H, W) bool visible mask}``; masks are disjoint and non-empty.
     """
+    if style not in STYLES:
+        raise ValueError(f"Unknown shapes style {style!r}; expected one of {STYLES}")
     shapes = _sample_layout(rng, height, width, max_instances, min_size)
     drawn = [
         _draw_shape(SHAPE_CLASSES[cls], size, center, angle, rng, height, width)
         for cls, size, center, angle in shapes
     ]
     keep, visible = _visible_masks(drawn, height, width)
-    img = _background(rng, height, width)
-    for mask in visible:
-        _paint(img, mask, rng)
-    img += rng.normal(0, rng.uniform(3, 12), size=(height, width, 1)).astype(np.float32)
-    img += rng.normal(0, 4, size=img.shape).astype(np.float32)
+    if style == "clean":
+        img = _background_clean(rng, height, width)
+        for mask in visible:
+            _paint_clean(img, mask, rng)
+        img += rng.normal(0, 3, size=img.shape).astype(np.float32)
+    else:
+        img = _background(rng, height, width)
+        for mask in visible:
+            _paint(img, mask, rng)
+        img += rng.normal(0, rng.uniform(3, 12), size=(height, width, 1)).astype(np.float32)
+        img += rng.normal(0, 4, size=img.shape).astype(np.float32)
     image = np.clip(img, 0, 255).astype(np.uint8)
     instances = [
         {"category_id": SHAPE_CATEGORIES[shapes[k][0]]["id"], "mask": m} for k, m in zip(keep, visible)
@@ -262,7 +304,7 @@ def _mask_annotation(mask, ann_id, image_id, category_id):
 
 def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, split="train",
                             json_name=None, jpeg_quality=92, max_instances=MAX_INSTANCES,
-                            min_size=MIN_SIZE):
+                            min_size=MIN_SIZE, style="cluttered"):
     """Generate ``num_images`` images and their COCO instances json.
 
     Args:
@@ -277,6 +319,7 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
         jpeg_quality (int): JPEG quality of the written images.
         max_instances (int): at most this many shapes per image (fewer: an easier dataset).
         min_size (float): smallest instance scale in pixels (larger: an easier dataset).
+        style (str): appearance, one of ``STYLES``.
 
     Returns:
         str: path of the written json (written atomically, after all images).
@@ -291,7 +334,7 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
     images, annotations = [], []
     for index in range(num_images):
         rng = np.random.default_rng([seed, split_key, index])
-        image, instances = render_shapes_image(rng, height, width, max_instances, min_size)
+        image, instances = render_shapes_image(rng, height, width, max_instances, min_size, style)
         image_id = index + 1
         file_name = f"{split}_{index:06d}.jpg"
         cv2.imwrite(os.path.join(image_dir, file_name), image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
@@ -311,6 +354,7 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
             "image_size": [height, width],
             "max_instances": max_instances,
             "min_size": min_size,
+            "style": style,
         },
         "licenses": [],
         "images": images,

@@ -39,6 +39,9 @@ def get_pipeline_cfg():
     cfg.OUTPUT_DIR = "output/pipeline"
     # Torch intra-op threads in every stage process (0: torch's default). 1 is fastest on a busy 2-core CPU.
     cfg.NUM_THREADS = 0
+    # Stages run at once, each in its own process, as their inputs become ready (1: one after the other in
+    # this process). For CPU machines: one stage per core with NUM_THREADS 1. Needs --num-gpus 1.
+    cfg.PARALLEL_STAGES = 1
     # detectron2 SEED of every model stage (each process seeds with SEED + rank; < 0: random).
     cfg.SEED = 0
 
@@ -63,6 +66,8 @@ def get_pipeline_cfg():
     # At most this many shapes per image; smallest instance scale in pixels.
     cfg.DATA.SHAPES.MAX_INSTANCES = 9
     cfg.DATA.SHAPES.MIN_SIZE = 10.0
+    # Appearance: "cluttered" (textures, distractor lines) or "clean" (flat colours; see data/synthetic.py).
+    cfg.DATA.SHAPES.STYLE = "cluttered"
 
     cfg.DATASETS = CN()
     # Registered names: fully-labeled images, their point-labeled complement, the true masks of the point

@@ -7,8 +7,10 @@ Only the stages the profile's ROWS need run. Model stages go through detectron2'
 processes; one process runs in place); data preparation, merging, MRN sample pairing and quality reports
 run in the calling process.
 """
+import concurrent.futures
 import datetime
 import logging
+import multiprocessing
 import os
 import time
 from typing import List
@@ -24,7 +26,7 @@ from .model_stages import checkpoint_file, checkpoint_iterations, export_stage, 
 from .results import machine_info, write_results
 from .stages import StageRunner, read_marker, stage_logging
 
-__all__ = ["plan_stages", "run_pipeline", "stage_status", "STUDENT_PSEUDO"]
+__all__ = ["plan_stages", "run_pipeline", "run_stage", "stage_status", "STAGE_NEEDS", "STUDENT_PSEUDO"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,27 @@ logger = logging.getLogger(__name__)
 STUDENT_PSEUDO = {"student_threshold": "pseudo_threshold", "student_points": "pseudo_adaptive",
                   "student_points_mrn": "pseudo_adaptive_mrn"}
 MRN_TRAIN, MRN_VAL = "wssis_pipeline_mrn_train", "wssis_pipeline_mrn_val"
+# Stage -> the stages whose outputs it reads (when they are planned).
+STAGE_NEEDS = {
+    "data": (),
+    "teacher": ("data",),
+    "pseudo_threshold": ("teacher",),
+    "pseudo_fixed": ("teacher",),
+    "pseudo_adaptive": ("teacher",),
+    "pseudo_oracle": ("teacher",),
+    "mrn_data": ("teacher",),
+    "mrn": ("mrn_data",),
+    "pseudo_adaptive_mrn": ("pseudo_adaptive", "mrn"),
+    "student_threshold": ("data", "pseudo_threshold"),
+    "student_points": ("data", "pseudo_adaptive"),
+    "student_points_mrn": ("data", "pseudo_adaptive_mrn"),
+    "full_100": ("data",),
+}
+# Start order among ready stages with PARALLEL_STAGES > 1: the longest chain (teacher -> adaptive labels
+# -> MRN -> student) first, the 100% model beside the teacher, the quality-only exports last.
+STAGE_PRIORITY = ("data", "teacher", "full_100", "pseudo_adaptive", "mrn_data", "mrn", "pseudo_adaptive_mrn",
+                  "student_points_mrn", "pseudo_threshold", "student_threshold", "student_points",
+                  "pseudo_oracle", "pseudo_fixed")
 
 
 def plan_stages(pcfg) -> List[str]:
@@ -153,56 +176,20 @@ def run_pipeline(pcfg, num_gpus: int = 1, dist_url: str = "auto", config_file: s
         os.replace(cfg_path + ".tmp", cfg_path)
         logger.info(f"Pipeline {config_file or ''} -> {pcfg.OUTPUT_DIR}: stages {stages} "
                     f"({num_gpus} process(es) per model stage); config saved to {cfg_path}")
+        if pcfg.PARALLEL_STAGES > 1 and num_gpus > 1:
+            logger.warning(f"PARALLEL_STAGES {pcfg.PARALLEL_STAGES} is for one process per stage: with "
+                           f"--num-gpus {num_gpus} the stages run one after the other")
+        if pcfg.PARALLEL_STAGES > 1 and num_gpus == 1 and len(stages) > 2:
+            _run_parallel(runner, pcfg, stages)
+        else:
+            for stage in stages:
+                run_stage(runner, pcfg, stage, stages)
         d = pcfg.DATASETS
-        for stage in stages:
-            if stage == "data":
-                runner.run("data", prepare_data, (pcfg,))
-                register_datasets(pcfg)  # also when the stage was skipped
-            elif stage == "teacher":
-                spec = {"node": "TEACHER", "train": [d.FULL], "test": [d.TEST], "classes_from": d.FULL,
-                        "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
-                if "mrn_data" in stages:
-                    spec["checkpoint_fractions"] = list(pcfg.MRN.TEACHER_CHECKPOINTS)
-                runner.run("teacher", train_stage, (pcfg, runner.stage_dir("teacher"), spec), launched=True)
-            elif stage == "pseudo_threshold":
-                _export(runner, pcfg, stage, [{"name": "threshold", "mode": "threshold",
-                                               "opts": ["MODEL.WSSIS.THRESHOLD", pcfg.PSEUDO.THRESHOLD]}])
-            elif stage == "pseudo_fixed":
-                _export(runner, pcfg, stage, [{"name": f"fixed_{lv}", "mode": "fixed",
-                                               "opts": ["MODEL.WSSIS.FIXED_LEVEL", int(lv)]}
-                                              for lv in pcfg.PSEUDO.FIXED_LEVELS])
-            elif stage in ("pseudo_adaptive", "pseudo_oracle"):
-                mode = stage.split("_", 1)[1]
-                _export(runner, pcfg, stage, [{"name": mode, "mode": mode}])
-            elif stage == "mrn_data":
-                _mrn_data(runner, pcfg)
-            elif stage == "mrn":
-                outputs = runner.records["mrn_data"]["outputs"]
-                register = [(MRN_TRAIN, outputs["mrn_train"], "mrn")]
-                test = []
-                if "mrn_val" in outputs:
-                    register.append((MRN_VAL, outputs["mrn_val"], "mrn"))
-                    test = [MRN_VAL]
-                spec = {"node": "MRN", "train": [MRN_TRAIN], "test": test, "classes_from": d.FULL,
-                        "register": register}
-                runner.run("mrn", train_stage, (pcfg, runner.stage_dir("mrn"), spec), launched=True)
-            elif stage == "pseudo_adaptive_mrn":
-                sd = runner.stage_dir(stage)
-                spec = {"pseudo": runner.records["pseudo_adaptive"]["outputs"]["adaptive"],
-                        "output": os.path.join(sd, "pseudo_labels.json"),
-                        "weights": runner.records["mrn"]["outputs"]["weights"], "classes_from": d.FULL}
-                runner.run(stage, refine_stage, (pcfg, sd, spec), launched=True,
-                           post=_rename_post(_report_post(pcfg, ["adaptive_mrn"]), "pseudo_labels", "adaptive_mrn"))
-            elif stage in STUDENT_PSEUDO:
-                _student(runner, pcfg, stage)
-            elif stage == "full_100":
-                spec = {"node": "FULL_100", "train": [d.TRAIN_ALL], "test": [d.TEST], "classes_from": d.FULL,
-                        "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
-                runner.run("full_100", train_stage, (pcfg, runner.stage_dir("full_100"), spec), launched=True)
         meta = {
             "config_file": os.path.abspath(config_file) if config_file else None,
             "output_dir": pcfg.OUTPUT_DIR,
             "num_gpus": num_gpus,
+            "parallel_stages": pcfg.PARALLEL_STAGES,
             "machine": machine_info(),
             "load_start": load_start,
             "load_end": [round(v, 2) for v in os.getloadavg()],
@@ -217,6 +204,117 @@ def run_pipeline(pcfg, num_gpus: int = 1, dist_url: str = "auto", config_file: s
         logger.info(f"Results written to {written['md']} and {written['json']} ({meta['wall_seconds']:.0f} s, "
                     f"stages run: {meta['stages_run'] or 'none'})")
     return {"results": written, "records": runner.records, "ran": list(runner.ran)}
+
+
+def run_stage(runner, pcfg, stage: str, stages: List[str]) -> dict:
+    """Run (or skip, when finished) one stage; the records of the stages it needs must be in
+    ``runner.records``. Returns its marker."""
+    d = pcfg.DATASETS
+    if stage == "data":
+        runner.run("data", prepare_data, (pcfg,))
+        register_datasets(pcfg)  # also when the stage was skipped
+    elif stage == "teacher":
+        spec = {"node": "TEACHER", "train": [d.FULL], "test": [d.TEST], "classes_from": d.FULL,
+                "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
+        if "mrn_data" in stages:
+            spec["checkpoint_fractions"] = list(pcfg.MRN.TEACHER_CHECKPOINTS)
+        runner.run("teacher", train_stage, (pcfg, runner.stage_dir("teacher"), spec), launched=True)
+    elif stage == "pseudo_threshold":
+        _export(runner, pcfg, stage, [{"name": "threshold", "mode": "threshold",
+                                       "opts": ["MODEL.WSSIS.THRESHOLD", pcfg.PSEUDO.THRESHOLD]}])
+    elif stage == "pseudo_fixed":
+        _export(runner, pcfg, stage, [{"name": f"fixed_{lv}", "mode": "fixed",
+                                       "opts": ["MODEL.WSSIS.FIXED_LEVEL", int(lv)]}
+                                      for lv in pcfg.PSEUDO.FIXED_LEVELS])
+    elif stage in ("pseudo_adaptive", "pseudo_oracle"):
+        mode = stage.split("_", 1)[1]
+        _export(runner, pcfg, stage, [{"name": mode, "mode": mode}])
+    elif stage == "mrn_data":
+        _mrn_data(runner, pcfg)
+    elif stage == "mrn":
+        outputs = runner.records["mrn_data"]["outputs"]
+        register = [(MRN_TRAIN, outputs["mrn_train"], "mrn")]
+        test = []
+        if "mrn_val" in outputs:
+            register.append((MRN_VAL, outputs["mrn_val"], "mrn"))
+            test = [MRN_VAL]
+        spec = {"node": "MRN", "train": [MRN_TRAIN], "test": test, "classes_from": d.FULL,
+                "register": register}
+        runner.run("mrn", train_stage, (pcfg, runner.stage_dir("mrn"), spec), launched=True)
+    elif stage == "pseudo_adaptive_mrn":
+        sd = runner.stage_dir(stage)
+        spec = {"pseudo": runner.records["pseudo_adaptive"]["outputs"]["adaptive"],
+                "output": os.path.join(sd, "pseudo_labels.json"),
+                "weights": runner.records["mrn"]["outputs"]["weights"], "classes_from": d.FULL}
+        runner.run(stage, refine_stage, (pcfg, sd, spec), launched=True,
+                   post=_rename_post(_report_post(pcfg, ["adaptive_mrn"]), "pseudo_labels", "adaptive_mrn"))
+    elif stage in STUDENT_PSEUDO:
+        _student(runner, pcfg, stage)
+    elif stage == "full_100":
+        spec = {"node": "FULL_100", "train": [d.TRAIN_ALL], "test": [d.TEST], "classes_from": d.FULL,
+                "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
+        runner.run("full_100", train_stage, (pcfg, runner.stage_dir("full_100"), spec), launched=True)
+    return runner.records[stage]
+
+
+def _stage_process(pcfg, stage: str, stages: List[str], num_threads: int) -> List[str]:
+    """Body of a worker process of ``_run_parallel``: registers the datasets, loads the markers of the
+    finished stages and runs ``stage``. Returns the stages it ran (empty when it was finished)."""
+    runner = StageRunner(pcfg.OUTPUT_DIR, num_gpus=1, num_threads=num_threads, default_config=pcfg.dump())
+    with stage_logging(None):
+        register_datasets(pcfg)
+        for name in stages:
+            record = read_marker(runner.stage_dir(name))
+            if record is not None:
+                runner.records[name] = record
+        run_stage(runner, pcfg, stage, stages)
+    return list(runner.ran)
+
+
+def _run_parallel(runner, pcfg, stages: List[str]) -> None:
+    """Run ``stages`` with up to ``pcfg.PARALLEL_STAGES`` of them at once, each in a spawned process,
+    starting every stage as soon as the stages it needs (``STAGE_NEEDS``) are finished, in
+    ``STAGE_PRIORITY`` order. "data" runs first, here. A failed stage stops the scheduling: the stages
+    already running finish (and keep their markers), then its error is raised."""
+    run_stage(runner, pcfg, "data", stages)
+    pending = sorted((s for s in stages if s != "data"), key=STAGE_PRIORITY.index)
+    running, failed = {}, None
+    ctx = multiprocessing.get_context("spawn")
+    # A fresh process per stage (max_tasks_per_child=1): no catalog or memory left over from another stage.
+    with concurrent.futures.ProcessPoolExecutor(max_workers=pcfg.PARALLEL_STAGES, mp_context=ctx,
+                                                max_tasks_per_child=1) as pool:
+        while pending or running:
+            for stage in list(pending):
+                if failed is not None or len(running) >= pcfg.PARALLEL_STAGES:
+                    break
+                if any(n in stages and n not in runner.records for n in STAGE_NEEDS[stage]):
+                    continue
+                pending.remove(stage)
+                record = read_marker(runner.stage_dir(stage))
+                if record is not None:
+                    runner.records[stage] = record
+                    logger.info(f"[{stage}] finished earlier: skipped; outputs in {runner.stage_dir(stage)}")
+                    continue
+                logger.info(f"[{stage}] starting in a worker process ({len(running) + 1} of "
+                            f"{pcfg.PARALLEL_STAGES} running) -> {runner.stage_dir(stage)}")
+                running[pool.submit(_stage_process, pcfg, stage, stages, runner.num_threads)] = stage
+            if not running:
+                if failed is not None or not pending:
+                    break
+                raise RuntimeError(f"Stages {pending} wait for stages that are not planned: {STAGE_NEEDS}")
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                stage = running.pop(future)
+                try:
+                    runner.ran.extend(future.result())
+                except Exception as e:  # noqa: BLE001 - re-raised once the running stages are done
+                    logger.error(f"[{stage}] failed: {e!r}; waiting for the running stages")
+                    failed = failed or e
+                    continue
+                runner.records[stage] = read_marker(runner.stage_dir(stage))
+                logger.info(f"[{stage}] done in {runner.records[stage]['seconds']:.1f} s (worker process)")
+    if failed is not None:
+        raise failed
 
 
 def _rename_post(post, old, new):

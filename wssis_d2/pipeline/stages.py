@@ -8,7 +8,7 @@ files). Marker::
 
     {"stage": name, "status": "done", "outputs": {key: path}, "metrics": {...}, ...stage-specific keys,
      "seconds": float, "started": iso time, "load_start": [1, 5, 15 min load average], "load_end": [...],
-     "finished": iso time, "num_gpus": int}
+     "finished": iso time, "num_gpus": int, "pid": the process that ran it}
 """
 import contextlib
 import datetime
@@ -179,6 +179,7 @@ class StageRunner:
             started=started.isoformat(timespec="seconds"), load_start=load_start,
             load_end=[round(v, 2) for v in os.getloadavg()],
             finished=datetime.datetime.now().isoformat(timespec="seconds"), num_gpus=self.num_gpus,
+            pid=os.getpid(),
         )
         record.setdefault("outputs", {})
         record.setdefault("metrics", {})
