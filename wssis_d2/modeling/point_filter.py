@@ -43,6 +43,7 @@ Rules (each one is tested in ``tests/test_point_filter.py``):
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from .grid import cells_to_index, points_to_cells
 from .postprocess import masks_to_output
@@ -183,10 +184,12 @@ def _mask_stats(
     areas, masksums, probs = [], [], None
     for start in range(0, num, chunk):
         prob = torch.sigmoid_(kernel_rows[start : start + chunk] @ feats)  # (u, P): one matmul per chunk
-        fg = prob > mask_thr
-        areas.append(fg.sum(dim=1))
-        masksums.append(torch.where(fg, prob, 0.0).sum(dim=1))
-        if num <= chunk:
+        keep = num <= chunk  # the soft masks are returned: threshold a copy
+        fg_prob = F.threshold(prob, mask_thr, 0.0, inplace=not keep)  # prob where prob > mask_thr, else 0
+        # mask_thr >= 0, so the kept values are > 0: the area is their count (no bool -> long copy).
+        areas.append(torch.count_nonzero(fg_prob, dim=1))
+        masksums.append(fg_prob.sum(dim=1))
+        if keep:
             probs = prob
     if not areas:
         return feats.new_zeros(0, dtype=torch.long), feats.new_zeros(0), feats.new_zeros(0, pixels)
@@ -203,12 +206,13 @@ def _bounded_level_scores(
     min_area: torch.Tensor,
     mask_thr: float,
     max_chunk_pixels: int,
-) -> torch.Tensor:
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
     """Candidate scores, evaluating only candidates that can still win (branch and bound).
 
     Round r evaluates, for every point, its allowed level of r-th highest class probability, unless that
     probability is below the best score the point already has (score <= class probability, since
-    maskness <= 1). At most L rounds, each one batched matmul over the needed distinct cells.
+    maskness <= 1). At most L rounds, each one batched matmul over the distinct cells not evaluated in an
+    earlier round (a cell shared by several points is computed once).
 
     Args:
         cls_prob: (M, L) class probability of each point's cell on each level.
@@ -219,13 +223,21 @@ def _bounded_level_scores(
         min_area: (L,) a mask with area <= this (pixels at 1/4 resolution) is empty.
 
     Returns:
-        (M, L) scores: sigmoid(logit) x maskness, -inf for empty masks, NaN where not evaluated.
+        scores: (M, L) sigmoid(logit) x maskness, -inf for empty masks, NaN where not evaluated.
+        cache: (V, P) soft masks of evaluated cells kept within ``max_chunk_pixels`` (or None);
+        slot: (U,) long, row of each cell in ``cache``, -1 if not cached.
     """
     num_points, num_levels = cls_prob.shape
+    num_cells, pixels = kernel_rows.shape[0], feats.shape[1]
+    device = cls_prob.device
     scores = torch.full_like(cls_prob, float("nan"))
-    best = torch.full((num_points,), _NEG_INF, dtype=cls_prob.dtype, device=cls_prob.device)
+    best = torch.full((num_points,), _NEG_INF, dtype=cls_prob.dtype, device=device)
+    area_u = torch.full((num_cells,), -1, dtype=torch.long, device=device)  # -1: not evaluated yet
+    maskness_u = cls_prob.new_zeros(num_cells)
+    slot = torch.full((num_cells,), -1, dtype=torch.long, device=device)
+    cache, cached_rows, cache_budget = [], 0, max_chunk_pixels // max(pixels, 1)
     order = cls_prob.masked_fill(~allowed, -1.0).argsort(dim=1, descending=True, stable=True)
-    rows = torch.arange(num_points, device=cls_prob.device)
+    rows = torch.arange(num_points, device=device)
     for rank in range(num_levels):
         lvl = order[:, rank]
         prob = cls_prob[rows, lvl]
@@ -233,12 +245,19 @@ def _bounded_level_scores(
         if todo.numel() == 0:
             break
         lvl = lvl[todo]
-        cells, inv = torch.unique(inverse[todo, lvl], return_inverse=True)
-        area, maskness, _ = _mask_stats(kernel_rows[cells], feats, mask_thr, max_chunk_pixels)
-        score = (prob[todo] * maskness[inv]).masked_fill(area[inv] <= min_area[lvl], _NEG_INF)
+        cand = inverse[todo, lvl]
+        new = torch.unique(cand[area_u[cand] < 0])
+        if new.numel():
+            area, maskness, probs = _mask_stats(kernel_rows[new], feats, mask_thr, max_chunk_pixels)
+            area_u[new], maskness_u[new] = area, maskness
+            if probs is not None and cached_rows + new.numel() <= cache_budget:
+                slot[new] = cached_rows + torch.arange(new.numel(), device=device)
+                cache.append(probs)
+                cached_rows += new.numel()
+        score = (prob[todo] * maskness_u[cand]).masked_fill(area_u[cand] <= min_area[lvl], _NEG_INF)
         scores[todo, lvl] = score
         best[todo] = torch.maximum(best[todo], score)
-    return scores
+    return scores, (torch.cat(cache) if cache else None), slot
 
 
 def select_point_masks(
@@ -292,6 +311,8 @@ def select_point_masks(
     """
     if mode not in LEVEL_CANDIDATES:
         raise ValueError(f"unknown mode {mode!r}, expected one of {sorted(LEVEL_CANDIDATES)}")
+    if not 0.0 <= mask_thr < 1.0:
+        raise ValueError(f"mask_thr is a probability threshold in [0, 1), got {mask_thr}")
     num_levels = len(cate_logits)
     if num_levels == 0 or len(kernels) != num_levels or len(strides) != num_levels:
         raise ValueError("cate_logits, kernels and strides need one entry per level (at least one)")
@@ -335,27 +356,34 @@ def select_point_masks(
     allowed = LEVEL_CANDIDATES[mode](
         num_points, num_levels, device, level=level, gt_sizes=gt_sizes, scale_ranges=scale_ranges
     )
-    probs = None  # the soft masks of all candidates, when computed in one chunk
     if prune:
-        level_scores = _bounded_level_scores(
+        level_scores, cache, slot = _bounded_level_scores(
             cls_prob, allowed, inverse, kernel_rows, feats, min_area, mask_thr, max_chunk_pixels
         )
     else:
-        area, maskness, probs = _mask_stats(kernel_rows, feats, mask_thr, max_chunk_pixels)  # one matmul/chunk
+        area, maskness, cache = _mask_stats(kernel_rows, feats, mask_thr, max_chunk_pixels)  # one matmul/chunk
         level_scores = (cls_prob * maskness[inverse]).masked_fill(area[inverse] <= min_area, _NEG_INF)
+        slot = torch.arange(kernel_rows.shape[0], device=device)
+        if cache is None:
+            slot = torch.full_like(slot, -1)
     evaluated = level_scores.masked_fill(torch.isnan(level_scores), _NEG_INF)
     chosen, valid = _argmax_finest(evaluated.masked_fill(~allowed, _NEG_INF))
     rows = torch.arange(num_points, device=device)
     chosen_u = inverse[rows, chosen]  # (M,) index into the U candidate masks
 
-    if probs is not None:
-        mask_prob = probs[chosen_u]
-        mask_prob[~valid] = 0.0
+    # Soft masks of the chosen cells: from the cache, recomputed for those not in it (memory budget).
+    chosen_slot = slot[chosen_u]
+    hit = valid & (chosen_slot >= 0)
+    if num_points and bool(hit.all()):  # the usual case: one gather
+        mask_prob = cache[chosen_slot]
     else:
         mask_prob = feats.new_zeros(num_points, feat_h * feat_w)
-        if bool(valid.any()):
-            u2, inv2 = torch.unique(chosen_u[valid], return_inverse=True)
-            mask_prob[valid] = torch.sigmoid(kernel_rows[u2] @ feats)[inv2]
+        if bool(hit.any()):
+            mask_prob[hit] = cache[chosen_slot[hit]]
+        miss = valid & ~hit
+        if bool(miss.any()):
+            u2, inv2 = torch.unique(chosen_u[miss], return_inverse=True)
+            mask_prob[miss] = torch.sigmoid(kernel_rows[u2] @ feats)[inv2]
     score = torch.where(valid, level_scores[rows, chosen], level_scores.new_zeros(()))
     return PointMaskSelection(
         level=torch.where(valid, chosen, -1),
