@@ -181,6 +181,8 @@ def test_parallel_stages_run_in_worker_processes_after_their_inputs(tiny_run, tm
             assert markers[stage]["started"] >= markers[need]["finished"], (stage, need)
     results = json.load(open(os.path.join(cfg.OUTPUT_DIR, "results.json")))
     assert results["meta"]["parallel_stages"] == 2
+    with open(os.path.join(cfg.OUTPUT_DIR, "results.md")) as f:
+        assert "2 stage(s) at once" in f.read()
     assert all(results["models"][m] is not None for m in ("teacher", "student_points", "full_100"))
     assert results["pseudo_labels"]["adaptive"]["coverage"] > 0.9
     assert results["models"]["student_threshold"] is None

@@ -12,6 +12,7 @@
 
 null where the profile's ROWS skip a row (or its stage has not run).
 """
+import datetime
 import os
 import platform
 from typing import Dict, Mapping, Optional
@@ -51,6 +52,15 @@ def machine_info() -> dict:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_count"] = torch.cuda.device_count()
     return info
+
+
+def _elapsed_seconds(records) -> Optional[float]:
+    """Seconds from the earliest ``started`` to the latest ``finished`` of stage markers (None if none)."""
+    spans = [(datetime.datetime.fromisoformat(r["started"]), datetime.datetime.fromisoformat(r["finished"]))
+             for r in records if r and r.get("started") and r.get("finished")]
+    if not spans:
+        return None
+    return (max(f for _, f in spans) - min(s for s, _ in spans)).total_seconds()
 
 
 def best_fixed_level(reports: Mapping[str, dict]) -> Optional[int]:
@@ -140,9 +150,12 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                  + f"; torch {m.get('torch', '?')}, detectron2 {m.get('detectron2', '?')}; "
                  f"load average {meta.get('load_start', '?')} at the start, {meta.get('load_end', '?')} at the end.")
     ran = meta.get("stages_run") or []
-    lines.append(f"- Wall time: {_fmt(sum(v for v in results['timings'].values() if v), 0)} s in all stages; this "
-                 f"invocation {_fmt(meta.get('wall_seconds'), 0)} s, ran {', '.join(ran) if ran else 'no stage'} "
-                 "(the others finished earlier).")
+    span = _elapsed_seconds(records.values())
+    lines.append(f"- Wall time: {_fmt(span, 0)} s from the first stage's start to the last one's end "
+                 f"({_fmt(sum(v for v in results['timings'].values() if v), 0)} s summed over the stages; "
+                 f"{meta.get('parallel_stages', 1)} stage(s) at once); this invocation "
+                 f"{_fmt(meta.get('wall_seconds'), 0)} s, ran {', '.join(ran) if ran else 'no stage'}"
+                 + (" (the others finished earlier)." if set(ran) != set(records) else "."))
     lines += ["", f"## Models (segm mask AP on `{d.TEST}`)", "", "| model | iterations | mask AP |", "|---|---|---|"]
     for row in MODEL_ROWS:
         rec = records.get(MODEL_STAGES[row])
