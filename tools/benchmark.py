@@ -12,7 +12,6 @@ Example:
     python tools/benchmark.py --size 512 --json output/benchmark/model_speed.json
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from wssis_d2 import add_wssis_config  # noqa: E402
+from wssis_d2.data.json_io import write_json_atomic  # noqa: E402
 from wssis_d2.data.synthetic import generate_shapes_dataset  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -181,11 +181,7 @@ def main():
     print(f"(targets: train <= 1.2x, inference <= 1.0x; {args.size} px, batch {args.batch}, "
           f"median of {args.iters} after {args.warmup} warm-up, {results['setup']['device']})")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json_atomic(results, args.json, indent=2)
         print(f"wrote {args.json}")
 
 

@@ -11,11 +11,11 @@ speed-up, and whether both chose the same levels.
 ``--json`` writes ``{"batched_vs_loop": <speed-up at 100 points>, "results": [...], ...}``.
 """
 import argparse
-import json
 import time
 
 import torch
 
+from wssis_d2.data.json_io import write_json_atomic
 from wssis_d2.modeling.point_filter import _reference_select_point_masks, select_point_masks
 
 GRIDS = (40, 36, 24, 16, 12)
@@ -87,8 +87,7 @@ def main():
             "threads": torch.get_num_threads(),
             "config": {"classes": args.classes, "embed": args.embed, "feat": list(args.feat), "grids": list(GRIDS)},
         }
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=2)
+        write_json_atomic(payload, args.json, indent=2)
         print(f"wrote {args.json}")
 
 

@@ -40,6 +40,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from wssis_d2 import add_wssis_config
+from wssis_d2.data.json_io import write_json_atomic
 from wssis_d2.evaluation import PseudoLabelExporter
 from wssis_d2.pseudo import read_json_info
 
@@ -240,8 +241,7 @@ def main():
         print(f"[rss] {rows[-1]['images']} vs {rows[0]['images']} images: x{result['rss_1000_vs_100']:.3f}")
     result["details"] = details
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json_atomic(result, args.json, indent=2)
         print(f"wrote {args.json}")
 
 

@@ -9,9 +9,8 @@ coverage and the histogram of chosen levels; ``--json`` writes exactly those key
 (``wssis_d2.evaluation.quality``). Several ``--pseudo NAME=PATH`` print one comparison table.
 """
 import argparse
-import json
 
-from wssis_d2.data.json_io import load_json
+from wssis_d2.data.json_io import load_json, write_json_atomic
 from wssis_d2.evaluation.quality import compare_reports, format_report, pseudo_label_quality
 
 
@@ -33,8 +32,7 @@ def main(argv=None):
         report = reports
         compare_reports(reports)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json_atomic(report, args.json, indent=2)
         print(f"wrote {args.json}")
 
 

@@ -22,8 +22,8 @@ def load_json(path, hint=None):
             raise ValueError(f"{path} is not valid json: {e}") from e
 
 
-def write_json_atomic(obj, path):
-    """Write ``obj`` as json to ``path`` atomically.
+def write_json_atomic(obj, path, indent=None):
+    """Write ``obj`` as json to ``path`` atomically (``indent`` as in ``json.dump``).
 
     The json goes to a temporary file in the same directory first and is then moved over ``path``
     with ``os.replace``, so a reader never sees a half-written file and an interrupted run leaves
@@ -35,7 +35,7 @@ def write_json_atomic(obj, path):
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
+            json.dump(obj, f, indent=indent)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -58,10 +58,6 @@ MIN_SIZE_BY_CLASS = {"ring": 18.0, "cross": 14.0, "l_shape": 14.0}  # thin parts
 MIN_INSTANCES, MAX_INSTANCES = 3, 9  # instances drawn per image, before occlusion drops
 MIN_VISIBLE_AREA = 36  # an instance with fewer visible pixels is removed
 MIN_VISIBLE_FRACTION = 0.25  # ... as is one with less than this fraction of its drawn area visible
-# "cluttered": random textures on objects and background, distractor lines, strong noise (the default).
-# "clean": flat-coloured objects that contrast with a smooth background, no distractors, light noise; a
-# from-scratch network learns it within a CPU budget (the benchmark profile), the shapes stay as hard.
-STYLES = ("cluttered", "clean")
 MIN_CLEAN_CONTRAST = 90.0  # "clean": least L2 distance (0..255 RGB) of an object colour to the background
 
 _SHIFT = 4  # cv2 fractional bits: vertices are drawn with 1/16 px precision
@@ -237,6 +233,31 @@ def _paint_clean(img, mask, rng):
     img[ys, xs] = (color[None, :] * shade[:, None]).astype(np.float32)
 
 
+def _appearance_cluttered(rng, height, width, visible):
+    """Textured objects on a textured background with distractor lines, strong noise: (H, W, 3) float32."""
+    img = _background(rng, height, width)
+    for mask in visible:
+        _paint(img, mask, rng)
+    img += rng.normal(0, rng.uniform(3, 12), size=(height, width, 1)).astype(np.float32)
+    img += rng.normal(0, 4, size=img.shape).astype(np.float32)
+    return img
+
+
+def _appearance_clean(rng, height, width, visible):
+    """Flat-coloured, contrasting objects on a smooth background, light noise: (H, W, 3) float32."""
+    img = _background_clean(rng, height, width)
+    for mask in visible:
+        _paint_clean(img, mask, rng)
+    img += rng.normal(0, 3, size=img.shape).astype(np.float32)
+    return img
+
+
+# Image styles: "cluttered" (the default) or "clean" (a from-scratch network learns it within a CPU budget,
+# the benchmark profile; the shapes stay as hard). Shapes and masks do not depend on the style.
+_APPEARANCES = {"cluttered": _appearance_cluttered, "clean": _appearance_clean}
+STYLES = tuple(_APPEARANCES)
+
+
 def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES, min_size=MIN_SIZE,
                         style="cluttered"):
     """Render one synthetic image.
@@ -261,18 +282,7 @@ def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES, min_siz
         for cls, size, center, angle in shapes
     ]
     keep, visible = _visible_masks(drawn, height, width)
-    if style == "clean":
-        img = _background_clean(rng, height, width)
-        for mask in visible:
-            _paint_clean(img, mask, rng)
-        img += rng.normal(0, 3, size=img.shape).astype(np.float32)
-    else:
-        img = _background(rng, height, width)
-        for mask in visible:
-            _paint(img, mask, rng)
-        img += rng.normal(0, rng.uniform(3, 12), size=(height, width, 1)).astype(np.float32)
-        img += rng.normal(0, 4, size=img.shape).astype(np.float32)
-    image = np.clip(img, 0, 255).astype(np.uint8)
+    image = np.clip(_APPEARANCES[style](rng, height, width, visible), 0, 255).astype(np.uint8)
     instances = [
         {"category_id": SHAPE_CATEGORIES[shapes[k][0]]["id"], "mask": m} for k, m in zip(keep, visible)
     ]

@@ -182,9 +182,9 @@ def _mask_stats(
     num, pixels = kernel_rows.shape[0], feats.shape[1]
     chunk = max(1, int(max_chunk_pixels) // max(pixels, 1))
     areas, masksums, probs = [], [], None
+    keep = num <= chunk  # one chunk: its soft masks are returned, so threshold a copy
     for start in range(0, num, chunk):
         prob = torch.sigmoid_(kernel_rows[start : start + chunk] @ feats)  # (u, P): one matmul per chunk
-        keep = num <= chunk  # the soft masks are returned: threshold a copy
         fg_prob = F.threshold(prob, mask_thr, 0.0, inplace=not keep)  # prob where prob > mask_thr, else 0
         # mask_thr >= 0, so the kept values are > 0: the area is their count (no bool -> long copy).
         areas.append(torch.count_nonzero(fg_prob, dim=1))
@@ -363,9 +363,8 @@ def select_point_masks(
     else:
         area, maskness, cache = _mask_stats(kernel_rows, feats, mask_thr, max_chunk_pixels)  # one matmul/chunk
         level_scores = (cls_prob * maskness[inverse]).masked_fill(area[inverse] <= min_area, _NEG_INF)
-        slot = torch.arange(kernel_rows.shape[0], device=device)
-        if cache is None:
-            slot = torch.full_like(slot, -1)
+        slot = (torch.arange(kernel_rows.shape[0], device=device) if cache is not None
+                else torch.full((kernel_rows.shape[0],), -1, dtype=torch.long, device=device))
     evaluated = level_scores.masked_fill(torch.isnan(level_scores), _NEG_INF)
     chosen, valid = _argmax_finest(evaluated.masked_fill(~allowed, _NEG_INF))
     rows = torch.arange(num_points, device=device)

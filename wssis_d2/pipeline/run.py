@@ -264,9 +264,7 @@ def _stage_process(pcfg, stage: str, stages: List[str], num_threads: int) -> Lis
     with stage_logging(None):
         register_datasets(pcfg)
         for name in stages:
-            record = read_marker(runner.stage_dir(name))
-            if record is not None:
-                runner.records[name] = record
+            runner.finished(name, log=False)
         run_stage(runner, pcfg, stage, stages)
     return list(runner.ran)
 
@@ -290,10 +288,7 @@ def _run_parallel(runner, pcfg, stages: List[str]) -> None:
                 if any(n in stages and n not in runner.records for n in STAGE_NEEDS[stage]):
                     continue
                 pending.remove(stage)
-                record = read_marker(runner.stage_dir(stage))
-                if record is not None:
-                    runner.records[stage] = record
-                    logger.info(f"[{stage}] finished earlier: skipped; outputs in {runner.stage_dir(stage)}")
+                if runner.finished(stage) is not None:
                     continue
                 logger.info(f"[{stage}] starting in a worker process ({len(running) + 1} of "
                             f"{pcfg.PARALLEL_STAGES} running) -> {runner.stage_dir(stage)}")
@@ -311,8 +306,8 @@ def _run_parallel(runner, pcfg, stages: List[str]) -> None:
                     logger.error(f"[{stage}] failed: {e!r}; waiting for the running stages")
                     failed = failed or e
                     continue
-                runner.records[stage] = read_marker(runner.stage_dir(stage))
-                logger.info(f"[{stage}] done in {runner.records[stage]['seconds']:.1f} s (worker process)")
+                record = runner.finished(stage, log=False)
+                logger.info(f"[{stage}] done in {record['seconds']:.1f} s (worker process)")
     if failed is not None:
         raise failed
 

@@ -128,6 +128,16 @@ class StageRunner:
     def stage_dir(self, name: str) -> str:
         return os.path.join(self.output_dir, name)
 
+    def finished(self, name: str, log: bool = True) -> Optional[dict]:
+        """The marker of stage ``name`` if it is finished (also kept in ``records``), else None."""
+        record = read_marker(self.stage_dir(name))
+        if record is not None:
+            if log:
+                logger.info(f"[{name}] finished earlier ({record.get('seconds', 0):.0f} s): skipped; outputs in "
+                            f"{self.stage_dir(name)}")
+            self.records[name] = record
+        return record
+
     def run(self, name: str, fn: Callable, args: Sequence = (), *, launched: bool = False,
             pre: Optional[Callable[[], None]] = None, post: Optional[Callable[[dict], dict]] = None) -> dict:
         """Run stage ``name`` unless it is finished; return its marker.
@@ -140,11 +150,8 @@ class StageRunner:
             post: ``post(result) -> result``, called here after ``fn`` (e.g. a quality report).
         """
         stage_dir = self.stage_dir(name)
-        record = read_marker(stage_dir)
+        record = self.finished(name)
         if record is not None:
-            logger.info(f"[{name}] finished earlier ({record.get('seconds', 0):.0f} s): skipped; outputs in "
-                        f"{stage_dir}")
-            self.records[name] = record
             return record
         os.makedirs(stage_dir, exist_ok=True)
         started = datetime.datetime.now()
