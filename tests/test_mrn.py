@@ -266,6 +266,46 @@ def test_configs_build_and_reject_frozen_bn(one_thread):
     assert model.num_heatmap_channels == 1
     with pytest.raises(ValueError):
         build_model(_cfg(NORM="FrozenBN"))
+    with pytest.raises(ValueError, match="needs pretrained MODEL.WEIGHTS"):
+        build_model(_cfg(ENCODER_NORM="FrozenBN"))  # no weights: a FrozenBN encoder would never train
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_frozen_bn_encoder_reproduces_detectron2_resnet(tmp_path, one_thread, depth):
+    """Caffe2-style weights (batch norm folded into a fixed scale and shift): with ENCODER_NORM FrozenBN
+    the encoder's res2..res5 on the image channels equal detectron2's own FrozenBN ResNet features."""
+    torch.manual_seed(depth)
+    bcfg = get_cfg()
+    bcfg.MODEL.RESNETS.DEPTH = depth
+    bcfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth < 50 else 256
+    bcfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    bcfg.MODEL.RESNETS.NORM = "FrozenBN"
+    bcfg.MODEL.RESNETS.STRIDE_IN_1X1 = True
+    bcfg.MODEL.BACKBONE.FREEZE_AT = 0
+    resnet = build_resnet_backbone(bcfg, ShapeSpec(channels=3)).eval()
+    with torch.no_grad():  # non-trivial frozen statistics, so that a wrong norm cannot pass
+        for name, buf in list(resnet.named_buffers()) + list(resnet.named_parameters()):
+            if name.endswith("norm.weight"):
+                buf.uniform_(0.5, 1.5)
+            elif name.endswith("norm.bias") or name.endswith("running_mean"):
+                buf.uniform_(-0.3, 0.3)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 2.0)
+    path = str(tmp_path / "r.pth")
+    torch.save({"model": resnet.state_dict(), "matching_heuristics": True}, path)
+    cfg = _cfg(DEPTH=depth, WIDTH=64, ENCODER_NORM="FrozenBN", STRIDE_IN_1X1=True)
+    cfg.MODEL.WEIGHTS = path
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(path)
+    x = torch.randn(1, 3, 64, 64)
+    extra = model.encoder.stem.conv1_extra.in_channels
+    with torch.no_grad():
+        want = resnet(x)
+        got = model.encoder(torch.cat([x, torch.zeros(1, extra, 64, 64)], dim=1))
+    for name in ("res2", "res3", "res4", "res5"):
+        torch.testing.assert_close(got[name], want[name], atol=1e-4, rtol=1e-4)
+    # the decoder keeps GroupNorm
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.decoder.modules())
 
 
 def test_imagenet_style_checkpoint_loads_into_encoder(tmp_path, one_thread):
@@ -279,7 +319,7 @@ def test_imagenet_style_checkpoint_loads_into_encoder(tmp_path, one_thread):
     path = str(tmp_path / "r18.pth")
     torch.save({"model": resnet.state_dict(), "matching_heuristics": True}, path)
 
-    model = build_model(_cfg(DEPTH=18, WIDTH=64, NORM="BN"))
+    model = build_model(_cfg(DEPTH=18, WIDTH=64, NORM="BN", ENCODER_NORM="BN"))
     DetectionCheckpointer(model).load(path)
     ref = resnet.state_dict()
     mine = model.encoder.state_dict()

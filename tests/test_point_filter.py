@@ -70,6 +70,8 @@ def run(cate, kern, feats, pts, classes, **kw):
 
 
 def assert_same(out, ref, atol=1e-6, all_levels_allowed=True):
+    assert torch.equal(out.collided, ref.collided)
+    assert torch.equal(out.shared, ref.shared)
     assert torch.equal(out.level, ref.level)
     assert torch.equal(out.valid, ref.valid)
     assert torch.equal(out.cell, ref.cell)
@@ -141,13 +143,13 @@ def test_oracle_mode_uses_scale_ranges_then_score():
     # 30 -> {0}; 100, 170 -> {1, 2}: score picks 2 (not the first); 300 -> {2, 3}; 600 -> {3, 4};
     # 3000 -> no range, nearest {4}; 0.5 -> nearest {0}
     out = run(cate, kern, feats, [XY] * len(sizes), [0] * len(sizes), mode="oracle",
-              gt_sizes=torch.tensor(sizes), scale_ranges=SCALE_RANGES)
+              gt_sizes=torch.tensor(sizes), scale_ranges=SCALE_RANGES, collision_rule="share")
     assert out.level.tolist() == [0, 2, 2, 2, 3, 4, 0]
     # an empty level inside the allowed set is skipped; an allowed set with only empty levels -> no mask
     kern[3].zero_()
     kern[0].zero_()
     out = run(cate, kern, feats, [XY] * 2, [0] * 2, mode="oracle",
-              gt_sizes=torch.tensor([600.0, 30.0]), scale_ranges=SCALE_RANGES)
+              gt_sizes=torch.tensor([600.0, 30.0]), scale_ranges=SCALE_RANGES, collision_rule="share")
     assert out.level.tolist() == [4, -1] and out.valid.tolist() == [True, False]
     adaptive = run(cate, kern, feats, [XY], [0])
     assert adaptive.level.tolist() == [2]
@@ -156,8 +158,8 @@ def test_oracle_mode_uses_scale_ranges_then_score():
 def test_oracle_allowed_levels():
     allowed = oracle_allowed_levels(torch.tensor([48.0, 96.0, 2500.0, 0.0]), SCALE_RANGES)
     assert allowed.tolist() == [
-        [True, True, False, False, False],  # bounds are inclusive
-        [True, True, True, False, False],
+        [True, True, False, False, False],  # ranges are half-open [lo, hi), as the training targets
+        [False, True, True, False, False],  # 96 is the upper bound of level 0: not in it
         [False, False, False, False, True],
         [True, False, False, False, False],
     ]
@@ -202,16 +204,23 @@ def test_small_masks_are_empty_before_selection():
     assert run(cate, kern, feats, [XY], [0]).valid.tolist() == [False]
 
 
-def test_two_points_in_one_cell_keep_their_own_rows():
+def _same_cell_scene():
     cate, kern, feats = make_scene()
     a, b, other = (9.0, 9.0), (10.5, 10.0), (50.0, 10.0)
     assert all(cell_of(a, l) == cell_of(b, l) for l in range(5))
-    put(cate, kern, a, 2, 1, 4.0, 0, 8.0)
+    put(cate, kern, a, 2, 1, 4.0, 0, 8.0)  # best cell of a and b: quadrant 0
+    put(cate, kern, a, 0, 1, 2.0, 1, 8.0)  # their second best: level 0, quadrant 1, weaker class
     put(cate, kern, other, 2, 1, 3.0, 0, 8.0)  # another cell, same class, same mask
-    out = run(cate, kern, feats, [a, b, other, a], [1, 1, 1, 1])
+    return cate, kern, feats, [a, b, other, a]
+
+
+def test_same_cell_share_rule_gives_one_mask_to_all():
+    cate, kern, feats, pts = _same_cell_scene()
+    out = run(cate, kern, feats, pts, [1, 1, 1, 1], collision_rule="share")
     assert out.valid.all() and out.level.tolist() == [2, 2, 2, 2]
     assert out.cell.tolist() == [[0, 0], [0, 0], [0, 3], [0, 0]]
     assert torch.equal(out.mask_prob[0], out.mask_prob[1]) and torch.equal(out.mask_prob[0], out.mask_prob[3])
+    assert out.collided.tolist() == [False, True, False, True]  # counted, not resolved
     classes = torch.tensor([1, 1, 1, 1])
     labels = postprocess_point_masks(out, classes, STRIDES, INPUT_HW, INPUT_HW)
     assert labels.indices.tolist() == [0, 1, 2, 3]  # NMS is off by default
@@ -219,6 +228,55 @@ def test_two_points_in_one_cell_keep_their_own_rows():
     assert labels.indices.tolist() == [0, 1, 3]  # same cell never suppressed; the other cell loses
     labels = postprocess_point_masks(out, torch.tensor([1, 1, 2, 1]), STRIDES, INPUT_HW, INPUT_HW, nms_iou=0.5)
     assert labels.indices.tolist() == [0, 1, 2, 3]  # class-aware
+
+
+def test_same_cell_reassign_rule_nearest_keeps_others_move():
+    cate, kern, feats, pts = _same_cell_scene()
+    # level-2 cell (0, 0) covers [0, 16) x [0, 16): centre (8, 8). a = (9, 9) (index 0) and its exact
+    # copy (index 3) are nearest; a keeps it (lower index). b = (10.5, 10) and the copy move to their next
+    # best level 0, cell (1, 1), centre (12, 12): b is nearer and takes it. The copy has no free level
+    # left: it falls back to a's cell and the mask is split between them (identical points: every pixel
+    # is equidistant, so both keep all of it). "other" is alone in its cell.
+    out = run(cate, kern, feats, pts, [1, 1, 1, 1], collision_rule="reassign")
+    assert out.valid.all()
+    assert out.level.tolist() == [2, 0, 2, 2]
+    assert out.collided.tolist() == [False, True, False, True]
+    assert out.shared.tolist() == [True, False, False, True]
+    keys = {(int(l), tuple(c)) for l, c in zip(out.level[:3], out.cell[:3].tolist())}
+    assert len(keys) == 3  # a, b and other each have their own (level, cell)
+    assert not torch.equal(out.mask_prob[0], out.mask_prob[1])
+    # other classes never collide
+    out = run(cate, kern, feats, pts, [1, 2, 1, 0], collision_rule="reassign")
+    share = run(cate, kern, feats, pts, [1, 2, 1, 0], collision_rule="share")
+    assert not out.collided.any() and torch.equal(out.level, share.level)
+    assert torch.equal(out.mask_prob, share.mask_prob)
+
+
+def test_same_cell_without_a_free_level_splits_the_mask():
+    cate, kern, feats, pts = _same_cell_scene()
+    for rule in ("reassign", "split"):  # fixed mode: one allowed level, no other to move to
+        out = run(cate, kern, feats, pts[:2], [1, 1], mode="fixed", level=2, collision_rule=rule)
+        assert out.level.tolist() == [2, 2] and out.shared.tolist() == [True, True]
+        whole = run(cate, kern, feats, pts[:1], [1], mode="fixed", level=2).mask_prob[0]
+        m0, m1 = out.mask_prob[0] > 0.5, out.mask_prob[1] > 0.5
+        assert not (m0 & m1).any() and torch.equal(m0 | m1, whole > 0.5)  # a partition of the cell mask
+        assert m0.sum() > 0 and m1.sum() > 0
+    # split rule in adaptive mode: no move to level 0, the colliding points split their first choice
+    out = run(cate, kern, feats, pts, [1, 1, 1, 1], collision_rule="split")
+    assert out.level.tolist() == [2, 2, 2, 2] and out.shared.tolist() == [True, True, False, True]
+
+
+def test_tiny_mask_rule_after_chooses_first_then_drops():
+    cate, kern, feats = make_scene()
+    put(cate, kern, XY, 0, 0, 8.0, BLOB8, 8.0)  # best score, area 8 == stride 8: tiny
+    put(cate, kern, XY, 1, 0, 2.0, BLOB9, 8.0)  # weaker, area 9 > 8
+    before = run(cate, kern, feats, [XY], [0], tiny_mask_rule="before")
+    after = run(cate, kern, feats, [XY], [0], tiny_mask_rule="after")
+    assert before.level.tolist() == [1] and after.level.tolist() == [0]
+    labels = postprocess_point_masks(after, torch.tensor([0]), STRIDES, INPUT_HW, INPUT_HW)
+    assert labels.indices.numel() == 0  # the tiny chosen mask is dropped: the point gets no mask
+    labels = postprocess_point_masks(before, torch.tensor([0]), STRIDES, INPUT_HW, INPUT_HW)
+    assert labels.indices.tolist() == [0]
 
 
 def test_points_on_the_border_and_in_the_padding():
@@ -272,12 +330,15 @@ def random_inputs(seed, num_points, feat_hw=(12, 16), grids=GRIDS, num_classes=4
     return cate, kern, feats, pts, classes, input_hw, sizes
 
 
+@pytest.mark.parametrize("rules", [("reassign", "before"), ("split", "before"), ("share", "before"),
+                                   ("reassign", "after")])
 @pytest.mark.parametrize("mode", ["adaptive", "fixed", "oracle"])
-def test_batched_equals_per_point_loop(mode):
-    levels_seen, invalid_seen, pruned_seen = set(), 0, 0
-    for seed, num_points in [(0, 1), (1, 17), (2, 50), (3, 50)]:
+def test_batched_equals_per_point_loop(mode, rules):
+    levels_seen, invalid_seen, pruned_seen, collided_seen = set(), 0, 0, 0
+    for seed, num_points in [(0, 1), (1, 17), (2, 50), (3, 50), (4, 120)]:
         cate, kern, feats, pts, classes, input_hw, sizes = random_inputs(seed, num_points)
-        kw = dict(mode=mode, level=2, gt_sizes=sizes, scale_ranges=SCALE_RANGES)
+        kw = dict(mode=mode, level=2, gt_sizes=sizes, scale_ranges=SCALE_RANGES, collision_rule=rules[0],
+                  tiny_mask_rule=rules[1])
         out = select_point_masks(cate, kern, feats, pts, classes, input_hw, STRIDES, **kw)
         ref = _reference_select_point_masks(cate, kern, feats, pts, classes, input_hw, STRIDES, **kw)
         assert_same(out, ref, atol=1e-12, all_levels_allowed=mode == "adaptive")
@@ -291,7 +352,9 @@ def test_batched_equals_per_point_loop(mode):
         assert_same(chunked, ref, atol=1e-12, all_levels_allowed=mode == "adaptive")
         levels_seen |= set(out.level[out.valid].tolist())
         invalid_seen += int((~out.valid).sum())
-    assert invalid_seen > 0  # the random scenes exercise empty masks ...
+        collided_seen += int(out.collided.sum())
+    assert collided_seen > 0  # the random scenes exercise collisions ...
+    assert invalid_seen > 0 or rules[1] == "after"  # ... empty masks ...
     assert len(levels_seen) >= (1 if mode == "fixed" else 3)  # ... and several levels
     assert pruned_seen > 0  # ... and candidates the bound skips
 

@@ -7,9 +7,10 @@ import torch
 from wssis_d2.modeling.postprocess import (
     Candidates,
     candidates_to_instances,
-    mask_scores,
+    mask_area_maskness,
     masks_to_output,
     matrix_nms,
+    point_nms,
     select_candidates,
 )
 
@@ -64,13 +65,98 @@ def test_matrix_nms_decays_duplicate_not_other_class():
     assert out[2] == pytest.approx(0.7)  # other class: untouched
 
 
-def test_mask_scores_maskness_and_area_filter():
+def test_mask_area_maskness_chunked():
     probs = torch.zeros(3, 4, 4)
     probs[0, :2, :2] = 0.8  # 4 pixels above 0.5, maskness 0.8
-    probs[1, 0, 0] = 0.9  # 1 pixel: area 1 <= stride 1 -> dropped
-    scores, keep = mask_scores(probs, torch.tensor([0.5, 0.5, 0.5]), torch.tensor([1.0, 1.0, 1.0]), 0.5)
-    assert scores.tolist() == pytest.approx([0.4, 0.45, 0.0])
-    assert keep.tolist() == [True, False, False]
+    probs[1, 0, 0] = 0.9  # 1 pixel
+    logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6)).reshape(3, 16)
+    # identity features: kernel row i reproduces mask i
+    area, maskness, soft = mask_area_maskness(logits, torch.eye(16), 0.5)
+    assert area.tolist() == [4, 1, 0]
+    assert maskness.tolist() == pytest.approx([0.8, 0.9, 0.0], abs=1e-5)
+    assert soft.shape == (3, 16)
+    area2, maskness2, soft2 = mask_area_maskness(logits, torch.eye(16), 0.5, max_chunk_pixels=16)
+    assert torch.equal(area2, area) and torch.allclose(maskness2, maskness) and soft2 is None
+
+
+def _loop_point_nms(probs):
+    """Published rule, cell by cell: keep where the value is the max of the 2x2 window up-left of it."""
+    c, s_h, s_w = probs.shape
+    out = torch.zeros_like(probs)
+    for k in range(c):
+        for i in range(s_h):
+            for j in range(s_w):
+                window = [probs[k, a, b] for a in (i - 1, i) for b in (j - 1, j) if a >= 0 and b >= 0]
+                if probs[k, i, j] == max(window):
+                    out[k, i, j] = probs[k, i, j]
+    return out
+
+
+def test_point_nms_matches_published_rule():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(3, 7, 7, generator=g)
+    probs[0, 2, 2] = probs[0, 2, 3]  # a tie: both keep (equal to the window max)
+    assert torch.equal(point_nms(probs), _loop_point_nms(probs))
+    # two neighbouring cells of one object: only the stronger one stays a candidate
+    one = torch.zeros(1, 4, 4)
+    one[0, 1, 1], one[0, 1, 2] = 0.9, 0.8
+    assert point_nms(one)[0].nonzero().tolist() == [[1, 1]]
+
+
+def _loop_select_candidates(cate_probs, kernels, strides, feats, score_thr, mask_thr, nms_pre):
+    """Published order with plain Python: threshold -> mask -> area filter -> maskness -> score ->
+    top nms_pre by score. Returns [(score, cell, class)] sorted by decreasing score."""
+    out = []
+    for a in range(cate_probs.shape[0]):
+        for c in range(cate_probs.shape[1]):
+            p = float(cate_probs[a, c])
+            if p <= score_thr:
+                continue
+            mask = torch.sigmoid(torch.einsum("e,ehw->hw", kernels[a], feats))
+            fg = mask > mask_thr
+            if int(fg.sum()) <= float(strides[a]):
+                continue
+            out.append((p * float(mask[fg].mean()), a, c))
+    out.sort(key=lambda t: -t[0])
+    return out[:nms_pre]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_select_candidates_published_order_on_random_heads(seed):
+    g = torch.Generator().manual_seed(seed)
+    num_cells, num_classes, e = 40, 3, 8
+    feats = torch.randn(e, 12, 12, generator=g, dtype=torch.float64)
+    kernels = torch.randn(num_cells, e, generator=g, dtype=torch.float64) * 2
+    cate = torch.rand(num_cells, num_classes, generator=g, dtype=torch.float64) ** 3
+    strides = torch.full((num_cells,), 8.0, dtype=torch.float64)
+    args = dict(score_thr=0.1, mask_thr=0.5, nms_kernel="gaussian", nms_sigma=2.0, update_thr=0.0,
+                max_per_img=1000)
+    want = _loop_select_candidates(cate, kernels, strides, feats, 0.1, 0.5, nms_pre=7)
+    assert len(want) == 7  # the cut is exercised
+    # Matrix NMS with sigma 0 keeps every score: the candidates after the cut come out unchanged
+    got = select_candidates(cate, kernels, strides, feats, nms_pre=7, **dict(args, nms_sigma=0.0))
+    assert got.scores.tolist() == pytest.approx([w[0] for w in want], abs=1e-9)
+    assert got.classes.tolist() == [w[2] for w in want]
+    for mask, (_, cell, _) in zip(got.mask_probs, want):
+        assert torch.allclose(mask, torch.sigmoid(torch.einsum("e,ehw->hw", kernels[cell], feats)))
+    # and with a chunked scoring pass (masks recomputed for the kept ones) the same answer
+    chunked = select_candidates(cate, kernels, strides, feats, nms_pre=7, max_chunk_pixels=144 * 3,
+                                **dict(args, nms_sigma=0.0))
+    assert torch.allclose(chunked.scores, got.scores) and torch.allclose(chunked.mask_probs, got.mask_probs)
+
+
+def test_nms_pre_cuts_by_maskness_weighted_score():
+    # Cell 0: class prob 0.9 but a weak mask (probabilities 0.55): score 0.495.
+    # Cell 1: class prob 0.6 with a confident mask (~1.0): score ~0.6. With NMS_PRE 1 cell 1 must win;
+    # cutting by class probability first (the old order) would keep cell 0.
+    feats = torch.ones(1, 8, 8)
+    kernels = torch.tensor([[math.log(0.55 / 0.45)], [20.0]])
+    probs = torch.tensor([[0.9], [0.6]])
+    out = select_candidates(
+        probs, kernels, torch.tensor([2.0, 2.0]), feats, score_thr=0.1, mask_thr=0.5, nms_pre=1,
+        nms_kernel="gaussian", nms_sigma=2.0, update_thr=0.05, max_per_img=10,
+    )
+    assert out.scores.tolist() == pytest.approx([0.6], abs=1e-4)
 
 
 def test_select_candidates_end_to_end():

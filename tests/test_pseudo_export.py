@@ -154,3 +154,28 @@ def test_plain_outputs_are_refused(dataset, tmp_path):
                       pred_classes=inst.pred_classes)
     with pytest.raises(ValueError, match="point_instances"):
         exporter.process([{"image_id": 100}], [{"instances": plain}])
+
+
+def test_crowded_image_exports_every_pseudo_label(dataset, tmp_path):
+    """300 pseudo-labels of one image are all written: the exporter never caps."""
+    masks = torch.zeros(300, H, W, dtype=torch.bool)
+    for k in range(300):
+        masks[k, (k // 20) % H, (k % 20) * 2 % W] = True
+    inst = Instances((H, W))
+    inst.pred_masks = masks
+    inst.scores = torch.rand(300)
+    inst.pred_classes = torch.zeros(300, dtype=torch.long)
+    inst.pred_boxes = BitMasks(masks).get_bounding_boxes()
+    inst.pred_points = torch.zeros(300, 2)
+    inst.pred_levels = torch.zeros(300, dtype=torch.long)
+    inst.point_ids = torch.arange(300)
+    stats = {"num_points": 300, "num_invalid_points": 0, "num_points_without_mask": 0, "num_collisions": 7,
+             "num_points_capped": 0}
+    out = tmp_path / "crowd.json"
+    exporter = PseudoLabelExporter(dataset, str(out), mode="adaptive")
+    exporter.reset()
+    exporter.process([{"image_id": 100}], [{"instances": inst, "point_stats": stats}])
+    exporter.evaluate()
+    data = json.loads(out.read_text())
+    assert len(data["annotations"]) == 300 and data["info"]["num_annotations"] == 300
+    assert data["info"]["num_collisions"] == 7 and data["info"]["num_points_capped"] == 0

@@ -90,7 +90,8 @@ def test_point_mode_one_row_per_valid_point(model):
     inst, stats = out[0]["instances"], out[0]["point_stats"]
     assert inst.image_size == (OH, OW)
     assert len(inst) == 4, "one row per valid point (the invalid one gets no mask)"
-    assert stats == {"num_points": 5, "num_invalid_points": 1, "num_points_without_mask": 1}
+    assert stats == {"num_points": 5, "num_invalid_points": 1, "num_points_without_mask": 1,
+                     "num_collisions": 1, "num_points_capped": 0}
     assert inst.point_ids.tolist() == [11, 12, 13, 15]
     valid_xy = torch.tensor([p for p, v in zip(POINTS, VALID) if v])
     torch.testing.assert_close(inst.pred_points, valid_xy * torch.tensor([OW / W, OH / H]))
@@ -98,8 +99,9 @@ def test_point_mode_one_row_per_valid_point(model):
     assert inst.pred_masks.dtype == torch.bool and tuple(inst.pred_masks.shape) == (4, OH, OW)
     assert all(0 <= lv < 5 for lv in inst.pred_levels.tolist())
     assert ((inst.scores > 0) & (inst.scores <= 1)).all()
-    # points 0 and 4 share every cell and class: each keeps its own row, with the same mask
-    assert torch.equal(inst.pred_masks[0], inst.pred_masks[3]) and inst.pred_levels[0] == inst.pred_levels[3]
+    # points 0 and 4 share every cell and class: each keeps its own row and its own (level, cell)
+    # (COLLISION_RULE "reassign": point 4 is farther from the cell centre and moves to another level)
+    assert inst.pred_levels[0] != inst.pred_levels[3]
     # boxes are the masks' boxes, never the points
     ys, xs = torch.nonzero(inst.pred_masks[1], as_tuple=True)
     assert inst.pred_boxes.tensor[1].tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1,
@@ -126,6 +128,23 @@ def test_max_per_image_keeps_the_best(model, decoder):
     decoder(PointLevelDecoder(max_per_image=2))
     out = _run(model, _points(POINTS, CLASSES, VALID, IDS))[0]
     assert len(out["instances"]) == 2 and out["point_stats"]["num_points_without_mask"] == 3
+    assert out["point_stats"]["num_points_capped"] == 2
+
+
+def test_no_cap_by_default_300_points(model):
+    """An image with 300 points (a crowd) gives 300 pseudo-labels: there is no per-image cap."""
+    assert _cfg().MODEL.WSSIS.MAX_PER_IMAGE == 0
+    decoder = build_point_decoder(_cfg())
+    assert decoder.max_per_image == 0
+    g = torch.Generator().manual_seed(1)
+    xy = (torch.rand(300, 2, generator=g) * torch.tensor([W - 1.0, H - 1.0])).tolist()
+    saved, model.point_decoder = model.point_decoder, decoder
+    try:
+        out = _run(model, _points(xy, [i % 3 for i in range(300)], ids=list(range(1, 301))))[0]
+    finally:
+        model.point_decoder = saved
+    assert len(out["instances"]) == 300 and out["point_stats"]["num_points_capped"] == 0
+    assert sorted(out["instances"].point_ids.tolist()) == list(range(1, 301))
 
 
 def test_oracle_needs_sizes_and_follows_scale_ranges(model, decoder):

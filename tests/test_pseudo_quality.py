@@ -126,3 +126,25 @@ def test_cli_writes_exactly_the_report_keys(tmp_path):
                str(tmp_path / "r.json")])
     report = json.loads((tmp_path / "r.json").read_text())
     assert list(report) == list(REPORT_KEYS) and report["levels"] == {"0": 2, "1": 1}
+
+
+def test_report_sees_every_pseudo_label_of_a_crowded_image():
+    """300 instances on one image, 300 exact pseudo-labels: COCOeval's default 100 detections per image
+    would cap recall at 1/3; the report evaluates all of them."""
+    h, w = 120, 200
+    anns, pseudo = [], []
+    for k in range(300):
+        r, c = divmod(k, 20)
+        m = np.zeros((h, w), bool)
+        m[r * 8 : r * 8 + 6, c * 10 : c * 10 + 8] = True
+        rle = _rle(m)
+        anns.append({"id": k + 1, "image_id": 5, "category_id": 3, "segmentation": rle, "area": float(m.sum()),
+                     "bbox": [float(v) for v in mask_util.toBbox(rle)], "iscrowd": 0})
+        pseudo.append({"id": k + 1, "image_id": 5, "category_id": 3, "segmentation": rle, "score": 0.5,
+                       "point_ann_id": k + 1, "level": 0})
+    gt = {"images": [{"id": 5, "file_name": "5.jpg", "height": h, "width": w}],
+          "categories": [{"id": 3, "name": "a"}], "annotations": anns}
+    report = pseudo_label_quality({"info": {"mode": "adaptive"}, "annotations": pseudo}, gt)
+    assert report["AP"] == pytest.approx(100.0) and report["AP50"] == pytest.approx(100.0)
+    assert report["mean_iou"] == pytest.approx(1.0) and report["coverage"] == pytest.approx(1.0)
+    assert report["levels"] == {0: 300}

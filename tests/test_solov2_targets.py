@@ -103,3 +103,29 @@ def test_empty_and_no_instances():
         GRIDS, RANGES, 0.2, 5,
     )
     assert all((t.labels == 5).all() and t.pos_masks.shape == (0, 32, 32) for t in out)
+
+
+def test_scale_ranges_are_half_open_at_the_boundary():
+    # a 48 x 48 box: sqrt(w h) = 48 is the upper bound of level 0 [1, 48) and inside level 1 [24, 96)
+    at_bound = _box_mask(128, 128, 10, 10, 58, 58)
+    targets = _targets([at_bound], [2])
+    assert targets[0].pos_index.numel() == 0
+    assert targets[1].pos_index.numel() > 0
+    # with the teacher's non-overlapping ranges a boundary instance trains exactly one level
+    teacher = [(1, 48), (48, 96), (96, 2048)]
+    counts = [t.pos_index.numel() > 0 for t in _targets([at_bound], [2], ranges=teacher)]
+    assert counts == [False, True, False]
+    just_below = _box_mask(128, 128, 10, 10, 57, 57)  # 47 px
+    assert [t.pos_index.numel() > 0 for t in _targets([just_below], [2], ranges=teacher)] == [True, False, False]
+
+
+def test_mask_targets_are_binary():
+    m = torch.zeros(1, 16, 16, dtype=torch.bool)
+    m[0, 0:2, 0:4] = True  # block (0, 0): 8 of 16 pixels -> 1; block (0, 1): 0 -> 0
+    m[0, 4:5, 4:8] = True  # block (1, 1): 4 of 16 pixels -> 0
+    m[0, 8:11, 8:12] = True  # block (2, 2): 12 of 16 -> 1
+    down = downsample_masks(m, 4)
+    assert set(down.unique().tolist()) <= {0.0, 1.0}
+    assert down[0].nonzero().tolist() == [[0, 0], [2, 2]]
+    targets = _targets([_box_mask(128, 128, 10, 10, 30, 30)], [1])
+    assert set(torch.cat([t.pos_masks.flatten() for t in targets]).unique().tolist()) <= {0.0, 1.0}

@@ -72,8 +72,12 @@ def add_wssis_config(cfg):
     cfg.MODEL.MRN.WIDTH = 64
     # Bottleneck stride in the 1x1 conv (True: MSRA/caffe2 weights) or the 3x3 conv (False: torchvision).
     cfg.MODEL.MRN.STRIDE_IN_1X1 = True
-    # Normalization of encoder and decoder: "GN" (gcd(32, C) groups), "BN", "SyncBN" or "" (FrozenBN refused).
+    # Normalization of the decoder (and of the encoder unless ENCODER_NORM is set): "GN" (gcd(32, C)
+    # groups), "BN", "SyncBN" or "" (FrozenBN refused: it never trains from random init).
     cfg.MODEL.MRN.NORM = "GN"
+    # Normalization of the ResNet encoder; "" = NORM. "FrozenBN" for detectron2's MSRA (caffe2) weights,
+    # whose batch norm is folded into a fixed scale and shift (needs MODEL.WEIGHTS).
+    cfg.MODEL.MRN.ENCODER_NORM = ""
     # Point heatmap: "classwise" (NUM_CLASSES + 1 channels: 0 = any class, c + 1 = class c) or "agnostic" (1).
     cfg.MODEL.MRN.HEATMAP_MODE = "classwise"
     # Standard deviation of the point Gaussian, in output-crop pixels (peak value 1).
@@ -119,8 +123,16 @@ def add_wssis_config(cfg):
     cfg.MODEL.WSSIS.FIXED_LEVEL = 0
     # "threshold" mode: keep detections whose final score is >= this (paper: 0.1 or 0.5).
     cfg.MODEL.WSSIS.THRESHOLD = 0.1
-    # Pseudo-labels kept per image, by score (raise it for crowded images).
-    cfg.MODEL.WSSIS.MAX_PER_IMAGE = 100
+    # Cap on pseudo-labels per image, by score; 0 = none (default: every labelled point keeps its
+    # pseudo-label; a cap logs the points it drops). "threshold" mode: 0 = MODEL.SOLOV2.MAX_PER_IMG.
+    cfg.MODEL.WSSIS.MAX_PER_IMAGE = 0
+    # Same-class points choosing one (level, cell): "reassign" (nearest to the cell centre keeps it, the
+    # others take their best free level, else split), "split" (the cell mask split by nearest point) or
+    # "share" (all get the same whole mask, as published).
+    cfg.MODEL.WSSIS.COLLISION_RULE = "reassign"
+    # Masks with area <= the level stride: "before" = excluded before the level is chosen, "after" =
+    # choose the level first, then drop a tiny chosen mask (published).
+    cfg.MODEL.WSSIS.TINY_MASK_RULE = "before"
     # Class-aware mask NMS IoU among point masks (points of one cell never suppress each other); < 0 = off.
     cfg.MODEL.WSSIS.NMS_IOU = -1.0
     # --eval-only exports pseudo-labels for every DATASETS.TEST set (points sets always are exported;

@@ -5,7 +5,8 @@ The file is what the MaskRefineNet stage and the student training read; its sche
 
     {"info": {"tool", "mode", "config_file", "weights", "dataset", "image_root", "source_json",
               "num_images", "num_images_processed", "num_points", "num_invalid_points",
-              "num_points_without_mask", "num_annotations", "settings", "point_convention"},
+              "num_points_without_mask", "num_collisions", "num_points_capped", "num_annotations",
+              "settings", "point_convention"},
      "images": [{"id", "file_name", "height", "width"}, ...],        # all images of the source set
      "categories": [{"id", "name", ...}, ...],                         # the source set's, original ids
      "annotations": [{"id": 1.., "image_id", "category_id": original id,
@@ -76,7 +77,8 @@ def instances_to_pseudo_annotations(instances, image_id: int, contiguous_to_id: 
     masks = instances.pred_masks.numpy().astype(np.uint8)
     rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
     boxes = mask_util.toBbox(rles)
-    areas = mask_util.area(rles)
+    # pixel counts from the masks: pycocotools 2.0.x's area() overflows beyond 255 RLEs under numpy 2
+    areas = masks.reshape(num, -1).sum(axis=1, dtype=np.int64)
     scores = instances.scores.tolist()
     classes = instances.pred_classes.tolist()
     points = instances.pred_points.tolist()
@@ -205,15 +207,19 @@ class PseudoLabelExporter(DatasetEvaluator):
         else:
             parts = [self.part_path(0)]
 
-        totals = {"num_images_processed": 0, "num_points": 0, "num_invalid_points": 0,
-                  "num_points_without_mask": 0, "num_annotations": 0}
+        counted = ("num_points", "num_invalid_points", "num_points_without_mask", "num_collisions",
+                   "num_points_capped")
+        totals = {"num_images_processed": 0, "num_annotations": 0, **{k: 0 for k in counted}}
         for record in self._records(parts):  # pass 1: counts for "info" (records are small lines)
             stats = record["stats"]
             totals["num_images_processed"] += 1
             totals["num_annotations"] += len(record["annotations"])
-            for key in ("num_points", "num_invalid_points", "num_points_without_mask"):
+            for key in counted:
                 if totals[key] is not None:
                     totals[key] = None if stats.get(key) is None else totals[key] + int(stats[key])
+            if stats.get("num_points_capped"):
+                logger.warning(f"Image {record['image_id']}: MODEL.WSSIS.MAX_PER_IMAGE dropped "
+                               f"{stats['num_points_capped']} of {stats['num_points']} points (no pseudo-label)")
 
         images, categories, json_file = _source_images_and_categories(self._dataset_name)
         meta = MetadataCatalog.get(self._dataset_name)
@@ -254,7 +260,8 @@ class PseudoLabelExporter(DatasetEvaluator):
         logger.info(
             f"Wrote {totals['num_annotations']} pseudo-labels for {totals['num_images_processed']} images of "
             f"{self._dataset_name} to {self._output_path} ({totals['num_points']} points, "
-            f"{totals['num_points_without_mask']} without mask)"
+            f"{totals['num_points_without_mask']} without mask, {totals['num_collisions']} moved or split "
+            f"after a same-cell collision, {totals['num_points_capped']} dropped by MAX_PER_IMAGE)"
         )
         summary = {k: float(v) for k, v in totals.items() if v is not None}
         return {"pseudo_labels": summary}
@@ -275,6 +282,8 @@ def build_pseudo_label_exporter(cfg, dataset_name, output_path=None):
             "fixed_level": w.FIXED_LEVEL,
             "threshold": w.THRESHOLD,
             "max_per_image": w.MAX_PER_IMAGE,
+            "collision_rule": w.COLLISION_RULE,
+            "tiny_mask_rule": w.TINY_MASK_RULE,
             "nms_iou": w.NMS_IOU if w.NMS_IOU is not None and w.NMS_IOU >= 0 else None,
             "mask_thr": cfg.MODEL.SOLOV2.MASK_THR,
         },

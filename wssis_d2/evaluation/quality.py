@@ -5,8 +5,9 @@ pseudo-labels of the point images, with every score set to 1.0, against the poin
 
 Report keys (``pseudo_label_quality``):
 
-* ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``: ``COCOeval`` (segm, standard parameters, 100
-  detections per image; detectron2's compiled COCOeval when built) on the images of the points_gt
+* ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``: ``COCOeval`` (segm, standard parameters except
+  the detections per image: at least 100 and at least the most pseudo-labels or GT instances of any
+  one image, so that no pseudo-label is cut; detectron2's compiled COCOeval when built) on the images of the points_gt
   file, in percent as detectron2 prints them; every pseudo-label scores 1.0 (ties keep file order).
   Crowd GT regions (``iscrowd`` 1) are handled by COCOeval as usual: detections on them are ignored,
   not false positives. None where COCOeval has no GT of that size.
@@ -26,6 +27,7 @@ import os
 from collections import Counter
 from typing import Dict, Mapping, Optional, Union
 
+import numpy as np
 import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -69,10 +71,34 @@ def _coco_ap(coco_gt: COCO, dets, image_ids) -> Dict[str, Optional[float]]:
             evaluator = COCOeval
         ev = evaluator(coco_gt, coco_dt, "segm")
         ev.params.imgIds = list(image_ids)
+        # COCOeval keeps 100 detections per image by default: an image with more points would lose
+        # pseudo-labels. The largest setting must cover the most pseudo-labels (and GT) of any image.
+        most = max(Counter(d["image_id"] for d in dets).most_common(1)[0][1],
+                   max((len(coco_gt.getAnnIds(imgIds=[i])) for i in image_ids), default=0))
+        ev.params.maxDets = list(ev.params.maxDets[:-1]) + [max(most, ev.params.maxDets[-1])]
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
-    return {k: (float(v) * 100 if v >= 0 else None) for k, v in zip(_AP_KEYS, ev.stats[:6])}
+    return _ap_at_max_dets(ev)
+
+
+def _ap_at_max_dets(ev) -> Dict[str, Optional[float]]:
+    """AP, AP50, AP75, APs/m/l in percent from an accumulated COCOeval at its largest maxDets.
+
+    The same averages as ``COCOeval.summarize`` (which hard-codes 100 detections for AP); None where
+    there is no GT of that kind (COCOeval's -1).
+    """
+    precision = ev.eval["precision"]  # (T iou thresholds, R recalls, K classes, A area ranges, M maxDets)
+    iou_thrs = np.asarray(ev.params.iouThrs)
+
+    def mean(p):
+        p = p[p > -1]
+        return float(p.mean()) * 100 if p.size else None
+
+    all_t = slice(None)
+    t50, t75 = (np.where(np.isclose(iou_thrs, t))[0] for t in (0.5, 0.75))
+    cells = {"AP": (all_t, 0), "AP50": (t50, 0), "AP75": (t75, 0), "APs": (all_t, 1), "APm": (all_t, 2),
+             "APl": (all_t, 3)}
+    return {k: mean(precision[t, :, :, a, -1]) for k, (t, a) in cells.items()}
 
 
 def pseudo_label_quality(pseudo: Union[str, Mapping], gt: Union[str, Mapping]) -> Dict[str, object]:

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from .grid import cells_to_index, points_to_cells
-from .postprocess import masks_to_output
+from .postprocess import mask_area_maskness, masks_to_output
 
 __all__ = [
     "PointMaskSelection",
@@ -72,6 +72,8 @@ class PointMaskSelection(NamedTuple):
     level_scores: (M, L) float, score of every candidate level, -inf for empty candidates, NaN for
         candidates not evaluated (pruned: they cannot win; see ``select_point_masks(prune=...)``)
         (diagnostics, e.g. how often adaptive selection disagrees with the oracle).
+    collided: (M,) bool, points whose first-choice cell was taken by a same-class point (collision rule).
+    shared: (M,) bool, points whose mask is their part of a cell mask split with other points.
     """
 
     level: torch.Tensor
@@ -80,6 +82,8 @@ class PointMaskSelection(NamedTuple):
     mask_prob: torch.Tensor
     valid: torch.Tensor
     level_scores: torch.Tensor
+    collided: Optional[torch.Tensor] = None
+    shared: Optional[torch.Tensor] = None
 
 
 class PointPseudoLabels(NamedTuple):
@@ -90,6 +94,7 @@ class PointPseudoLabels(NamedTuple):
     scores: (K,) float.
     classes: (K,) long, contiguous class index.
     levels: (K,) long, pyramid level each mask came from.
+    num_capped: points dropped by ``max_per_image`` (0 without a cap).
     """
 
     indices: torch.Tensor
@@ -97,6 +102,7 @@ class PointPseudoLabels(NamedTuple):
     scores: torch.Tensor
     classes: torch.Tensor
     levels: torch.Tensor
+    num_capped: int = 0
 
 
 # --------------------------------------------------------------------------------------- level choice
@@ -134,16 +140,18 @@ def oracle_allowed_levels(gt_sizes: torch.Tensor, scale_ranges: Sequence[Sequenc
 
     Args:
         gt_sizes: (M,) float, sqrt(w * h) of each true box in input pixels.
-        scale_ranges: L pairs (lo, hi) in input pixels, inclusive.
+        scale_ranges: L pairs (lo, hi) in input pixels, half-open [lo, hi) as in the training targets.
 
     Returns:
         (M, L) bool: the levels whose range contains the size, or, if none does, the levels whose range is
-        nearest (distance max(lo - size, size - hi, 0)).
+        nearest (distance max(lo - size, 0) + max(size - hi, 0)).
     """
     ranges = torch.as_tensor(scale_ranges, dtype=torch.float64, device=gt_sizes.device).reshape(-1, 2)
     size = gt_sizes.to(torch.float64)[:, None]
+    inside = (size >= ranges[:, 0]) & (size < ranges[:, 1])  # half-open [lo, hi), as the training targets
     dist = (ranges[:, 0] - size).clamp(min=0) + (size - ranges[:, 1]).clamp(min=0)
-    return dist == dist.min(dim=1, keepdim=True).values
+    nearest = dist == dist.min(dim=1, keepdim=True).values
+    return torch.where(inside.any(dim=1, keepdim=True), inside, nearest)
 
 
 def _levels_oracle(
@@ -166,37 +174,6 @@ LEVEL_CANDIDATES: Dict[str, Callable[..., torch.Tensor]] = {
 
 
 # ------------------------------------------------------------------------------------------ selection
-def _mask_stats(
-    kernel_rows: torch.Tensor, feats: torch.Tensor, mask_thr: float, max_chunk_pixels: int
-) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """Area and maskness of the masks of some cells, chunked over cells.
-
-    Args:
-        kernel_rows: (U, E) kernels of U cells.
-        feats: (E, P) flattened mask features.
-
-    Returns:
-        area: (U,) long, pixels > mask_thr; maskness: (U,) float, mean probability over those pixels
-        (0 if none); probs: (U, P) the soft masks when they fit in one chunk, else None.
-    """
-    num, pixels = kernel_rows.shape[0], feats.shape[1]
-    chunk = max(1, int(max_chunk_pixels) // max(pixels, 1))
-    areas, masksums, probs = [], [], None
-    keep = num <= chunk  # one chunk: its soft masks are returned, so threshold a copy
-    for start in range(0, num, chunk):
-        prob = torch.sigmoid_(kernel_rows[start : start + chunk] @ feats)  # (u, P): one matmul per chunk
-        fg_prob = F.threshold(prob, mask_thr, 0.0, inplace=not keep)  # prob where prob > mask_thr, else 0
-        # mask_thr >= 0, so the kept values are > 0: the area is their count (no bool -> long copy).
-        areas.append(torch.count_nonzero(fg_prob, dim=1))
-        masksums.append(fg_prob.sum(dim=1))
-        if keep:
-            probs = prob
-    if not areas:
-        return feats.new_zeros(0, dtype=torch.long), feats.new_zeros(0), feats.new_zeros(0, pixels)
-    area, masksum = torch.cat(areas), torch.cat(masksums)
-    return area, masksum / area.clamp(min=1).to(masksum.dtype), probs
-
-
 def _bounded_level_scores(
     cls_prob: torch.Tensor,
     allowed: torch.Tensor,
@@ -248,7 +225,7 @@ def _bounded_level_scores(
         cand = inverse[todo, lvl]
         new = torch.unique(cand[area_u[cand] < 0])
         if new.numel():
-            area, maskness, probs = _mask_stats(kernel_rows[new], feats, mask_thr, max_chunk_pixels)
+            area, maskness, probs = mask_area_maskness(kernel_rows[new], feats, mask_thr, max_chunk_pixels)
             area_u[new], maskness_u[new] = area, maskness
             if probs is not None and cached_rows + new.numel() <= cache_budget:
                 slot[new] = cached_rows + torch.arange(new.numel(), device=device)
@@ -258,6 +235,135 @@ def _bounded_level_scores(
         scores[todo, lvl] = score
         best[todo] = torch.maximum(best[todo], score)
     return scores, (torch.cat(cache) if cache else None), slot
+
+
+def _score_missing(level_scores, todo, cls_prob, inverse, kernel_rows, feats, min_area, mask_thr,
+                   max_chunk_pixels) -> None:
+    """Fill in place the (M, L) ``level_scores`` where ``todo`` (M, L) bool: candidates that the
+    branch and bound skipped (NaN) but that are needed after all (alternatives of colliding points)."""
+    if not bool(todo.any()):
+        return
+    cand = inverse[todo]
+    new, slot = torch.unique(cand, return_inverse=True)
+    area, maskness, _ = mask_area_maskness(kernel_rows[new], feats, mask_thr, max_chunk_pixels)
+    lvl = torch.nonzero(todo)[:, 1]  # boolean indexing is row-major, as nonzero
+    level_scores[todo] = (cls_prob[todo] * maskness[slot]).masked_fill(area[slot] <= min_area[lvl], _NEG_INF)
+
+
+COLLISION_RULES = ("reassign", "split", "share")
+TINY_MASK_RULES = ("before", "after")
+
+
+def cell_centre_distances(points: torch.Tensor, cells: torch.Tensor, input_hw: Tuple[int, int],
+                          grids: Sequence[int]) -> torch.Tensor:
+    """Squared distance of every point to the centre of its cell on every level.
+
+    Args:
+        points: (M, 2) (x, y) in padded-input pixels.
+        cells: (M, L, 2) long (row, col) of each point's cell per level.
+        input_hw: (H, W) of the padded input.
+        grids: L grid sizes.
+
+    Returns:
+        (M, L) float: squared distance in input pixels to the centre ((c + 0.5) W / S, (r + 0.5) H / S).
+    """
+    h, w = input_hw
+    size = torch.as_tensor(list(grids), dtype=points.dtype, device=points.device)
+    centre_x = (cells[..., 1].to(points.dtype) + 0.5) * (w / size)
+    centre_y = (cells[..., 0].to(points.dtype) + 0.5) * (h / size)
+    return (points[:, None, 0] - centre_x) ** 2 + (points[:, None, 1] - centre_y) ** 2
+
+
+def assign_cells(
+    scores: torch.Tensor,
+    keys: torch.Tensor,
+    distances: torch.Tensor,
+    valid: torch.Tensor,
+    reassign: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Give each point its own (level, cell): the collision rule of same-class points.
+
+    Two points collide when they choose the same key (same class, level and cell). Rounds, batched over
+    points (at most L rounds): every unresolved point proposes its best remaining level (highest score,
+    ties to the finer level); among the points proposing one key, the one nearest the cell centre (ties:
+    lower index) takes it, unless a point of an earlier round already holds it; the others lose that
+    level and propose again (``reassign``) or stop (``reassign=False``). A point left without any free
+    level falls back to its first choice and shares that cell with its holder (see ``split_shared_masks``).
+
+    Args:
+        scores: (M, L) float, -inf (or NaN) for candidates a point may not take.
+        keys: (M, L) long, one id per (class, level, cell): equal ids collide.
+        distances: (M, L) float, distance of the point to its cell centre on each level.
+        valid: (M,) bool, points that have at least one candidate.
+        reassign: move losers to their next best level; False: losers keep their first choice (split).
+
+    Returns:
+        level: (M,) long, the assigned level (first choice for fallback points), -1 where not valid;
+        collided: (M,) bool, points that lost their first choice to another point;
+        shared: (M,) bool, fallback points that share their first choice's cell with its holder.
+    """
+    num_points, num_levels = scores.shape
+    device = scores.device
+    avail = valid[:, None] & ~torch.isnan(scores) & (scores > _NEG_INF)
+    level = torch.full((num_points,), -1, dtype=torch.long, device=device)
+    first = level.clone()
+    collided = torch.zeros(num_points, dtype=torch.bool, device=device)
+    pending = valid.clone()
+    held = keys.new_zeros(0)
+    for rnd in range(num_levels if reassign else 1):
+        idx = pending.nonzero(as_tuple=True)[0]
+        if idx.numel() == 0:
+            break
+        lvl, ok = _argmax_finest(scores[idx].masked_fill(~avail[idx], _NEG_INF))
+        idx, lvl = idx[ok], lvl[ok]
+        if rnd == 0:
+            first[idx] = lvl
+        key, dist = keys[idx, lvl], distances[idx, lvl]
+        # Order by (key, distance, index): the first of each key group is its nearest point.
+        order = torch.sort(dist, stable=True).indices
+        order = order[torch.sort(key[order], stable=True).indices]
+        key_sorted = key[order]
+        head = torch.ones_like(key_sorted, dtype=torch.bool)
+        head[1:] = key_sorted[1:] != key_sorted[:-1]
+        win = head & ~torch.isin(key_sorted, held)
+        winners, losers = idx[order[win]], idx[order[~win]]
+        level[winners] = lvl[order[win]]
+        pending[winners] = False
+        held = torch.cat([held, key_sorted[win]])
+        avail[losers, lvl[order[~win]]] = False
+        collided[losers] = True
+    shared = pending & valid
+    level[shared] = first[shared]
+    return level, collided, shared
+
+
+def split_shared_masks(
+    mask_prob: torch.Tensor, points: torch.Tensor, keys: torch.Tensor, input_hw: Tuple[int, int]
+) -> torch.Tensor:
+    """Split each mask that several points share among them: a pixel goes to the nearest of those points.
+
+    Args:
+        mask_prob: (G, Hf, Wf) soft masks of G points (identical within a group).
+        points: (G, 2) (x, y) in padded-input pixels.
+        keys: (G,) long, group id (points with equal keys share one mask).
+        input_hw: (H, W) of the padded input; pixel (i, j) of the 1/4-res mask has its centre at
+            ((j + 0.5) W / Wf, (i + 0.5) H / Hf).
+
+    Returns:
+        (G, Hf, Wf): each point's part of its group's mask (0 elsewhere); pixels equidistant to two
+        points stay in both.
+    """
+    num, feat_h, feat_w = mask_prob.shape
+    h, w = input_hw
+    ys = (torch.arange(feat_h, device=points.device, dtype=points.dtype) + 0.5) * (h / feat_h)
+    xs = (torch.arange(feat_w, device=points.device, dtype=points.dtype) + 0.5) * (w / feat_w)
+    dist = (xs[None, None, :] - points[:, 0, None, None]) ** 2 + (ys[None, :, None] - points[:, 1, None, None]) ** 2
+    dist = dist.reshape(num, -1)  # (G, P)
+    _, group = torch.unique(keys, return_inverse=True)
+    nearest = dist.new_full((int(group.max()) + 1 if num else 0, dist.shape[1]), float("inf"))
+    nearest = nearest.scatter_reduce(0, group[:, None].expand_as(dist), dist, reduce="amin")
+    own = dist <= nearest[group]
+    return mask_prob * own.reshape(num, feat_h, feat_w).to(mask_prob.dtype)
 
 
 def select_point_masks(
@@ -276,6 +382,8 @@ def select_point_masks(
     mask_thr: float = 0.5,
     max_chunk_pixels: int = 1 << 25,
     prune: bool = True,
+    collision_rule: str = "reassign",
+    tiny_mask_rule: str = "before",
 ) -> PointMaskSelection:
     """Pick one SOLOv2 grid cell (level + cell) and its soft mask for every point of one image.
 
@@ -305,12 +413,24 @@ def select_point_masks(
             is never evaluated (candidates are visited in decreasing class probability). The choice,
             score and mask are exactly those of ``prune=False``; only ``level_scores`` differs (NaN for
             candidates not evaluated). ``prune=False`` evaluates every candidate of every level.
+        collision_rule: what happens when same-class points choose the same (level, cell): "reassign"
+            (the point nearest the cell centre keeps it, the others take their best remaining level whose
+            cell no other same-class point holds; with none left, "split"), "split" (they share the cell
+            and split its mask: each pixel goes to the nearest of them), "share" (each gets the same
+            whole mask: the published behaviour, the student sees one object twice).
+        tiny_mask_rule: "before": a candidate whose mask area is <= its level's stride is excluded before
+            the level is chosen, so a tiny mask never wins; "after" (published): the level is chosen
+            among all candidates and a tiny chosen mask is dropped later (``postprocess_point_masks``).
 
     Returns:
         PointMaskSelection, one row per point in the input order.
     """
     if mode not in LEVEL_CANDIDATES:
         raise ValueError(f"unknown mode {mode!r}, expected one of {sorted(LEVEL_CANDIDATES)}")
+    if collision_rule not in COLLISION_RULES:
+        raise ValueError(f"unknown collision_rule {collision_rule!r}, expected one of {COLLISION_RULES}")
+    if tiny_mask_rule not in TINY_MASK_RULES:
+        raise ValueError(f"unknown tiny_mask_rule {tiny_mask_rule!r}, expected one of {TINY_MASK_RULES}")
     if not 0.0 <= mask_thr < 1.0:
         raise ValueError(f"mask_thr is a probability threshold in [0, 1), got {mask_thr}")
     num_levels = len(cate_logits)
@@ -352,7 +472,10 @@ def select_point_masks(
 
     feats = mask_feats.reshape(num_embed, -1)
     cls_prob = torch.sigmoid(torch.stack(cls_logit, dim=1)).to(feats.dtype)  # (M, L)
+    # Candidates with area <= min_area score -inf ("before"); -1 lets every candidate compete ("after").
     min_area = torch.as_tensor(list(strides), device=device)
+    if tiny_mask_rule == "after":
+        min_area = torch.full_like(min_area, -1)
     allowed = LEVEL_CANDIDATES[mode](
         num_points, num_levels, device, level=level, gt_sizes=gt_sizes, scale_ranges=scale_ranges
     )
@@ -361,7 +484,7 @@ def select_point_masks(
             cls_prob, allowed, inverse, kernel_rows, feats, min_area, mask_thr, max_chunk_pixels
         )
     else:
-        area, maskness, cache = _mask_stats(kernel_rows, feats, mask_thr, max_chunk_pixels)  # one matmul/chunk
+        area, maskness, cache = mask_area_maskness(kernel_rows, feats, mask_thr, max_chunk_pixels)  # one matmul/chunk
         level_scores = (cls_prob * maskness[inverse]).masked_fill(area[inverse] <= min_area, _NEG_INF)
         slot = (torch.arange(kernel_rows.shape[0], device=device) if cache is not None
                 else torch.full((kernel_rows.shape[0],), -1, dtype=torch.long, device=device))
@@ -369,6 +492,30 @@ def select_point_masks(
     chosen, valid = _argmax_finest(evaluated.masked_fill(~allowed, _NEG_INF))
     rows = torch.arange(num_points, device=device)
     chosen_u = inverse[rows, chosen]  # (M,) index into the U candidate masks
+    # (class, level, cell) id of every candidate: equal ids are the same cell mask for the same class.
+    keys = inverse * num_classes + classes[:, None]
+    collided = torch.zeros(num_points, dtype=torch.bool, device=device)
+    shared = collided.clone()
+    first_keys = keys[rows, chosen].masked_fill(~valid, -1)
+    uniq_keys, counts = torch.unique(first_keys[valid], return_counts=True)
+    if bool((counts > 1).any()):  # same-class points chose the same cell
+        distances = cell_centre_distances(points.to(feats.dtype), cells, input_hw, grids)
+        if collision_rule == "reassign":  # pruned alternatives of the colliding points need their scores
+            members = valid & torch.isin(first_keys, uniq_keys[counts > 1])
+            _score_missing(level_scores, members[:, None] & allowed & torch.isnan(level_scores), cls_prob,
+                           inverse, kernel_rows, feats, min_area, mask_thr, max_chunk_pixels)
+        level, collided, shared = assign_cells(
+            level_scores.masked_fill(~allowed, _NEG_INF), keys, distances, valid,
+            reassign=collision_rule == "reassign",
+        )
+        if collision_rule != "share":
+            chosen = level.clamp(min=0)
+            chosen_u = inverse[rows, chosen]
+            final_keys = keys[rows, chosen]
+            # A shared cell is split among its fallback points and the point that holds it.
+            shared = valid & torch.isin(final_keys, final_keys[shared])
+        else:
+            shared = torch.zeros_like(shared)
 
     # Soft masks of the chosen cells: from the cache, recomputed for those not in it (memory budget).
     chosen_slot = slot[chosen_u]
@@ -383,14 +530,20 @@ def select_point_masks(
         if bool(miss.any()):
             u2, inv2 = torch.unique(chosen_u[miss], return_inverse=True)
             mask_prob[miss] = torch.sigmoid(kernel_rows[u2] @ feats)[inv2]
+    mask_prob = mask_prob.reshape(num_points, feat_h, feat_w)
+    if bool(shared.any()):
+        mask_prob[shared] = split_shared_masks(
+            mask_prob[shared], points[shared].to(feats.dtype), keys[rows, chosen][shared], input_hw)
     score = torch.where(valid, level_scores[rows, chosen], level_scores.new_zeros(()))
     return PointMaskSelection(
         level=torch.where(valid, chosen, -1),
         cell=torch.where(valid[:, None], cells[rows, chosen], -1),
         score=score,
-        mask_prob=mask_prob.reshape(num_points, feat_h, feat_w),
+        mask_prob=mask_prob,
         valid=valid,
         level_scores=level_scores,
+        collided=collided,
+        shared=shared,
     )
 
 
@@ -454,14 +607,15 @@ def postprocess_point_masks(
     *,
     mask_thr: float = 0.5,
     nms_iou: Optional[float] = None,
-    max_per_image: int = 100,
+    max_per_image: int = 0,
 ) -> PointPseudoLabels:
     """Turn chosen soft masks into binary pseudo-labels (METHOD.md section 3, post-processing).
 
     Steps: (1) drop invalid points and masks whose area (pixels > ``mask_thr`` at 1/4 res) is <= the
     chosen level's stride; (2) optionally class-aware mask NMS at IoU ``nms_iou`` on the 1/4-res binary
-    masks, where two points of the same (level, cell) never suppress each other; (3) keep at most
-    ``max_per_image`` by score (ties: lower point index); (4) upsample the soft masks bilinearly to the
+    masks, where two points of the same (level, cell) never suppress each other; (3) only if
+    ``max_per_image`` > 0, keep at most that many by score (ties: lower point index; by default there is
+    no cap: every point is a labelled object); (4) upsample the soft masks bilinearly to the
     padded input (H, W) (x4), crop to the image size, resize bilinearly to ``output_size`` and threshold
     at ``mask_thr``.
 
@@ -478,7 +632,7 @@ def postprocess_point_masks(
             ``image_size``.
         mask_thr: threshold at 1/4 and at full resolution.
         nms_iou: IoU threshold of the NMS; None disables it.
-        max_per_image: cap on the number of pseudo-labels (raise it for crowded images).
+        max_per_image: cap on the number of pseudo-labels; <= 0 (default): no cap.
 
     Returns:
         PointPseudoLabels, ordered by point index.
@@ -498,7 +652,8 @@ def postprocess_point_masks(
         same_cell = (lv[:, None] == lv[None, :]) & (cell[:, None] == cell[None, :]).all(dim=-1)
         idx = idx[point_mask_nms(binary[idx], selection.score[idx], classes[idx], nms_iou, exempt=same_cell)]
 
-    if idx.numel() > max_per_image:
+    num_capped = max(0, idx.numel() - max_per_image) if max_per_image > 0 else 0
+    if num_capped:
         top = torch.sort(selection.score[idx], descending=True, stable=True).indices[:max_per_image]
         idx = idx[top].sort().values
 
@@ -509,6 +664,7 @@ def postprocess_point_masks(
         scores=selection.score[idx],
         classes=classes[idx],
         levels=selection.level[idx],
+        num_capped=num_capped,
     )
 
 
@@ -527,6 +683,8 @@ def _reference_select_point_masks(
     gt_sizes: Optional[torch.Tensor] = None,
     scale_ranges: Optional[Sequence[Sequence[float]]] = None,
     mask_thr: float = 0.5,
+    collision_rule: str = "reassign",
+    tiny_mask_rule: str = "before",
 ) -> PointMaskSelection:
     """Per-point, per-level loop with the same rules as ``select_point_masks`` (tests and benchmark only)."""
     num_levels = len(cate_logits)
@@ -537,6 +695,7 @@ def _reference_select_point_masks(
     out_score = torch.zeros(num_points, dtype=mask_feats.dtype)
     out_mask = torch.zeros(num_points, feat_h, feat_w, dtype=mask_feats.dtype)
     out_level_scores = torch.zeros(num_points, num_levels, dtype=mask_feats.dtype)
+    cands, allowed_of = [], []
     for i in range(num_points):
         cls = int(classes[i])
         cand = []
@@ -548,7 +707,8 @@ def _reference_select_point_masks(
             area = int(fg.sum())
             maskness = float((prob * fg).sum()) / area if area > 0 else 0.0
             score = float(torch.sigmoid(cate_logits[l][cls, r, c])) * maskness
-            cand.append((score if area > strides[l] else _NEG_INF, (r, c), prob))
+            tiny = area <= strides[l] and tiny_mask_rule == "before"
+            cand.append((_NEG_INF if tiny else score, (r, c), prob))
             out_level_scores[i, l] = cand[-1][0]
         if mode == "adaptive":
             allowed = list(range(num_levels))
@@ -556,19 +716,69 @@ def _reference_select_point_masks(
             allowed = [int(level) % num_levels]
         elif mode == "oracle":
             size = float(gt_sizes[i])
+            inside = [l for l, (lo, hi) in enumerate(scale_ranges) if lo <= size < hi]
             dist = [max(lo - size, 0.0) + max(size - hi, 0.0) for lo, hi in scale_ranges]
-            allowed = [l for l in range(num_levels) if dist[l] == min(dist)]
+            allowed = inside or [l for l in range(num_levels) if dist[l] == min(dist)]
         else:
             raise ValueError(mode)
+        cands.append(cand)
+        allowed_of.append([l for l in allowed if cand[l][0] > _NEG_INF])
+
+    def best_of(i, levels):  # strict ">" keeps the finer level on ties
         best = None
-        for l in allowed:  # strict ">" keeps the finer level on ties
-            if cand[l][0] > _NEG_INF and (best is None or cand[l][0] > cand[best][0]):
+        for l in sorted(levels):
+            if best is None or cands[i][l][0] > cands[i][best][0]:
                 best = l
-        if best is not None:
-            out_level[i] = best
-            out_cell[i] = torch.tensor(cand[best][1])
-            out_score[i] = cand[best][0]
-            out_mask[i] = cand[best][2]
+        return best
+
+    first = {i: best_of(i, allowed_of[i]) for i in range(num_points) if allowed_of[i]}
+
+    def key(i, l):
+        return (l, cands[i][l][1], int(classes[i]))
+
+    def dist(i, l):
+        grid = cate_logits[l].shape[-1]
+        (r, c), (h, w) = cands[i][l][1], input_hw
+        cy, cx = (r + 0.5) * h / grid, (c + 0.5) * w / grid
+        return (float(points[i, 0]) - cx) ** 2 + (float(points[i, 1]) - cy) ** 2
+
+    avail = {i: set(allowed_of[i]) for i in first}
+    pending, held, chosen, lost = set(first), set(), {}, set()
+    for _ in range(num_levels if collision_rule == "reassign" else 1):
+        proposals = {i: best_of(i, avail[i]) for i in sorted(pending) if avail[i]}
+        groups = {}
+        for i, l in proposals.items():
+            groups.setdefault(key(i, l), []).append(i)
+        for k, members in groups.items():
+            winner = None if k in held else min(members, key=lambda i: (dist(i, proposals[i]), i))
+            if winner is not None:
+                chosen[winner] = proposals[winner]
+                held.add(k)
+                pending.discard(winner)
+            for i in members:
+                if i != winner:
+                    avail[i].discard(proposals[i])
+                    lost.add(i)
+    for i in pending:  # no free level left: back to the first choice, shared with its holder
+        chosen[i] = first[i]
+    shared_keys = {key(i, first[i]) for i in pending}
+    shared = {i for i in chosen if key(i, chosen[i]) in shared_keys}
+    if collision_rule == "share":
+        chosen, shared = first, set()
+    for i, best in chosen.items():
+        out_level[i] = best
+        out_cell[i] = torch.tensor(cands[i][best][1])
+        out_score[i] = cands[i][best][0]
+        out_mask[i] = cands[i][best][2]
+    ys = (torch.arange(feat_h, dtype=mask_feats.dtype) + 0.5) * (input_hw[0] / feat_h)
+    xs = (torch.arange(feat_w, dtype=mask_feats.dtype) + 0.5) * (input_hw[1] / feat_w)
+    split = out_mask.clone()
+    for i in shared:  # each pixel of a shared mask goes to the nearest point of those sharing it
+        group = [j for j in shared if key(j, chosen[j]) == key(i, chosen[i])]
+        d = {j: (xs[None, :] - float(points[j, 0])) ** 2 + (ys[:, None] - float(points[j, 1])) ** 2 for j in group}
+        nearest = torch.stack([d[j] for j in group]).min(dim=0).values
+        split[i] = out_mask[i] * (d[i] <= nearest)
+    out_mask = split
     return PointMaskSelection(
         level=out_level,
         cell=out_cell,
@@ -576,4 +786,6 @@ def _reference_select_point_masks(
         mask_prob=out_mask,
         valid=out_level >= 0,
         level_scores=out_level_scores,
+        collided=torch.tensor([i in lost for i in range(num_points)], dtype=torch.bool),
+        shared=torch.tensor([i in shared for i in range(num_points)], dtype=torch.bool),
     )

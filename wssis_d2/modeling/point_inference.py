@@ -27,8 +27,11 @@ image, "num_points_without_mask": points with no pseudo-label for any reason, in
 
 Rules of point modes: a point flagged invalid (``gt_point_valid`` False) gets no mask; a point whose
 candidates are all empty gets no mask (``select_point_masks``); a mask that becomes empty when resized
-to the output image is dropped (its point counts as without mask); two points in one cell each keep
-their own row (same mask twice, see ``point_filter``).
+to the output image is dropped (its point counts as without mask); there is no cap on pseudo-labels
+per image unless ``MODEL.WSSIS.MAX_PER_IMAGE`` > 0; same-class points that choose one cell follow
+``MODEL.WSSIS.COLLISION_RULE`` (``point_filter.select_point_masks``). ``point_stats`` of the point modes
+also has "num_collisions" (points that lost their first-choice cell to another point) and
+"num_points_capped" (points a MAX_PER_IMAGE cap dropped).
 """
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -107,15 +110,19 @@ class PointLevelDecoder:
         *,
         mode: str = "adaptive",
         fixed_level: Optional[int] = None,
-        max_per_image: int = 100,
+        max_per_image: int = 0,
         nms_iou: Optional[float] = None,
+        collision_rule: str = "reassign",
+        tiny_mask_rule: str = "before",
     ):
         """
         Args:
             mode: "adaptive", "fixed" or "oracle" (``point_filter.select_point_masks``).
             fixed_level: level index of mode "fixed".
-            max_per_image: at most this many pseudo-labels per image, by score.
+            max_per_image: at most this many pseudo-labels per image, by score; <= 0 (default): no cap.
+                Points a cap drops are logged per image and counted in ``point_stats``.
             nms_iou: class-aware mask NMS IoU between points (None: off, the default).
+            collision_rule, tiny_mask_rule: see ``point_filter.select_point_masks``.
         """
         if mode not in ("adaptive", "fixed", "oracle"):
             raise ValueError(f"PointLevelDecoder mode must be adaptive, fixed or oracle, got {mode!r}")
@@ -125,6 +132,8 @@ class PointLevelDecoder:
         self.fixed_level = fixed_level
         self.max_per_image = int(max_per_image)
         self.nms_iou = nms_iou
+        self.collision_rule = collision_rule
+        self.tiny_mask_rule = tiny_mask_rule
 
     @classmethod
     def from_config(cls, cfg):
@@ -134,6 +143,8 @@ class PointLevelDecoder:
             "fixed_level": w.FIXED_LEVEL,
             "max_per_image": w.MAX_PER_IMAGE,
             "nms_iou": w.NMS_IOU if w.NMS_IOU is not None and w.NMS_IOU >= 0 else None,
+            "collision_rule": w.COLLISION_RULE,
+            "tiny_mask_rule": w.TINY_MASK_RULE,
         }
 
     def __call__(self, model, heads: ImageHeads, points: Instances) -> Dict[str, object]:
@@ -165,6 +176,8 @@ class PointLevelDecoder:
             gt_sizes=gt_sizes,
             scale_ranges=model.scale_ranges,
             mask_thr=model.mask_thr,
+            collision_rule=self.collision_rule,
+            tiny_mask_rule=self.tiny_mask_rule,
         )
         labels = postprocess_point_masks(
             selection,
@@ -197,6 +210,8 @@ class PointLevelDecoder:
             "num_points": num_points,
             "num_invalid_points": int((~valid).sum()),
             "num_points_without_mask": num_points - len(instances),
+            "num_collisions": int(selection.collided.sum()),
+            "num_points_capped": labels.num_capped,
         }
         return {"instances": instances, "point_stats": stats}
 
@@ -217,7 +232,10 @@ class ScoreThresholdDecoder:
 
     @classmethod
     def from_config(cls, cfg):
-        return {"threshold": cfg.MODEL.WSSIS.THRESHOLD, "max_per_image": cfg.MODEL.WSSIS.MAX_PER_IMAGE}
+        w = cfg.MODEL.WSSIS
+        # Ordinary inference: MAX_PER_IMAGE when set, else detectron2-style MODEL.SOLOV2.MAX_PER_IMG.
+        return {"threshold": w.THRESHOLD,
+                "max_per_image": w.MAX_PER_IMAGE if w.MAX_PER_IMAGE > 0 else cfg.MODEL.SOLOV2.MAX_PER_IMG}
 
     def __call__(self, model, heads: ImageHeads, points: Instances) -> Dict[str, object]:
         # The class-probability prefilter must not cut scores the threshold would keep.

@@ -4,7 +4,7 @@ Shape shorthand: K candidate (cell, class) pairs of one image, E kernel length, 
 mask-feature resolution (1/4 of the padded input), (H, W) the padded input, (h, w) the unpadded input
 image, (oh, ow) the requested output size.
 """
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -86,25 +86,56 @@ class Candidates(NamedTuple):
     classes: torch.Tensor
 
 
-def mask_scores(
-    mask_probs: torch.Tensor, cate_scores: torch.Tensor, strides: torch.Tensor, mask_thr: float
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Maskness-weighted scores and which candidates have a large enough mask.
+def point_nms(cate_probs: torch.Tensor) -> torch.Tensor:
+    """SOLOv2's "point NMS" on one level's class-probability maps.
+
+    A cell keeps its probability only where it equals the maximum of the 2 x 2 window made of itself
+    and its upper, left and upper-left neighbours (per class); elsewhere it becomes 0. This is max-pooling
+    with a 2 x 2 kernel, stride 1, padding 1, whose output is cropped to the top-left S x S.
 
     Args:
-        mask_probs: (K, Hf, Wf) soft masks.
-        cate_scores: (K,) class probabilities.
-        strides: (K,) stride of each candidate's level (mask area must exceed it).
-        mask_thr: binarisation threshold.
+        cate_probs: (..., S, S) sigmoid probabilities (any leading dims, e.g. (C, S, S)).
 
     Returns:
-        scores (K,) = class probability x maskness (mean probability over the pixels above
-        ``mask_thr``; 0 for an empty mask), and keep (K,) bool (mask area > stride).
+        Tensor of the same shape: the kept probabilities, 0 where suppressed.
     """
-    binary = mask_probs > mask_thr
-    area = binary.flatten(1).sum(dim=1).float()
-    maskness = (mask_probs * binary).flatten(1).sum(dim=1) / area.clamp(min=1)
-    return cate_scores * maskness, area > strides.to(area.dtype)
+    s_h, s_w = cate_probs.shape[-2:]
+    flat = cate_probs.reshape(-1, 1, s_h, s_w)
+    hmax = F.max_pool2d(flat, kernel_size=2, stride=1, padding=1)[..., :s_h, :s_w]
+    return (flat * (hmax == flat)).reshape(cate_probs.shape)
+
+
+def mask_area_maskness(
+    kernel_rows: torch.Tensor, feats: torch.Tensor, mask_thr: float, max_chunk_pixels: int = 1 << 25
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Area and maskness of the dynamic masks of some cells, chunked over cells to bound memory.
+
+    Args:
+        kernel_rows: (U, E) kernels of U cells.
+        feats: (E, P) flattened mask features (P = Hf * Wf).
+        mask_thr: probability threshold in [0, 1).
+        max_chunk_pixels: at most this many mask pixels are held at once.
+
+    Returns:
+        area: (U,) long, pixels with probability > ``mask_thr``; maskness: (U,) float, mean probability
+        over those pixels (0 if none); probs: (U, P) the soft masks when they fit in one chunk, else None.
+    """
+    num, pixels = kernel_rows.shape[0], feats.shape[1]
+    chunk = max(1, int(max_chunk_pixels) // max(pixels, 1))
+    areas, masksums, probs = [], [], None
+    keep = num <= chunk  # one chunk: its soft masks are returned, so threshold a copy
+    for start in range(0, num, chunk):
+        prob = torch.sigmoid_(kernel_rows[start : start + chunk] @ feats)  # (u, P): one matmul per chunk
+        fg_prob = F.threshold(prob, mask_thr, 0.0, inplace=not keep)  # prob where prob > mask_thr, else 0
+        # mask_thr >= 0, so the kept values are > 0: the area is their count (no bool -> long copy).
+        areas.append(torch.count_nonzero(fg_prob, dim=1))
+        masksums.append(fg_prob.sum(dim=1))
+        if keep:
+            probs = prob
+    if not areas:
+        return feats.new_zeros(0, dtype=torch.long), feats.new_zeros(0), feats.new_zeros(0, pixels)
+    area, masksum = torch.cat(areas), torch.cat(masksums)
+    return area, masksum / area.clamp(min=1).to(masksum.dtype), probs
 
 
 def select_candidates(
@@ -120,38 +151,54 @@ def select_candidates(
     nms_sigma: float,
     update_thr: float,
     max_per_img: int,
+    max_chunk_pixels: int = 1 << 25,
 ) -> Candidates:
     """Ordinary (point-free) SOLOv2 inference on one image, up to the final resize.
 
+    The published order (METHOD.md section 1): (point NMS is applied by the caller, per level, on the
+    (C, S, S) maps; see ``point_nms``) keep (cell, class) pairs with probability > ``score_thr``; compute
+    their masks; drop masks whose area (pixels > ``mask_thr``) is <= the level stride; score = class
+    probability x maskness; keep the top ``nms_pre`` by that score; Matrix NMS; drop decayed scores
+    < ``update_thr``; keep the top ``max_per_img``. Masks of all thresholded pairs are scored in chunks of
+    at most ``max_chunk_pixels`` pixels; only the ``nms_pre`` kept ones are materialised.
+
     Args:
-        cate_probs: (A, C) sigmoid class probabilities of all A cells of all levels.
+        cate_probs: (A, C) class probabilities of all A cells of all levels (after point NMS).
         kernels: (A, E) kernels of those cells.
         strides: (A,) stride of each cell's level.
         mask_feats: (E, Hf, Wf).
         score_thr: keep (cell, class) pairs above this probability.
         mask_thr: mask binarisation threshold.
-        nms_pre: at most this many candidates (by class probability) get masks and enter NMS.
+        nms_pre: at most this many candidates (by class probability x maskness) enter Matrix NMS.
         nms_kernel, nms_sigma: Matrix NMS settings.
         update_thr: drop candidates whose decayed score is below this.
         max_per_img: keep the top detections.
+        max_chunk_pixels: memory bound of the scoring pass.
 
     Returns:
         ``Candidates`` sorted by decreasing score.
     """
     cell, cls = (cate_probs > score_thr).nonzero(as_tuple=True)
     probs = cate_probs[cell, cls]
-    if probs.numel() > nms_pre:
-        probs, top = probs.topk(nms_pre)
-        cell, cls = cell[top], cls[top]
-    mask_probs = dynamic_masks(kernels[cell], mask_feats).sigmoid()
-    scores, keep = mask_scores(mask_probs, probs, strides[cell], mask_thr)
-    mask_probs, scores, cls = mask_probs[keep], scores[keep], cls[keep]
-    scores, order = scores.sort(descending=True)
-    mask_probs, cls = mask_probs[order], cls[order]
+    e, hf, wf = mask_feats.shape
+    feats = mask_feats.reshape(e, hf * wf)
+    # A cell above threshold for several classes shares one mask: score each distinct cell once.
+    uniq, inverse = torch.unique(cell, return_inverse=True)
+    area, maskness, soft = mask_area_maskness(kernels[uniq], feats, mask_thr, max_chunk_pixels)
+    keep = area[inverse] > strides[cell].to(area.dtype)
+    scores = probs * maskness[inverse]
+    cell, cls, scores, inverse = cell[keep], cls[keep], scores[keep], inverse[keep]
+    scores, order = scores.sort(descending=True, stable=True)
+    order = order[:nms_pre]
+    scores, cell, cls, inverse = scores[:nms_pre], cell[order], cls[order], inverse[order]
+    if soft is not None:
+        mask_probs = soft[inverse].reshape(-1, hf, wf)
+    else:
+        mask_probs = dynamic_masks(kernels[cell], mask_feats).sigmoid()
     scores = matrix_nms(mask_probs > mask_thr, cls, scores, kernel=nms_kernel, sigma=nms_sigma)
     keep = scores >= update_thr
     mask_probs, scores, cls = mask_probs[keep], scores[keep], cls[keep]
-    scores, order = scores.sort(descending=True)
+    scores, order = scores.sort(descending=True, stable=True)
     order = order[:max_per_img]
     return Candidates(mask_probs[order], scores[:max_per_img], cls[order])
 

@@ -23,7 +23,7 @@ from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
 from .heads import SOLOv2InstanceHead, SOLOv2MaskHead, instance_level_features
 from .losses import category_focal_loss, dice_loss
 from .point_inference import ImageHeads, PointLevelDecoder, build_point_decoder
-from .postprocess import candidates_to_instances, dynamic_masks, select_candidates
+from .postprocess import candidates_to_instances, dynamic_masks, point_nms, select_candidates
 from .targets import assign_level_targets, downsample_masks
 
 __all__ = ["WSSISSOLOv2", "HeadOutputs"]
@@ -246,15 +246,16 @@ class WSSISSOLOv2(nn.Module):
         return results
 
     def decode_plain(self, image: ImageHeads, **overrides) -> Instances:
-        """Ordinary SOLOv2 inference of one image (no points): threshold, maskness, Matrix NMS, top-k,
-        resize to ``image.output_hw``. ``overrides`` replace entries of ``inference_args``."""
+        """Ordinary SOLOv2 inference of one image (no points): point NMS, threshold, masks, area filter,
+        maskness, top NMS_PRE, Matrix NMS, top-k, resize to ``image.output_hw``. ``overrides`` replace entries of ``inference_args``."""
         args = dict(self.inference_args, **overrides)
         strides = torch.cat(
             [torch.full((s * s,), float(st), device=self.device) for s, st in zip(self.num_grids, self.strides)]
         )
+        # Point NMS on each level's (C, S, S) probability maps, then all cells of all levels: (A, C).
         cate_probs = torch.cat(
-            [c.permute(1, 2, 0).reshape(-1, self.num_classes) for c in image.cate_logits]
-        ).sigmoid()
+            [point_nms(c.sigmoid()).permute(1, 2, 0).reshape(-1, self.num_classes) for c in image.cate_logits]
+        )
         kernels = torch.cat([k.flatten(1).t() for k in image.kernels])
         cands = select_candidates(cate_probs, kernels, strides, image.mask_feats, **args)
         return candidates_to_instances(cands, image.image_hw, image.output_hw, args["mask_thr"])

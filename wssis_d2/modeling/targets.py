@@ -4,8 +4,10 @@ Shape shorthand: N instances in one image, (H, W) the padded input, (Hf, Wf) = (
 mask-feature resolution, S the grid size of a level, C the number of classes.
 
 Rules (METHOD.md section 1):
-- an instance belongs to level l when sqrt(w * h) of its box lies in ``scale_ranges[l]`` (inclusive;
-  ranges may overlap, so one instance can train several levels);
+- an instance belongs to level l when sqrt(w * h) of its box lies in ``scale_ranges[l]``, half-open
+  [lo, hi) as published (ranges may overlap, so one instance can train several levels; with
+  non-overlapping ranges such as the teacher's, an instance at a boundary trains exactly one level);
+- mask targets are binary: the GT mask downsampled to 1/4 resolution (``downsample_masks``);
 - its positive cells are those inside its *center region*: the box centred on the mask's center of mass
   with half-sizes sigma * w / 2 and sigma * h / 2, clipped to at most the 3 x 3 cells around the cell
   that holds the center of mass;
@@ -26,7 +28,7 @@ class LevelTargets(NamedTuple):
     Attributes:
         labels: (S, S) long, class index of each cell; ``num_classes`` marks background.
         pos_index: (P,) long, row-major flat indices of the positive cells.
-        pos_masks: (P, Hf, Wf) float in [0, 1], the GT mask of each positive cell's instance at 1/4
+        pos_masks: (P, Hf, Wf) float {0, 1}, the GT mask of each positive cell's instance at 1/4
             resolution.
     """
 
@@ -59,11 +61,13 @@ def mask_centers(masks: torch.Tensor) -> torch.Tensor:
 
 
 def downsample_masks(masks: torch.Tensor, factor: int = 4) -> torch.Tensor:
-    """Average-pool (N, H, W) masks by ``factor`` into soft (N, H / factor, W / factor) float masks."""
+    """Binary (N, H / factor, W / factor) float {0, 1} masks from (N, H, W) masks: a low-resolution pixel
+    is foreground when at least half of its ``factor`` x ``factor`` block is (average pool, then >= 0.5).
+    The Dice targets are binary as published (SOLOv2 rescales its GT masks), not soft coverage."""
     if masks.shape[0] == 0:
         h, w = masks.shape[-2:]
         return masks.new_zeros((0, h // factor, w // factor), dtype=torch.float32)
-    return F.avg_pool2d(masks.float()[:, None], factor, factor)[:, 0]
+    return (F.avg_pool2d(masks.float()[:, None], factor, factor)[:, 0] >= 0.5).float()
 
 
 def center_region_cells(
@@ -112,12 +116,12 @@ def assign_level_targets(
 
     Args:
         masks: (N, H, W) bool GT masks at padded-input resolution.
-        masks_down: (N, Hf, Wf) float GT masks at mask-feature resolution (see ``downsample_masks``).
+        masks_down: (N, Hf, Wf) float {0, 1} GT masks at mask-feature resolution (``downsample_masks``).
         classes: (N,) long contiguous class indices in [0, C).
         boxes: (N, 4) float XYXY boxes in input pixels (their size picks the levels).
         input_hw: (H, W) of the padded input.
         num_grids: S of each level.
-        scale_ranges: (min, max) of sqrt(w * h) per level, inclusive.
+        scale_ranges: (min, max) of sqrt(w * h) per level, half-open [min, max).
         sigma: center-region scale.
         num_classes: C; the background label.
 
@@ -133,7 +137,7 @@ def assign_level_targets(
     centers = mask_centers(masks)
     out = []
     for num_grid, (lo, hi) in zip(num_grids, scale_ranges):
-        in_level = valid & (scale >= lo) & (scale <= hi)
+        in_level = valid & (scale >= lo) & (scale < hi)
         labels = torch.full((num_grid, num_grid), num_classes, dtype=torch.long, device=device)
         if n == 0 or not bool(in_level.any()):
             hf, wf = masks_down.shape[-2:]

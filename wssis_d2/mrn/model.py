@@ -107,8 +107,12 @@ class MaskRefineNet(nn.Module):
     def from_config(cls, cfg):
         m = cfg.MODEL.MRN
         k = heatmap_channels(m.HEATMAP_MODE, m.NUM_CLASSES)
+        encoder_norm = m.ENCODER_NORM or m.NORM
+        if encoder_norm == "FrozenBN" and not cfg.MODEL.WEIGHTS:
+            raise ValueError("MODEL.MRN.ENCODER_NORM='FrozenBN' needs pretrained MODEL.WEIGHTS (a random-init "
+                             "FrozenBN never trains); without weights use 'GN' or 'BN'")
         encoder = MRNEncoder(in_channels=len(cfg.MODEL.PIXEL_MEAN) + k + 1, depth=m.DEPTH,
-                             width=m.WIDTH, norm=m.NORM, stride_in_1x1=m.STRIDE_IN_1X1)
+                             width=m.WIDTH, norm=encoder_norm, stride_in_1x1=m.STRIDE_IN_1X1)
         decoder = MRNDecoder(in_channels=encoder.out_channels, aspp_channels=m.ASPP_CHANNELS,
                              aspp_dilations=m.ASPP_DILATIONS, decoder_channels=m.DECODER_CHANNELS,
                              norm=m.NORM)

@@ -22,18 +22,20 @@ __all__ = ["resolve_norm", "ExtraChannelStem", "MRNEncoder", "MRNDecoder"]
 NormSpec = Union[str, Callable[[int], nn.Module]]
 
 
-def resolve_norm(norm: str) -> NormSpec:
+def resolve_norm(norm: str, allow_frozen: bool = False) -> NormSpec:
     """Map the MRN norm name to what :func:`detectron2.layers.get_norm` accepts.
 
     "GN": GroupNorm with gcd(32, channels) groups (32 for standard widths of 64 and more), halved until
     every group has at least 2 channels: on a 1 x 1 map (the ASPP image-pooling branch) a 1-channel
     group normalises a single value, which is always 0 (and GroupNorm refuses a batch of one).
-    "BN", "SyncBN", "" (none): passed through to detectron2. "FrozenBN" is refused: a randomly
-    initialised FrozenBN is a fixed affine map that never learns, and the decoder and the extra stem
-    channels are always randomly initialised.
+    "BN", "SyncBN", "" (none): passed through to detectron2. "FrozenBN" only with ``allow_frozen``
+    (the encoder, when it loads pretrained weights whose batch norm is folded into a per-channel scale
+    and shift, as detectron2's MSRA caffe2 ResNets): a randomly initialised FrozenBN is a fixed affine
+    map that never learns, and the decoder is always randomly initialised.
     """
-    if norm == "FrozenBN":
-        raise ValueError("MODEL.MRN.NORM='FrozenBN' is not supported (random-init FrozenBN never trains)")
+    if norm == "FrozenBN" and not allow_frozen:
+        raise ValueError("MODEL.MRN.NORM='FrozenBN' is not supported (random-init FrozenBN never trains); "
+                         "FrozenBN is for the encoder with pretrained weights: MODEL.MRN.ENCODER_NORM")
     if norm == "GN":
         return lambda c: nn.GroupNorm(_gn_groups(c), c)
     return norm
@@ -91,7 +93,9 @@ class MRNEncoder(nn.Module):
 
     ``width`` is the stem width (64 for standard ResNets); stage widths scale with it exactly as in
     :meth:`detectron2.modeling.backbone.resnet.ResNet.make_default_stages` (which ``width=64``
-    reproduces).
+    reproduces). ``norm`` may be "FrozenBN" (detectron2's ``FrozenBatchNorm2d``): with detectron2's
+    ImageNet checkpoints loaded, the encoder then computes exactly detectron2's ResNet features on the
+    image channels (the stem's extra channels add their own, trainable, convolution).
     """
 
     def __init__(self, *, in_channels: int, depth: int = 101, width: int = 64, norm: str = "GN",
@@ -99,7 +103,7 @@ class MRNEncoder(nn.Module):
         super().__init__()
         if depth not in _NUM_BLOCKS:
             raise ValueError(f"MRN encoder depth must be one of {sorted(_NUM_BLOCKS)}, got {depth}")
-        norm = resolve_norm(norm)
+        norm = resolve_norm(norm, allow_frozen=True)
         self.stem = ExtraChannelStem(in_channels, width, norm)
         if depth < 50:
             block, outs, kwargs = BasicBlock, [width, 2 * width, 4 * width, 8 * width], {}

@@ -136,9 +136,11 @@ def refine_image_annotations(model, image: torch.Tensor, annotations: Sequence[d
     points = torch.tensor([a["point"] for a in annotations], dtype=torch.float32)
     classes = torch.tensor([id_map[a["category_id"]] for a in annotations], dtype=torch.long)
     masks, _, refined = model.refine(image, coarse, points, classes, return_refined=True)
-    rles = _encode(masks.cpu().numpy())
+    masks = masks.cpu().numpy()
+    rles = _encode(masks)
     bboxes = mask_util.toBbox(rles).tolist() if rles else []
-    areas = mask_util.area(rles).tolist() if rles else []
+    # pixel counts from the masks: pycocotools 2.0.x's area() overflows beyond 255 RLEs under numpy 2
+    areas = masks.reshape(len(masks), -1).sum(axis=1).tolist()
     out = []
     for a, rle, box, area, ok in zip(annotations, rles, bboxes, areas, refined.tolist()):
         b = dict(a)
