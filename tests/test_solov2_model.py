@@ -116,3 +116,27 @@ def test_mismatched_level_settings_are_rejected():
     cfg.MODEL.SOLOV2.NUM_GRIDS = [16, 12, 8]
     with pytest.raises(ValueError, match="one grid, stride and scale range per instance level"):
         build_model(cfg)
+
+
+def test_decode_plain_applies_point_nms_per_level(model):
+    """Two neighbouring cells of one class predicting the same mask: point NMS keeps only the stronger
+    one (without it both enter Matrix NMS and the duplicate survives with a decayed score)."""
+    from wssis_d2.modeling.point_inference import ImageHeads
+
+    num_classes = model.num_classes
+    e = 4
+    feats = torch.full((e, 24, 32), -6.0)
+    feats[0, 4:14, 6:18] = 6.0  # one object in channel 0
+    cate, kern = [], []
+    for s in model.num_grids:
+        cate.append(torch.full((num_classes, s, s), -9.0))
+        kern.append(torch.zeros(e, s, s))
+    kern[1][0, 3, 3] = kern[1][0, 3, 4] = 1.0  # two neighbouring cells on level 1, the same mask
+    cate[1][2, 3, 3], cate[1][2, 3, 4] = 3.0, 2.5
+    heads = ImageHeads(cate, kern, feats, input_hw=(96, 128), image_hw=(96, 128), output_hw=(96, 128))
+    inst = model.decode_plain(heads)
+    assert len(inst) == 1 and inst.pred_classes.tolist() == [2]
+    assert inst.scores[0] == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item(), abs=0.01)
+    # different classes in the two cells are not suppressed by each other
+    cate[1][2, 3, 4], cate[1][4, 3, 4] = -9.0, 2.5
+    assert sorted(model.decode_plain(heads).pred_classes.tolist()) == [2, 4]

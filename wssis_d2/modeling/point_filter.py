@@ -24,26 +24,29 @@ Rules (each one is tested in ``tests/test_point_filter.py``):
   score of a candidate is ``sigmoid(class-c logit at the cell) * maskness``, maskness = mean of the
   mask probabilities over the pixels whose probability is > ``mask_thr`` (0 when there are none).
 - **Empty masks.** A candidate whose area (pixels > ``mask_thr`` at 1/4 resolution, over the whole
-  padded feature map) is <= its level's stride is *empty*: SOLOv2's inference area filter, applied
-  *before* selection so that an empty or tiny mask can never win. Its selection score is -inf.
+  padded feature map) is <= its level's stride is *empty* (SOLOv2's inference area filter). With
+  ``tiny_mask_rule="before"`` (default) it is applied *before* selection so that an empty or tiny mask
+  can never win (selection score -inf); with ``"after"`` (published) the level is chosen among all
+  candidates and ``postprocess_point_masks`` drops a tiny chosen mask.
 - **Ties.** Equal scores go to the finer (lower-index) level.
-- **No point, no mask.** A point whose chosen candidate is empty (adaptive: all of its levels are empty;
-  fixed/oracle: the allowed level(s) are empty) is not valid: level -1, cell (-1, -1), score 0, an
-  all-zero mask. There is no score threshold: the point itself is the evidence of an instance.
-- **Same-cell points.** Every point keeps its own output row. Two points of one class that fall into
-  the same cell of the chosen level get the same mask and score, duplicated per point; nothing is
-  merged (the published code merged them and lost a point). ``point_mask_nms`` never lets one point
+- **No point, no mask.** A point whose allowed candidates are all empty is not valid: level -1, cell
+  (-1, -1), score 0, an all-zero mask. There is no score threshold: the point itself is the evidence of
+  an instance.
+- **Same-cell points (collisions).** Every point keeps its own output row. When same-class points
+  choose one (level, cell), ``collision_rule`` decides: "reassign" (default; the point nearest the cell
+  centre keeps it, the others move to their best free level, ``assign_cells``; with none left they
+  split the cell's mask, ``split_shared_masks``), "split", or "share" (the same whole mask for each:
+  the published code's behaviour, one object seen twice). ``point_mask_nms`` never lets one point
   suppress another point of the same cell.
 - **fixed** mode: one given level for every point (still the point's own cell on that level).
-- **oracle** mode: the allowed levels are those whose scale range (inclusive bounds, in input pixels)
-  contains the true size sqrt(w * h); if none does, the levels whose range is nearest (absolute
-  distance to the range). Among the allowed levels the highest score wins (ties: finer). Overlapping
-  ranges thus use the score, like adaptive mode restricted to the plausible levels.
+- **oracle** mode: the allowed levels are those whose scale range (half-open [lo, hi), in input pixels,
+  as the training targets) contains the true size sqrt(w * h); if none does, the levels whose range is
+  nearest (absolute distance to the range). Among the allowed levels the highest score wins (ties:
+  finer). Overlapping ranges thus use the score, like adaptive mode restricted to the plausible levels.
 """
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from .grid import cells_to_index, points_to_cells
 from .postprocess import mask_area_maskness, masks_to_output
