@@ -134,16 +134,18 @@ def test_missing_weights_error_names_install_command(tmp_path):
 
 @needs_weights
 def test_mrn_encoder_rgb_part_is_torchvision_first_conv():
-    """The widened first conv: RGB filters are torchvision's, extra-channel filters start at zero, so
-    its output on (RGB, heatmap, mask) equals torchvision's first conv on the RGB part; the whole
-    encoder then equals torchvision's features, while the extra filters receive gradients."""
+    """The widened first conv: RGB filters are torchvision's, so with zero heatmap / mask channels its
+    output equals torchvision's first conv and the whole encoder equals torchvision's features; the
+    extra filters start random (the mask changes the output) and receive gradients."""
     enc = MobileNetV2MRNEncoder(in_channels=3 + 2, freeze_at=1).eval()
-    x = torch.cat([_image(64, 64), torch.rand(1, 2, 64, 64)], 1)
+    x = torch.cat([_image(64, 64), torch.zeros(1, 2, 64, 64)], 1)
     ref_net = mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1).eval()
     with torch.no_grad():
-        conv = enc.stem.conv1(x[:, :3]) + enc.stem.conv1_extra(x[:, 3:])
-        torch.testing.assert_close(conv, ref_net.features[0][0](x[:, :3]))
+        torch.testing.assert_close(enc.stem.conv1.weight, ref_net.features[0][0].weight)
+        torch.testing.assert_close(enc.stem.conv1(x[:, :3]), ref_net.features[0][0](x[:, :3]))
         out = enc(x)
+        x[:, 3:, 16:48, 16:48] = 1.0  # a coarse mask / heatmap
+        assert not torch.allclose(enc(x)["stem"], out["stem"], atol=1e-3)
     ref = _torchvision_features(x[:, :3])
     assert {k: v.shape[1] for k, v in out.items()} == enc.out_channels
     assert [64 // v.shape[-1] for v in out.values()] == [2, 4, 8, 16, 32]

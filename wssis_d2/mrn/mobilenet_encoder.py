@@ -7,11 +7,15 @@ Output: the features :class:`wssis_d2.mrn.network.MRNDecoder` takes, strides rel
 
 The first convolution (torchvision ``features[0][0]``: 3 x 3, stride 2, 32 filters) is widened to
 3 + E input channels: its RGB filters are kept as they are (``stem.conv1``) and the filters of the
-extra channels (``stem.conv1_extra``) start at zero, so before training the encoder's output equals
-torchvision's network on the RGB crop. conv(x) = conv1(x[:, :3]) + conv1_extra(x[:, 3:]).
+extra channels (``stem.conv1_extra``) start random (MSRA fill, as the ResNet encoder's extra channels),
+so with zero extra channels the encoder's output equals torchvision's network on the RGB crop.
+conv(x) = conv1(x[:, :3]) + conv1_extra(x[:, 3:]). (Zero-initialised extra filters were tried: after
+300 Adam iterations at lr 1e-3 they had grown too little for the coarse mask to reach the decoder, and
+every refined mask of the demo was empty.)
 """
 from typing import Dict
 
+import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,7 +45,7 @@ class MobileNetV2Stem(nn.Module):
         c = self.conv1
         self.conv1_extra = nn.Conv2d(extra_channels, c.out_channels, c.kernel_size, c.stride, c.padding,
                                      bias=False)
-        nn.init.zeros_(self.conv1_extra.weight)
+        weight_init.c2_msra_fill(self.conv1_extra)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.image_channels
