@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from wssis_d2.data.datasets.builtin import SPLIT_PERCENTS  # noqa: E402
 from wssis_d2.data.splits import write_wssis_splits  # noqa: E402
-from wssis_d2.data.synthetic import MAX_INSTANCES, MIN_SIZE, STYLES, generate_shapes_dataset  # noqa: E402
+from wssis_d2.data.synthetic import MAX_INSTANCES, MAX_SIZE_FRACTION, MIN_SIZE, STYLES, generate_shapes_dataset  # noqa: E402,E501
 
 
 def default_output_dir():
@@ -36,6 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--style", default="cluttered", choices=STYLES, help="appearance (see wssis_d2.data.synthetic)")
     p.add_argument("--max-instances", type=int, default=MAX_INSTANCES, help="at most this many shapes per image")
     p.add_argument("--min-size", type=float, default=MIN_SIZE, help="smallest instance scale in pixels")
+    p.add_argument("--max-size-fraction", type=float, default=MAX_SIZE_FRACTION,
+                   help="largest instance scale, fraction of the shorter image side (log-uniform in between)")
     p.add_argument("--split-percents", type=int, nargs="*", default=list(SPLIT_PERCENTS),
                    help="fully-labeled percentages of the train splits to write (none: no splits)")
     p.add_argument("--split-seed", type=int, default=1, help="seed of the train splits")
@@ -51,7 +53,7 @@ def main(argv=None):
         start = time.perf_counter()
         path = generate_shapes_dataset(args.output_dir, num, image_size=size, seed=args.seed, split=split,
                                        max_instances=args.max_instances, min_size=args.min_size,
-                                       style=args.style)
+                                       style=args.style, max_size_fraction=args.max_size_fraction)
         print(f"wrote {path} ({num} images) in {time.perf_counter() - start:.1f} s")
     train_json = os.path.join(args.output_dir, "train.json")
     for percent in args.split_percents:

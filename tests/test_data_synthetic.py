@@ -94,3 +94,30 @@ def test_clean_style_same_masks_flat_contrasting_objects():
         assert np.linalg.norm(pixels.mean(axis=0) - background) > 20
     with pytest.raises(ValueError, match="style"):
         render_shapes_image(np.random.default_rng(3), 64, 64, style="noisy")
+
+
+def _visible_scales(n, side, **kwargs):
+    """sqrt(box w * box h) of the visible masks of ``n`` rendered images (SOLOv2's level quantity)."""
+    scales = []
+    for i in range(n):
+        _, instances = render_shapes_image(np.random.default_rng([5, i]), side, side, 6, style="clean", **kwargs)
+        for inst in instances:
+            ys, xs = np.nonzero(inst["mask"])
+            scales.append(np.sqrt((np.ptp(xs) + 1) * (np.ptp(ys) + 1)))
+    return np.array(scales)
+
+
+def test_scale_range_spans_coco_relative_sizes():
+    """min_size 8, max_size_fraction 0.9 at 192 px: ~8 px to most of the side, and every level of
+    ranges scaled to the image (COCO's x 192/800: (1, 24) ... (96, 2048)) holds instances."""
+    side = 192
+    scales = _visible_scales(40, side, min_size=8.0, max_size_fraction=0.9)
+    assert scales.min() < 12 and scales.max() > 0.75 * side
+    ranges = [(1, 24), (12, 48), (24, 96), (48, 192), (96, 2048)]
+    counts = [int(((scales >= lo) & (scales <= hi)).sum()) for lo, hi in ranges]
+    assert min(counts) >= 0.05 * len(scales), counts
+    # The knob bounds the largest scale (a shape's box is at most ~1.6 x its frame side).
+    small = _visible_scales(40, side, min_size=8.0, max_size_fraction=0.3)
+    assert small.max() < 1.6 * 0.3 * side < scales.max()
+    with pytest.raises(ValueError, match="max_size_fraction"):
+        render_shapes_image(np.random.default_rng(0), 64, 64, min_size=40.0, max_size_fraction=0.5)

@@ -1,8 +1,11 @@
 #!/usr/bin/env python
-"""Speed of SOLOv2 (ours) vs detectron2's Mask R-CNN, both R50-FPN, on the same inputs (not a test).
+"""Speed of SOLOv2 (ours) vs detectron2's Mask R-CNN, both R50-FPN, and of SOLOv2 on the ImageNet
+MobileNetV2-FPN, on the same inputs (not a test).
 
-Both models are built from their configs with no pretrained weights and GroupNorm in the backbone, FPN
-and heads (random FrozenBN is numerically broken). Times exclude warm-up iterations. Both models get
+The R50 models are built from their configs with no pretrained weights and GroupNorm in the backbone, FPN
+and heads (random FrozenBN is numerically broken). "solov2_mnv2" is the same SOLOv2 (configs/COCO/
+SOLOv2_R50_3x.yaml heads, 256-channel FPN) on ``build_mobilenetv2_fpn_backbone`` with FrozenBN, loading
+torchvision's ImageNet weights when they are installed (random otherwise: the speed is the same). Times exclude warm-up iterations. Both models get
 every chance to do their full inference work despite random weights: SOLOv2 runs with SCORE_THR 0, so
 NMS_PRE (500) candidate masks are always computed and scored (the mask-area filter then drops most of
 the random masks before Matrix NMS), and Mask R-CNN with SCORE_THRESH_TEST 0, so 100 detections always
@@ -43,6 +46,17 @@ def solov2_cfg(size):
     cfg.merge_from_file(os.path.join(ROOT, "configs", "COCO", "SOLOv2_R50_3x.yaml"))
     cfg.merge_from_list(["MODEL.SOLOV2.SCORE_THR", 0.0, "MODEL.SOLOV2.NUM_CLASSES", 6])
     return _common(cfg, size)
+
+
+def solov2_mnv2_cfg(size):
+    from wssis_d2.modeling.backbone.mobilenet import mobilenet_v2_weights_path
+
+    cfg = solov2_cfg(size)
+    cfg.merge_from_list(["MODEL.BACKBONE.NAME", "build_mobilenetv2_fpn_backbone",
+                         "MODEL.MOBILENET.PRETRAINED", os.path.isfile(mobilenet_v2_weights_path()),
+                         "MODEL.MOBILENET.NORM", "FrozenBN", "INPUT.FORMAT", "RGB",
+                         "MODEL.PIXEL_MEAN", [123.675, 116.28, 103.53], "MODEL.PIXEL_STD", [58.395, 57.12, 57.375]])
+    return cfg
 
 
 def mask_rcnn_cfg(size):
@@ -137,6 +151,11 @@ def time_inference(model, inputs, warmup, iters):
     return float(np.median(times)), float(np.mean(dets))
 
 
+MODELS = {"solov2": solov2_cfg, "solov2_mnv2": solov2_mnv2_cfg, "mask_rcnn": mask_rcnn_cfg}
+LABELS = {"solov2": "SOLOv2 R50-FPN (ours)", "solov2_mnv2": "SOLOv2 MobileNetV2-FPN (ours, ImageNet)",
+          "mask_rcnn": "Mask R-CNN R50-FPN GN (detectron2)"}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512, help="square input side in pixels")
@@ -145,6 +164,8 @@ def main():
     parser.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
+                        help="models to time (ratios need mask_rcnn)")
     args = parser.parse_args()
     setup_logger(name="wssis_d2")
     if args.threads:
@@ -153,15 +174,19 @@ def main():
         json_file = generate_shapes_dataset(tmp, max(4, args.batch * 2), image_size=args.size, seed=0, split="bench")
         inputs = load_inputs(json_file, os.path.join(tmp, "images"), args.size)
     results = {}
-    for name, build in (("solov2", solov2_cfg), ("mask_rcnn", mask_rcnn_cfg)):
-        cfg = build(args.size)
+    for name in args.models:
+        cfg = MODELS[name](args.size)
         train_s, model = time_train(cfg, inputs, args.batch, args.warmup, args.iters)
         infer_s, dets = time_inference(model, inputs, args.warmup, args.iters)
         results[name] = {"train_s_per_iter": train_s, "infer_s_per_image": infer_s, "detections_per_image": dets}
         print(f"{name}: train {train_s:.3f} s/iter, inference {infer_s:.3f} s/image, {dets:.0f} detections/image",
               flush=True)
-    results["train_ratio"] = results["solov2"]["train_s_per_iter"] / results["mask_rcnn"]["train_s_per_iter"]
-    results["infer_ratio"] = results["solov2"]["infer_s_per_image"] / results["mask_rcnn"]["infer_s_per_image"]
+    ref = results.get("mask_rcnn")
+    for name in ("solov2", "solov2_mnv2"):
+        if ref and name in results:
+            key = "" if name == "solov2" else "_mnv2"
+            results["train_ratio" + key] = results[name]["train_s_per_iter"] / ref["train_s_per_iter"]
+            results["infer_ratio" + key] = results[name]["infer_s_per_image"] / ref["infer_s_per_image"]
     results["setup"] = {
         "size": args.size,
         "batch": args.batch,
@@ -174,10 +199,13 @@ def main():
     print()
     print("| model | train s/iter | inference s/image |")
     print("|---|---|---|")
-    for name in ("solov2", "mask_rcnn"):
+    for name in args.models:
         r = results[name]
-        print(f"| {name} | {r['train_s_per_iter']:.3f} | {r['infer_s_per_image']:.3f} |")
-    print(f"| ratio SOLOv2 / Mask R-CNN | {results['train_ratio']:.2f}x | {results['infer_ratio']:.2f}x |")
+        print(f"| {LABELS[name]} | {r['train_s_per_iter']:.3f} | {r['infer_s_per_image']:.3f} |")
+    for key, label in (("", "SOLOv2 R50"), ("_mnv2", "SOLOv2 MobileNetV2")):
+        if "train_ratio" + key in results:
+            print(f"| ratio {label} / Mask R-CNN | {results['train_ratio' + key]:.2f}x | "
+                  f"{results['infer_ratio' + key]:.2f}x |")
     print(f"(targets: train <= 1.2x, inference <= 1.0x; {args.size} px, batch {args.batch}, "
           f"median of {args.iters} after {args.warmup} warm-up, {results['setup']['device']})")
     if args.json:

@@ -6,8 +6,15 @@ results table, and overlays of the points and pseudo-masks.
         [--overlays 4] [KEY VALUE ...]
 
 Runs (or resumes: finished stages are skipped) ``python -m wssis_d2.pipeline`` with that profile, prints
-``results.md`` and writes ``<output-dir>/overlays/<kind>/*.png``: the point labels, and the pseudo-labels
-(masks with their points) of each pseudo-label row the profile filled. ~10 min on 2 CPU cores.
+``results.md`` and the model rows beside the paper's (COCO 5%), and writes
+
+- ``<output-dir>/comparison.png``: ``--overlays`` point images side by side: the points, the threshold
+  baseline's masks, the adaptive pseudo-labels, the refined ones and the true masks (the columns the
+  profile filled);
+- ``<output-dir>/models_ap.png``: a bar plot of the model rows' AP (ours and the paper's);
+- ``<output-dir>/overlays/<kind>/*.png``: one picture per image and kind, at full size.
+
+~10 min on 2 CPU cores.
 """
 import argparse
 import logging
@@ -16,8 +23,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from wssis_d2.data.json_io import load_json  # noqa: E402
 from wssis_d2.pipeline import load_pipeline_cfg, run_pipeline  # noqa: E402
 from wssis_d2.pipeline.data import dataset_json  # noqa: E402
+from wssis_d2.pipeline.demo_figures import draw_comparison, paper_table, plot_model_rows  # noqa: E402
 from wssis_d2.pipeline.stages import stage_logging  # noqa: E402
 from wssis_d2.pipeline.visualize import render_coco_json  # noqa: E402
 
@@ -25,6 +34,10 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", 
                               "shapes_demo.yaml")
 # Pseudo-label stages drawn when the profile ran them.
 OVERLAY_STAGES = ("pseudo_threshold", "pseudo_adaptive", "pseudo_adaptive_mrn", "pseudo_oracle")
+# Columns of comparison.png: (title, stage); "points" / "true masks" are the point labels / their true masks.
+COMPARISON = (("points", None), ("threshold (no points)", "pseudo_threshold"),
+              ("adaptive pseudo-labels", "pseudo_adaptive"), ("adaptive + MRN", "pseudo_adaptive_mrn"),
+              ("true masks", None))
 
 
 def main(argv=None):
@@ -49,9 +62,28 @@ def main(argv=None):
                 drawn[kind] = render_coco_json(next(iter(record["outputs"].values())),
                                                os.path.join(overlay_dir, kind), max_images=args.overlays)
         logger.info(f"Overlays: {', '.join(f'{k} ({len(v)})' for k, v in drawn.items())} in {overlay_dir}")
+        columns = []
+        for title, stage in COMPARISON:
+            if stage is None:
+                name = pcfg.DATASETS.POINTS if title == "points" else pcfg.DATASETS.POINTS_GT
+                columns.append((title, dataset_json(name)))
+            elif out["records"].get(stage):
+                columns.append((title, next(iter(out["records"][stage]["outputs"].values()))))
+        figures = {"comparison": draw_comparison(dataset_json(pcfg.DATASETS.POINTS), columns,
+                                                 os.path.join(pcfg.OUTPUT_DIR, "comparison.png"),
+                                                 num_images=args.overlays)}
+        results = load_json(out["results"]["json"])
+        if any(v is not None for v in results["models"].values()):
+            figures["models_ap"] = plot_model_rows(results["models"], os.path.join(pcfg.OUTPUT_DIR, "models_ap.png"),
+                                                   percent=pcfg.DATA.PERCENT)
+        logger.info(f"Figures: {', '.join(figures.values())}")
     print(out["results"]["markdown"])
+    print("Model rows beside the published ones (METHOD.md section 7; COCO test-dev, ResNet-101):\n")
+    print(paper_table(results["models"], pcfg.DATA.PERCENT) + "\n")
     print(f"Demo finished in {time.perf_counter() - t0:.0f} s. Results: {out['results']['md']}, "
-          f"{out['results']['json']}; overlays: {overlay_dir}/{{{','.join(drawn)}}}/")
+          f"{out['results']['json']}; figures: {', '.join(figures.values())}; "
+          f"overlays: {overlay_dir}/{{{','.join(drawn)}}}/")
+    out["figures"] = figures
     return out
 
 

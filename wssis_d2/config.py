@@ -141,3 +141,19 @@ def add_wssis_config(cfg):
     # Export path; "" = OUTPUT_DIR/pseudo_labels/<dataset>.json; "{dataset}" is replaced by the name.
     cfg.MODEL.WSSIS.EXPORT_PATH = ""
     # ------------------------------------------------------------ end of pseudo-labels (MODEL.WSSIS)
+
+    # ------------------------------------------- ImageNet MobileNetV2 (MODEL.MOBILENET, MODEL.MRN.ENCODER)
+    # Used by MODEL.BACKBONE.NAME "build_mobilenetv2_fpn_backbone" and by MaskRefineNet's "mobilenet_v2"
+    # encoder. Inputs: INPUT.FORMAT "RGB", PIXEL_MEAN [123.675, 116.28, 103.53], PIXEL_STD
+    # [58.395, 57.12, 57.375] (torchvision's ImageNet mean/std in 0-255 units).
+    cfg.MODEL.MOBILENET = CN()
+    # Load torchvision's MobileNet_V2_Weights.IMAGENET1K_V1 when the model is built (file from
+    # scripts/install_mobilenet_weights.sh in torch.hub.get_dir()/checkpoints); False = random init.
+    cfg.MODEL.MOBILENET.PRETRAINED = True
+    # "FrozenBN" (ImageNet statistics and affine fixed: detectron2's FrozenBatchNorm2d) or "BN" (trained).
+    cfg.MODEL.MOBILENET.NORM = "FrozenBN"
+    # Stages whose weights are not trained: 0 none, 1 stem, 2 stem + res2, ..., 5 all (MRN: RGB part only).
+    cfg.MODEL.MOBILENET.FREEZE_AT = 0
+    # MaskRefineNet encoder: "resnet" (MODEL.MRN.DEPTH / WIDTH) or "mobilenet_v2" (MODEL.MOBILENET.*).
+    cfg.MODEL.MRN.ENCODER = "resnet"
+    # --------------------------------------- end of ImageNet MobileNetV2 (MODEL.MOBILENET, MODEL.MRN.ENCODER)

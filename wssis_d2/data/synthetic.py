@@ -10,9 +10,11 @@ every ring lies outside its mask (in its hole). Instances occlude one another: w
 image entirely, so no unlabeled object pixels remain.
 
 Instance scales ``sqrt(w * h)`` (the quantity SOLOv2 uses to pick a pyramid level) are drawn
-log-uniformly from ``MIN_SIZE`` to ``MAX_SIZE_FRACTION`` of the shorter image side: for 320 px images
-about 10 px to 270 px, which spreads instances over every level of scale ranges like
-(1, 48), (24, 96), (48, 192), (96, 384), (192, 2048).
+log-uniformly from ``min_size`` (default ``MIN_SIZE``) to ``max_size_fraction`` (default
+``MAX_SIZE_FRACTION``) of the shorter image side: for 320 px images about 10 px to 270 px, which spreads
+instances over every level of scale ranges like (1, 48), (24, 96), (48, 192), (96, 384), (192, 2048).
+``min_size`` 8 and ``max_size_fraction`` 0.9 span the range of COCO's objects relative to the image
+(~8 px to ~90% of the side) at any image size.
 
 Output: a COCO instances json (compressed RLE ``segmentation``, ``bbox`` [x, y, w, h] in pixels,
 ``area`` in pixels, ``iscrowd`` 0) and one JPEG per image under ``<output_dir>/images/``. RLE can
@@ -113,10 +115,11 @@ def _draw_shape(kind, size, center, angle_deg, rng, height, width):
     return mask
 
 
-def _sample_layout(rng, height, width, max_instances=MAX_INSTANCES, min_size=MIN_SIZE):
+def _sample_layout(rng, height, width, max_instances=MAX_INSTANCES, min_size=MIN_SIZE,
+                   max_size_fraction=MAX_SIZE_FRACTION):
     """Random shapes, back to front: list of (class index, size, (cx, cy), angle)."""
     n = int(rng.integers(min(MIN_INSTANCES, max_instances), max_instances + 1))
-    max_size = MAX_SIZE_FRACTION * min(height, width)
+    max_size = max_size_fraction * min(height, width)
     shapes = []
     for _ in range(n):
         cls = int(rng.integers(len(SHAPE_CLASSES)))
@@ -259,7 +262,7 @@ STYLES = tuple(_APPEARANCES)
 
 
 def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES, min_size=MIN_SIZE,
-                        style="cluttered"):
+                        style="cluttered", max_size_fraction=MAX_SIZE_FRACTION):
     """Render one synthetic image.
 
     Args:
@@ -268,6 +271,7 @@ def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES, min_siz
         max_instances (int): at most this many shapes are drawn (before occlusion drops).
         min_size (float): smallest instance scale in pixels (larger: an easier image).
         style (str): one of ``STYLES`` (appearance only; shapes and masks do not depend on it).
+        max_size_fraction (float): largest instance scale, as a fraction of the shorter image side.
 
     Returns:
         image (np.ndarray): (H, W, 3) uint8, BGR (cv2 order; colours are random anyway).
@@ -276,7 +280,10 @@ def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES, min_siz
     """
     if style not in STYLES:
         raise ValueError(f"Unknown shapes style {style!r}; expected one of {STYLES}")
-    shapes = _sample_layout(rng, height, width, max_instances, min_size)
+    if not 0 < min_size < max_size_fraction * min(height, width):
+        raise ValueError(f"Need 0 < min_size ({min_size}) < max_size_fraction ({max_size_fraction}) x "
+                         f"image side ({min(height, width)})")
+    shapes = _sample_layout(rng, height, width, max_instances, min_size, max_size_fraction)
     drawn = [
         _draw_shape(SHAPE_CLASSES[cls], size, center, angle, rng, height, width)
         for cls, size, center, angle in shapes
@@ -314,7 +321,7 @@ def _mask_annotation(mask, ann_id, image_id, category_id):
 
 def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, split="train",
                             json_name=None, jpeg_quality=92, max_instances=MAX_INSTANCES,
-                            min_size=MIN_SIZE, style="cluttered"):
+                            min_size=MIN_SIZE, style="cluttered", max_size_fraction=MAX_SIZE_FRACTION):
     """Generate ``num_images`` images and their COCO instances json.
 
     Args:
@@ -330,6 +337,8 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
         max_instances (int): at most this many shapes per image (fewer: an easier dataset).
         min_size (float): smallest instance scale in pixels (larger: an easier dataset).
         style (str): appearance, one of ``STYLES``.
+        max_size_fraction (float): largest instance scale, fraction of the shorter side (scales are
+            log-uniform from ``min_size`` to it; 0.9 with ``min_size`` 8 spans COCO's relative range).
 
     Returns:
         str: path of the written json (written atomically, after all images).
@@ -344,7 +353,8 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
     images, annotations = [], []
     for index in range(num_images):
         rng = np.random.default_rng([seed, split_key, index])
-        image, instances = render_shapes_image(rng, height, width, max_instances, min_size, style)
+        image, instances = render_shapes_image(rng, height, width, max_instances, min_size, style,
+                                               max_size_fraction)
         image_id = index + 1
         file_name = f"{split}_{index:06d}.jpg"
         cv2.imwrite(os.path.join(image_dir, file_name), image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
@@ -364,6 +374,7 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
             "image_size": [height, width],
             "max_instances": max_instances,
             "min_size": min_size,
+            "max_size_fraction": max_size_fraction,
             "style": style,
         },
         "licenses": [],

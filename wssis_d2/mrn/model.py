@@ -22,9 +22,29 @@ from .crops import (
     paste_masks,
 )
 from .losses import dice_loss, mask_bce_loss
+from .mobilenet_encoder import MobileNetV2MRNEncoder
 from .network import MRNDecoder, MRNEncoder
 
-__all__ = ["MaskRefineNet"]
+__all__ = ["MaskRefineNet", "build_mrn_encoder"]
+
+
+def build_mrn_encoder(cfg, in_channels: int) -> nn.Module:
+    """MODEL.MRN.ENCODER "resnet": :class:`MRNEncoder` (MODEL.MRN.DEPTH, WIDTH, ENCODER_NORM or NORM,
+    STRIDE_IN_1X1);
+    "mobilenet_v2": :class:`MobileNetV2MRNEncoder` (MODEL.MOBILENET.*)."""
+    m = cfg.MODEL.MRN
+    if m.ENCODER == "resnet":
+        encoder_norm = m.ENCODER_NORM or m.NORM
+        if encoder_norm == "FrozenBN" and not cfg.MODEL.WEIGHTS:
+            raise ValueError("MODEL.MRN.ENCODER_NORM='FrozenBN' needs pretrained MODEL.WEIGHTS (a random-init "
+                             "FrozenBN never trains); without weights use 'GN' or 'BN'")
+        return MRNEncoder(in_channels=in_channels, depth=m.DEPTH, width=m.WIDTH, norm=encoder_norm,
+                          stride_in_1x1=m.STRIDE_IN_1X1)
+    if m.ENCODER == "mobilenet_v2":
+        mn = cfg.MODEL.MOBILENET
+        return MobileNetV2MRNEncoder(in_channels=in_channels, pretrained=mn.PRETRAINED, norm=mn.NORM,
+                                     freeze_at=mn.FREEZE_AT)
+    raise ValueError(f"MODEL.MRN.ENCODER must be 'resnet' or 'mobilenet_v2', got {m.ENCODER!r}")
 
 
 @META_ARCH_REGISTRY.register()
@@ -107,12 +127,7 @@ class MaskRefineNet(nn.Module):
     def from_config(cls, cfg):
         m = cfg.MODEL.MRN
         k = heatmap_channels(m.HEATMAP_MODE, m.NUM_CLASSES)
-        encoder_norm = m.ENCODER_NORM or m.NORM
-        if encoder_norm == "FrozenBN" and not cfg.MODEL.WEIGHTS:
-            raise ValueError("MODEL.MRN.ENCODER_NORM='FrozenBN' needs pretrained MODEL.WEIGHTS (a random-init "
-                             "FrozenBN never trains); without weights use 'GN' or 'BN'")
-        encoder = MRNEncoder(in_channels=len(cfg.MODEL.PIXEL_MEAN) + k + 1, depth=m.DEPTH,
-                             width=m.WIDTH, norm=encoder_norm, stride_in_1x1=m.STRIDE_IN_1X1)
+        encoder = build_mrn_encoder(cfg, in_channels=len(cfg.MODEL.PIXEL_MEAN) + k + 1)
         decoder = MRNDecoder(in_channels=encoder.out_channels, aspp_channels=m.ASPP_CHANNELS,
                              aspp_dilations=m.ASPP_DILATIONS, decoder_channels=m.DECODER_CHANNELS,
                              norm=m.NORM)

@@ -66,6 +66,8 @@ def get_pipeline_cfg():
     # At most this many shapes per image; smallest instance scale in pixels.
     cfg.DATA.SHAPES.MAX_INSTANCES = 9
     cfg.DATA.SHAPES.MIN_SIZE = 10.0
+    # Largest instance scale, fraction of the image side (scales are log-uniform from MIN_SIZE to it).
+    cfg.DATA.SHAPES.MAX_SIZE_FRACTION = 0.85
     # Appearance: "cluttered" (textures, distractor lines) or "clean" (flat colours; see data/synthetic.py).
     cfg.DATA.SHAPES.STYLE = "cluttered"
 
