@@ -260,8 +260,8 @@ class PseudoLabelExporter(DatasetEvaluator):
         logger.info(
             f"Wrote {totals['num_annotations']} pseudo-labels for {totals['num_images_processed']} images of "
             f"{self._dataset_name} to {self._output_path} ({totals['num_points']} points, "
-            f"{totals['num_points_without_mask']} without mask, {totals['num_collisions']} moved or split "
-            f"after a same-cell collision, {totals['num_points_capped']} dropped by MAX_PER_IMAGE)"
+            f"{totals['num_points_without_mask']} without mask, {totals['num_collisions']} lost their first-choice "
+            f"cell to a same-class point (same-cell collisions), {totals['num_points_capped']} dropped by MAX_PER_IMAGE)"
         )
         summary = {k: float(v) for k, v in totals.items() if v is not None}
         return {"pseudo_labels": summary}
