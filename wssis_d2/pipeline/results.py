@@ -8,6 +8,8 @@
                     segm mask AP on DATASETS.TEST (COCOEvaluator, percent) or null},
      "fixed_levels": {level: report}, "fixed_best_level": int or null,
      "no_predictions": [model rows whose model predicted nothing on the test set: AP 0],
+     "labels": counts of OUTPUT_DIR/labels.json (DATA.KIND custom) and, with POINTS_GT, its quality; or null,
+     "skipped_rows": {row: why} (DATA.KIND custom: rows that need data the run does not have),
      "meta": {...how it was measured...}, "timings": {stage: seconds}}
 
 null where the profile's ROWS skip a row (or its stage has not run).
@@ -108,6 +110,8 @@ def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None
         "fixed_levels": {name.rsplit("_", 1)[1]: r for name, r in sorted(fixed.items())},
         "fixed_best_level": level,
         "no_predictions": no_predictions,
+        "labels": (records.get("labels") or {}).get("metrics"),
+        "skipped_rows": dict((meta or {}).get("skipped_rows") or {}),
         "meta": dict(meta or {}),
         "timings": timings,
     }
@@ -156,7 +160,16 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                  f"{meta.get('parallel_stages', 1)} stage(s) at once); this invocation "
                  f"{_fmt(meta.get('wall_seconds'), 0)} s, ran {', '.join(ran) if ran else 'no stage'}"
                  + (" (the others finished earlier)." if set(ran) != set(records) else "."))
-    lines += ["", f"## Models (segm mask AP on `{d.TEST}`)", "", "| model | iterations | mask AP |", "|---|---|---|"]
+    for row, why in (results.get("skipped_rows") or {}).items():
+        lines.append(f"- Row `{row}` skipped: {why}.")
+    lab = results.get("labels")
+    if lab:
+        rep = lab.get("report") or {}
+        lines.append(f"- labels.json: {lab['num_images']} images, {lab['num_full_annotations']} true masks, "
+                     f"{lab['num_clicks']} clicks = {lab['num_pseudo_labels']} pseudo-labels + {lab['num_fallback']} "
+                     "flagged fallbacks" + (f"; on the clicked images vs their true masks: AP {_fmt(rep.get('AP'), 2)}, "
+                                            f"mean IoU {_fmt(rep.get('mean_iou'), 3)}" if rep else "") + ".")
+    lines += ["", f"## Models (segm mask AP on `{d.TEST or 'no test set'}`)", "", "| model | iterations | mask AP |", "|---|---|---|"]
     for row in MODEL_ROWS:
         rec = records.get(MODEL_STAGES[row])
         note = " (no predictions)" if row in results.get("no_predictions", []) else ""
