@@ -139,15 +139,25 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
         return f"{c['images']} images, {c['instances']} instances" if "images" in c else "size not counted"
 
     lines = [f"# PointWSSIS pipeline results: {meta.get('config_file') or '(no config file)'}", ""]
-    lines += [
-        f"- Data: `{d.FULL}` ({count('full')}) fully labeled, `{d.POINTS}` ({count('points')}) point-labeled, "
-        f"{pcfg.DATA.PERCENT}% split (seed {pcfg.DATA.SPLIT_SEED}), root `{pcfg.DATA.ROOT}`.",
-        f"- Models are evaluated on `{d.TEST}` ({count('test')}) with detectron2's COCOEvaluator (segm mask AP, "
-        "ordinary inference, no points). The 100% model trains on "
-        f"`{d.TRAIN_ALL}` ({count('train_all')}).",
+    if pcfg.DATA.KIND == "custom":
+        c = pcfg.DATA.CUSTOM
+        lines += [f"- Data (custom): `{c.FULL_JSON}` ({count('full')}) fully labeled, `{c.POINTS_JSON}` "
+                  f"({count('points')}) clicked, images under `{c.IMAGE_ROOT}`.",
+                  f"- Models are evaluated on `{c.VAL_JSON}` ({count('test')}) with detectron2's COCOEvaluator "
+                  "(segm mask AP, ordinary inference, no points)." if c.VAL_JSON else
+                  "- Models are not evaluated (no DATA.CUSTOM.VAL_JSON)."]
+    else:
+        lines += [
+            f"- Data: `{d.FULL}` ({count('full')}) fully labeled, `{d.POINTS}` ({count('points')}) point-labeled, "
+            f"{pcfg.DATA.PERCENT}% split (seed {pcfg.DATA.SPLIT_SEED}), root `{pcfg.DATA.ROOT}`.",
+            f"- Models are evaluated on `{d.TEST}` ({count('test')}) with detectron2's COCOEvaluator (segm mask AP, "
+            "ordinary inference, no points). The 100% model trains on "
+            f"`{d.TRAIN_ALL}` ({count('train_all')}).",
+        ]
+    lines.append(
         f"- Pseudo-label quality: the pseudo-labels of `{d.POINTS}` against `{d.POINTS_GT}`, every score 1 "
-        "(`tools/pseudo_label_report.py`): mask AP, mean IoU per point (no mask = 0), coverage, levels.",
-    ]
+        "(`tools/pseudo_label_report.py`): mask AP, mean IoU per point (no mask = 0), coverage, levels."
+        if d.POINTS_GT else "- Pseudo-label quality: not measured (no true masks of the point images).")
     m = meta.get("machine") or {}
     lines.append(f"- Machine: {m.get('processor', '?')}, {m.get('cpu_count', '?')} CPUs"
                  + (f", GPU {m['gpu']} x {meta.get('num_gpus', 1)}" if m.get("gpu") else ", no GPU")
