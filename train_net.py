@@ -22,6 +22,7 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
+from detectron2.utils.logger import setup_logger
 
 from wssis_d2 import WSSISDatasetMapper, add_wssis_config, register_wssis_splits
 from wssis_d2.data.datasets import register_user_datasets
@@ -77,8 +78,9 @@ def setup(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
-    register_user_datasets(cfg.DATASETS.WSSIS_REGISTER)  # [name, json, image_root] of your own files
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="wssis_d2")  # our counts and skips
+    register_user_datasets(cfg.DATASETS.WSSIS_REGISTER)  # [name, json, image_root] of your own files
     return cfg
 
 

@@ -45,13 +45,17 @@ def _register_custom(pcfg) -> None:
     """Register the DATA.CUSTOM files as CUSTOM_NAMES (categories of FULL_JSON, sorted by id, as
     detectron2's load_coco_json orders them). Names registered with another file are registered again."""
     files = _custom_files(pcfg)
+    cats = None
     for key, json_file in files.items():
         name = CUSTOM_NAMES[key]
         if name in DatasetCatalog.list():
             if MetadataCatalog.get(name).get("json_file", None) == json_file:
                 continue
             _unregister(name)
-        cats = sorted(load_json(pcfg.DATA.CUSTOM.FULL_JSON).get("categories") or [], key=lambda c: c["id"])
+        if cats is None:  # read once, and only when something is (re)registered
+            cats = sorted(load_json(pcfg.DATA.CUSTOM.FULL_JSON).get("categories") or [], key=lambda c: c["id"])
+            if not cats:
+                raise ValueError(f"DATA.CUSTOM.FULL_JSON {pcfg.DATA.CUSTOM.FULL_JSON} has no categories")
         meta = {"thing_classes": [c["name"] for c in cats],
                 "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)}}
         root = pcfg.DATA.CUSTOM.IMAGE_ROOT

@@ -22,9 +22,8 @@ from typing import Dict, List, Tuple
 
 from detectron2.data import MetadataCatalog
 
-from ..data.json_io import write_json_atomic
+from ..data.json_io import load_json, write_json_atomic
 from ..evaluation.quality import pseudo_label_quality
-from ..data.json_io import load_json
 from ..mrn.samples import make_mrn_sample_jsons
 from ..pseudo.labels import build_labels, training_labels
 from ..pseudo.merge import merge_pseudo_label_files
