@@ -20,7 +20,7 @@ from wssis_d2.data.review_export import export_cvat, export_labelme, mask_to_pol
 from wssis_d2.data.synthetic import render_shapes_image
 from wssis_d2.pseudo.labels import FALLBACK_FLAG, build_labels, fallback_disk, training_labels
 
-from conftest import saved_catalogs
+from conftest import load_train_net, saved_catalogs
 
 H, W = 40, 50
 CATS = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
@@ -185,7 +185,7 @@ def test_points_export_to_cvat_and_back(tmp_path):
     assert [(a["point_coords"], a["category_id"]) for a in back["annotations"]] == [([[3.25, 7.5]], 2)]
 
 
-def test_wssis_register_points_and_masks_from_the_config(tmp_path, train_net):
+def test_wssis_register_points_and_masks_from_the_config(tmp_path):
     points = {"images": [{"id": 1, "file_name": "p.png", "height": H, "width": W}], "categories": CATS[::-1],
               "annotations": [{"id": 4, "image_id": 1, "category_id": 2, "point_coords": [[3.0, 3.0]],
                                "point_labels": [1], "iscrowd": 0}]}
@@ -212,7 +212,9 @@ def test_wssis_register_points_and_masks_from_the_config(tmp_path, train_net):
         assert len(rec["annotations"]) == 1 and rec["annotations"][0]["category_id"] == 1  # flagged one left out
         with pytest.raises(ValueError, match="already registered with"):
             register_user_datasets([["u_masks", str(tmp_path / "p.json"), str(tmp_path)]])
-        # train_net.py registers them from the config: no Python needed
+        # train_net.py registers them from the config: no Python needed (imported here, so that the names
+        # it registers at import are undone with the rest)
+        train_net = load_train_net()
         args = train_net.default_argument_parser().parse_args(
             ["--config-file", os.path.join(os.path.dirname(__file__), "..", "configs", "CPU", "SOLOv2_tiny.yaml"),
              "DATASETS.WSSIS_REGISTER", str([["u2_masks", str(tmp_path / "m.json"), str(tmp_path)]]),
