@@ -65,7 +65,8 @@ def test_labelme_points_other_shapes_and_image_without_clicks(root):
     lm.mkdir()
     labelme(lm, "a.json", "../images/a.png", [pt("cat", 10.25, 5.5), pt("dog", 39.9, 29.9),
             {"label": "cat", "points": [[1, 1], [5, 5]], "shape_type": "rectangle", "flags": {}}], size=(30, 40))
-    labelme(lm, "b.json", "../images/sub/b.png", [pt("dog", 0.0, 0.0)])  # no size in the file: read from the image
+    # no size in the file: read from the image; a Windows-style imagePath
+    labelme(lm, "b.json", "..\\images\\sub\\b.png", [pt("dog", 0.0, 0.0)])
     labelme(lm, "c.json", "../images/c.png", [])
     data = run(root, "labelme", lm)
     assert clicks(data) == {"a.png": [(10.25, 5.5, 3), (39.9, 29.9, 7)], "sub/b.png": [(0.0, 0.0, 7)], "c.png": []}

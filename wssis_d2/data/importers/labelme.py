@@ -1,7 +1,7 @@
 """labelme: a folder of labelme JSON files, one per image (https://github.com/wkentaro/labelme).
 
 Each file: ``{"shapes": [{"label", "points": [[x, y]], "shape_type": "point", ...}, ...],
-"imagePath": path relative to the json file, "imageHeight", "imageWidth", ...}``. Every ``point`` shape
+"imagePath": path relative to the json file (``\\`` read as ``/``), "imageHeight", "imageWidth", ...}``. Every ``point`` shape
 is one click; other shape types are ignored (counted). labelme coordinates are continuous with (0, 0)
 at the image's top-left corner, as in docs/DATA.md: no shift.
 """
@@ -35,7 +35,9 @@ def read_labelme(path, image_root):
             raise PointImportError(f"{f}: malformed labelme file ({e})") from e
         if not isinstance(data, dict) or not isinstance(data.get("shapes"), list) or not data.get("imagePath"):
             raise PointImportError(f"{f}: malformed labelme file (needs 'shapes' and 'imagePath')")
-        image = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(f)), data["imagePath"]))
+        # labelme on Windows writes "..\\images\\a.jpg"
+        image_path = str(data["imagePath"]).replace("\\", "/")
+        image = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(f)), image_path))
         clicks = []
         for k, s in enumerate(data["shapes"]):
             where = f"{f}: shape {k} (label {s.get('label')!r})"
