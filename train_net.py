@@ -5,6 +5,10 @@ Examples:
     python train_net.py --config-file configs/CPU/SOLOv2_tiny.yaml
     python train_net.py --config-file configs/CPU/SOLOv2_tiny.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
     python train_net.py --config-file configs/COCO/SOLOv2_R50_3x.yaml --num-gpus 8
+    # your own COCO / point files, no Python: DATASETS.WSSIS_REGISTER (README "Your own data")
+    python train_net.py --config-file configs/CPU/SOLOv2_shapes.yaml \
+        DATASETS.WSSIS_REGISTER "[['mine_train', 'output/custom/labels.json', 'images']]" \
+        DATASETS.TRAIN "('mine_train',)" DATASETS.TEST "()" MODEL.SOLOV2.NUM_CLASSES 3 INPUT.MASK_FORMAT bitmask
     # MaskRefineNet on sample jsons from tools/build_mrn_dataset.py (docs/MRN.md)
     python train_net.py --config-file configs/MRN/MRN_R18_cpu.yaml
     # pseudo-labels of a points set -> OUTPUT_DIR/pseudo_labels/<dataset>.json (docs/PSEUDO_LABELS.md)
@@ -18,8 +22,10 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
+from detectron2.utils.logger import setup_logger
 
 from wssis_d2 import WSSISDatasetMapper, add_wssis_config, register_wssis_splits
+from wssis_d2.data.datasets import register_user_datasets
 from wssis_d2.evaluation import build_coco_evaluator, build_pseudo_label_exporter
 from wssis_d2.mrn import (build_mrn_evaluator, build_mrn_test_loader, build_mrn_train_loader,
                             build_optimizer, is_mrn_config, register_mrn_datasets)
@@ -73,6 +79,8 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="wssis_d2")  # our counts and skips
+    register_user_datasets(cfg.DATASETS.WSSIS_REGISTER)  # [name, json, image_root] of your own files
     return cfg
 
 

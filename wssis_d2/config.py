@@ -157,3 +157,11 @@ def add_wssis_config(cfg):
     # MaskRefineNet encoder: "resnet" (MODEL.MRN.DEPTH / WIDTH) or "mobilenet_v2" (MODEL.MOBILENET.*).
     cfg.MODEL.MRN.ENCODER = "resnet"
     # --------------------------------------- end of ImageNet MobileNetV2 (MODEL.MOBILENET, MODEL.MRN.ENCODER)
+
+    # ---------------------------------------------------------------- your own datasets (DATASETS.*)
+    # Datasets train_net.py registers before training, so that your COCO files need no Python: a list of
+    # [name, json_file, image_root]. A json whose annotations have "point_coords" is a points set (loader
+    # load_point_json), else a COCO instances json with masks (detectron2's load_coco_json, COCO evaluator).
+    # Use the names in DATASETS.TRAIN / DATASETS.TEST, e.g. [["mine_train", "labels.json", "images"]].
+    cfg.DATASETS.WSSIS_REGISTER = []
+    # ------------------------------------------------------------ end of your own datasets (DATASETS.*)

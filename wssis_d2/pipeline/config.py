@@ -8,11 +8,15 @@ import os
 
 from fvcore.common.config import CfgNode as CN
 
-__all__ = ["PSEUDO_ROWS", "MODEL_ROWS", "get_pipeline_cfg", "load_pipeline_cfg", "resolve_path"]
+__all__ = ["CUSTOM_NAMES", "PSEUDO_ROWS", "MODEL_ROWS", "get_pipeline_cfg", "load_pipeline_cfg", "resolve_path"]
 
 # Rows of the results table, in table order (results.json keys).
 PSEUDO_ROWS = ("threshold", "fixed_best", "adaptive", "adaptive_mrn", "oracle")
 MODEL_ROWS = ("teacher", "student_threshold", "student_points", "student_points_mrn", "full_100")
+
+# DATASETS names of a DATA.KIND custom run ("" where the file is not given).
+CUSTOM_NAMES = {"FULL": "wssis_custom_full", "POINTS": "wssis_custom_points",
+                "POINTS_GT": "wssis_custom_points_gt", "TEST": "wssis_custom_val"}
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -49,7 +53,8 @@ def get_pipeline_cfg():
     # Datasets root; "" = $DETECTRON2_DATASETS (default "datasets"). The COCO splits are read from
     # <ROOT>/coco/wssis_splits, the shapes dataset from <ROOT>/wssis_shapes.
     cfg.DATA.ROOT = ""
-    # Which standard names to register under ROOT: "shapes" (embedded synthetic dataset) or "coco".
+    # Which data: "shapes" (embedded synthetic dataset) or "coco" (standard names under ROOT), or "custom"
+    # (your own files, DATA.CUSTOM; the DATASETS names are then set to CUSTOM_NAMES).
     cfg.DATA.KIND = "shapes"
     # Fully-labeled percentage and seed of the split whose names are registered (the DATASETS below).
     cfg.DATA.PERCENT = 5
@@ -70,6 +75,24 @@ def get_pipeline_cfg():
     cfg.DATA.SHAPES.MAX_SIZE_FRACTION = 0.85
     # Appearance: "cluttered" (textures, distractor lines) or "clean" (flat colours; see data/synthetic.py).
     cfg.DATA.SHAPES.STYLE = "cluttered"
+
+    cfg.DATA.CUSTOM = CN()
+    # COCO instances json of the fully-labeled images (masks); its categories are the dataset's.
+    cfg.DATA.CUSTOM.FULL_JSON = ""
+    # Point-label json of the clicked images (docs/DATA.md; e.g. from datasets/import_points.py).
+    cfg.DATA.CUSTOM.POINTS_JSON = ""
+    # Folder the file_name of both jsons (and of VAL_JSON / POINTS_GT_JSON) are relative to.
+    cfg.DATA.CUSTOM.IMAGE_ROOT = ""
+    # Optional COCO json with masks: teacher and students are evaluated on it ("" = not evaluated).
+    cfg.DATA.CUSTOM.VAL_JSON = ""
+    # Optional COCO json with the true masks of (some of) the clicked images, matched by file_name and by
+    # the mask under each click: pseudo-label quality rows only ("" = those rows are skipped).
+    cfg.DATA.CUSTOM.POINTS_GT_JSON = ""
+
+    cfg.LABELS = CN()
+    # labels.json (DATA.KIND custom): a click without a pseudo-label gets a disk of this radius (pixels,
+    # original image) around it, clipped to the image, flagged "wssis_flag": "fallback".
+    cfg.LABELS.FALLBACK_RADIUS = 6.0
 
     cfg.DATASETS = CN()
     # Registered names: fully-labeled images, their point-labeled complement, the true masks of the point
@@ -129,8 +152,12 @@ def _check(cfg):
         unknown = [r for r in cfg.ROWS[key] if r not in allowed]
         if unknown:
             raise ValueError(f"ROWS.{key}: unknown rows {unknown}; choose from {list(allowed)}")
-    if cfg.DATA.KIND not in ("shapes", "coco"):
-        raise ValueError(f"DATA.KIND must be 'shapes' or 'coco', got {cfg.DATA.KIND!r}")
+    if cfg.DATA.KIND not in ("shapes", "coco", "custom"):
+        raise ValueError(f"DATA.KIND must be 'shapes', 'coco' or 'custom', got {cfg.DATA.KIND!r}")
+    if cfg.DATA.KIND == "custom":
+        for key in ("FULL_JSON", "POINTS_JSON", "IMAGE_ROOT"):
+            if not cfg.DATA.CUSTOM[key]:
+                raise ValueError(f"DATA.KIND custom needs DATA.CUSTOM.{key}")
     if cfg.MRN.DATA_MODE not in ("oracle", "adaptive"):
         raise ValueError(f"MRN.DATA_MODE must be 'oracle' or 'adaptive', got {cfg.MRN.DATA_MODE!r}")
     if not cfg.MRN.TEACHER_CHECKPOINTS or any(not 0 < f <= 1 for f in cfg.MRN.TEACHER_CHECKPOINTS):
@@ -160,6 +187,15 @@ def load_pipeline_cfg(config_file=None, opts=(), output_dir=None):
     cfg.DATA.ROOT = os.path.abspath(root or os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))
     for node in ("TEACHER", "MRN", "STUDENT", "FULL_100"):
         cfg[node].CONFIG = resolve_path(cfg[node].CONFIG)
+    if cfg.DATA.KIND == "custom":
+        for key in ("FULL_JSON", "POINTS_JSON", "IMAGE_ROOT", "VAL_JSON", "POINTS_GT_JSON"):
+            value = cfg.DATA.CUSTOM[key].replace("{OUTPUT_DIR}", cfg.OUTPUT_DIR)
+            cfg.DATA.CUSTOM[key] = os.path.abspath(value) if value else ""
+        c = cfg.DATA.CUSTOM
+        cfg.DATASETS.FULL, cfg.DATASETS.POINTS = CUSTOM_NAMES["FULL"], CUSTOM_NAMES["POINTS"]
+        cfg.DATASETS.POINTS_GT = CUSTOM_NAMES["POINTS_GT"] if c.POINTS_GT_JSON else ""
+        cfg.DATASETS.TEST = CUSTOM_NAMES["TEST"] if c.VAL_JSON else ""
+        cfg.DATASETS.TRAIN_ALL = ""  # no true masks of the clicked images to train a 100% model on
     _check(cfg)
     cfg.freeze()
     return cfg

@@ -1,26 +1,71 @@
 """Datasets of a pipeline run: generating the embedded shapes dataset, registering the standard names
-under the run's root (in every process of every stage) and registering the jsons the run makes."""
+under the run's root or the files of DATA.CUSTOM (in every process of every stage) and registering the
+jsons the run makes."""
 import logging
 import os
 import time
 from typing import Dict, Iterable, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
 
-from ..data.datasets import register_wssis_shapes, register_wssis_splits
-from ..data.json_io import load_json
+from ..data.click_gt import align_gt_to_clicks
+from ..data.datasets import register_point_instances, register_wssis_shapes, register_wssis_splits
+from ..data.json_io import load_json, write_json_atomic
 from ..data.splits import split_file_names, write_wssis_splits
 from ..data.synthetic import generate_shapes_dataset
 from ..mrn.datasets import register_mrn_dataset
+from ..pseudo.labels import check_disjoint
 from ..pseudo.merge import register_pseudo_label_dataset
+from .config import CUSTOM_NAMES
 
-__all__ = ["shapes_root", "prepare_data", "register_datasets", "register_json_dataset", "dataset_json", "unregister"]
+__all__ = ["shapes_root", "custom_gt_json", "prepare_data", "register_datasets", "register_json_dataset", "dataset_json", "unregister"]
 
 logger = logging.getLogger(__name__)
 
 
 def shapes_root(pcfg) -> str:
     return os.path.join(pcfg.DATA.ROOT, "wssis_shapes")
+
+
+def custom_gt_json(pcfg) -> str:
+    """Where the data stage writes DATA.CUSTOM.POINTS_GT_JSON aligned to the clicks (``align_gt_to_clicks``)."""
+    return os.path.join(pcfg.OUTPUT_DIR, "data", "points_gt_aligned.json")
+
+
+def _custom_files(pcfg) -> Dict[str, str]:
+    """DATASETS key -> the json registered under that key's name (DATA.KIND custom; given files only)."""
+    c = pcfg.DATA.CUSTOM
+    files = {"FULL": c.FULL_JSON, "POINTS": c.POINTS_JSON, "TEST": c.VAL_JSON,
+             "POINTS_GT": custom_gt_json(pcfg) if c.POINTS_GT_JSON else ""}
+    return {k: v for k, v in files.items() if v}
+
+
+def _register_custom(pcfg) -> None:
+    """Register the DATA.CUSTOM files as CUSTOM_NAMES (categories of FULL_JSON, sorted by id, as
+    detectron2's load_coco_json orders them). Names registered with another file are registered again."""
+    files = _custom_files(pcfg)
+    cats = None
+    for key, json_file in files.items():
+        name = CUSTOM_NAMES[key]
+        if name in DatasetCatalog.list():
+            if MetadataCatalog.get(name).get("json_file", None) == json_file:
+                continue
+            _unregister(name)
+        if cats is None:  # read once, and only when something is (re)registered
+            cats = sorted(load_json(pcfg.DATA.CUSTOM.FULL_JSON).get("categories") or [], key=lambda c: c["id"])
+            if not cats:
+                raise ValueError(f"DATA.CUSTOM.FULL_JSON {pcfg.DATA.CUSTOM.FULL_JSON} has no categories")
+        meta = {"thing_classes": [c["name"] for c in cats],
+                "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)}}
+        root = pcfg.DATA.CUSTOM.IMAGE_ROOT
+        if key == "POINTS":
+            if "POINTS_GT" in files:
+                meta["points_gt_dataset"] = CUSTOM_NAMES["POINTS_GT"]
+            register_point_instances(name, meta, json_file, root)
+        else:
+            register_coco_instances(name, meta, json_file, root)
+            MetadataCatalog.get(name).set(label_kind="points_gt" if key == "POINTS_GT" else "full")
 
 
 def _standard_names(pcfg):
@@ -39,8 +84,11 @@ def _unregister(name):
 
 def register_datasets(pcfg) -> None:
     """Register the standard names of ``DATA.KIND`` (the ``DATA.PERCENT`` / ``DATA.SPLIT_SEED`` split)
-    under ``DATA.ROOT``. A name already registered with a file outside that root (e.g. by train_net.py
+    under ``DATA.ROOT``, or the DATA.CUSTOM files (DATA.KIND custom). A name already registered with a file outside that root (e.g. by train_net.py
     at import, from ``$DETECTRON2_DATASETS``) is registered again here. Idempotent."""
+    if pcfg.DATA.KIND == "custom":
+        _register_custom(pcfg)
+        return
     root = pcfg.DATA.ROOT
     here = os.path.join(root, "wssis_shapes" if pcfg.DATA.KIND == "shapes" else "coco") + os.sep
     for name in _standard_names(pcfg):
@@ -123,6 +171,26 @@ def _coco_splits(pcfg) -> Dict[str, float]:
     return {"split": round(time.perf_counter() - t0, 2)}
 
 
+def _prepare_custom(pcfg) -> Dict[str, float]:
+    """DATA.KIND custom: every given file exists, full and clicked images are disjoint, and the true masks
+    of clicked images (POINTS_GT_JSON) are aligned to the clicks (``custom_gt_json``)."""
+    c = pcfg.DATA.CUSTOM
+    for key in ("FULL_JSON", "POINTS_JSON", "VAL_JSON", "POINTS_GT_JSON"):
+        if c[key] and not os.path.isfile(c[key]):
+            raise FileNotFoundError(f"DATA.CUSTOM.{key} = {c[key]} does not exist")
+    if not os.path.isdir(c.IMAGE_ROOT):
+        raise FileNotFoundError(f"DATA.CUSTOM.IMAGE_ROOT = {c.IMAGE_ROOT} is not a directory")
+    full, points = load_json(c.FULL_JSON), load_json(c.POINTS_JSON)
+    check_disjoint(full, points, (c.FULL_JSON, c.POINTS_JSON))
+    if not c.POINTS_GT_JSON:
+        logger.info("No DATA.CUSTOM.POINTS_GT_JSON: pseudo-label quality rows are skipped")
+        return {}
+    t0 = time.perf_counter()
+    aligned = align_gt_to_clicks(load_json(c.POINTS_GT_JSON), points, gt_name=c.POINTS_GT_JSON)
+    write_json_atomic(aligned, custom_gt_json(pcfg))
+    return {"align_points_gt": round(time.perf_counter() - t0, 2)}
+
+
 def prepare_data(pcfg) -> dict:
     """The ``data`` stage: generate the shapes dataset if asked and missing (or the COCO split files when
     missing), register the names, check that every ``DATASETS`` entry has its file. Returns the stage
@@ -132,9 +200,14 @@ def prepare_data(pcfg) -> dict:
         generated = _generate_shapes(pcfg)
     elif pcfg.DATA.KIND == "coco":
         generated = _coco_splits(pcfg)
+    elif pcfg.DATA.KIND == "custom":
+        generated = _prepare_custom(pcfg)
     register_datasets(pcfg)
     outputs, metrics = {}, {"generated_seconds": generated}
     for key, name in pcfg.DATASETS.items():
+        if not name:  # DATA.KIND custom: a file the user does not have
+            metrics[key.lower()] = None
+            continue
         if name not in DatasetCatalog.list():
             raise KeyError(f"DATASETS.{key}: {name!r} is not registered (DATA.KIND {pcfg.DATA.KIND}, root "
                            f"{pcfg.DATA.ROOT})")
@@ -144,7 +217,7 @@ def prepare_data(pcfg) -> dict:
                     " See docs/DATA.md (datasets/prepare_wssis_splits.py).")
             raise FileNotFoundError(f"DATASETS.{key} = {name!r}: {json_file} does not exist.{hint}")
         outputs[key.lower()] = json_file
-        if pcfg.DATA.KIND == "shapes":  # small files: count images and instances for the results table
+        if pcfg.DATA.KIND in ("shapes", "custom"):  # count images and instances for the results table: count images and instances for the results table
             coco = load_json(json_file)
             metrics[key.lower()] = {"name": name, "images": len(coco["images"]),
                                     "instances": len(coco["annotations"])}

@@ -8,6 +8,8 @@
                     segm mask AP on DATASETS.TEST (COCOEvaluator, percent) or null},
      "fixed_levels": {level: report}, "fixed_best_level": int or null,
      "no_predictions": [model rows whose model predicted nothing on the test set: AP 0],
+     "labels": counts of OUTPUT_DIR/labels.json (DATA.KIND custom) and, with POINTS_GT, its quality; or null,
+     "skipped_rows": {row: why} (DATA.KIND custom: rows that need data the run does not have),
      "meta": {...how it was measured...}, "timings": {stage: seconds}}
 
 null where the profile's ROWS skip a row (or its stage has not run).
@@ -108,6 +110,8 @@ def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None
         "fixed_levels": {name.rsplit("_", 1)[1]: r for name, r in sorted(fixed.items())},
         "fixed_best_level": level,
         "no_predictions": no_predictions,
+        "labels": (records.get("labels") or {}).get("metrics"),
+        "skipped_rows": dict((meta or {}).get("skipped_rows") or {}),
         "meta": dict(meta or {}),
         "timings": timings,
     }
@@ -135,15 +139,25 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
         return f"{c['images']} images, {c['instances']} instances" if "images" in c else "size not counted"
 
     lines = [f"# PointWSSIS pipeline results: {meta.get('config_file') or '(no config file)'}", ""]
-    lines += [
-        f"- Data: `{d.FULL}` ({count('full')}) fully labeled, `{d.POINTS}` ({count('points')}) point-labeled, "
-        f"{pcfg.DATA.PERCENT}% split (seed {pcfg.DATA.SPLIT_SEED}), root `{pcfg.DATA.ROOT}`.",
-        f"- Models are evaluated on `{d.TEST}` ({count('test')}) with detectron2's COCOEvaluator (segm mask AP, "
-        "ordinary inference, no points). The 100% model trains on "
-        f"`{d.TRAIN_ALL}` ({count('train_all')}).",
+    if pcfg.DATA.KIND == "custom":
+        c = pcfg.DATA.CUSTOM
+        lines += [f"- Data (custom): `{c.FULL_JSON}` ({count('full')}) fully labeled, `{c.POINTS_JSON}` "
+                  f"({count('points')}) clicked, images under `{c.IMAGE_ROOT}`.",
+                  f"- Models are evaluated on `{c.VAL_JSON}` ({count('test')}) with detectron2's COCOEvaluator "
+                  "(segm mask AP, ordinary inference, no points)." if c.VAL_JSON else
+                  "- Models are not evaluated (no DATA.CUSTOM.VAL_JSON)."]
+    else:
+        lines += [
+            f"- Data: `{d.FULL}` ({count('full')}) fully labeled, `{d.POINTS}` ({count('points')}) point-labeled, "
+            f"{pcfg.DATA.PERCENT}% split (seed {pcfg.DATA.SPLIT_SEED}), root `{pcfg.DATA.ROOT}`.",
+            f"- Models are evaluated on `{d.TEST}` ({count('test')}) with detectron2's COCOEvaluator (segm mask AP, "
+            "ordinary inference, no points). The 100% model trains on "
+            f"`{d.TRAIN_ALL}` ({count('train_all')}).",
+        ]
+    lines.append(
         f"- Pseudo-label quality: the pseudo-labels of `{d.POINTS}` against `{d.POINTS_GT}`, every score 1 "
-        "(`tools/pseudo_label_report.py`): mask AP, mean IoU per point (no mask = 0), coverage, levels.",
-    ]
+        "(`tools/pseudo_label_report.py`): mask AP, mean IoU per point (no mask = 0), coverage, levels."
+        if d.POINTS_GT else "- Pseudo-label quality: not measured (no true masks of the point images).")
     m = meta.get("machine") or {}
     lines.append(f"- Machine: {m.get('processor', '?')}, {m.get('cpu_count', '?')} CPUs"
                  + (f", GPU {m['gpu']} x {meta.get('num_gpus', 1)}" if m.get("gpu") else ", no GPU")
@@ -156,7 +170,16 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                  f"{meta.get('parallel_stages', 1)} stage(s) at once); this invocation "
                  f"{_fmt(meta.get('wall_seconds'), 0)} s, ran {', '.join(ran) if ran else 'no stage'}"
                  + (" (the others finished earlier)." if set(ran) != set(records) else "."))
-    lines += ["", f"## Models (segm mask AP on `{d.TEST}`)", "", "| model | iterations | mask AP |", "|---|---|---|"]
+    for row, why in (results.get("skipped_rows") or {}).items():
+        lines.append(f"- Row `{row}` skipped: {why}.")
+    lab = results.get("labels")
+    if lab:
+        rep = lab.get("report") or {}
+        lines.append(f"- labels.json: {lab['num_images']} images, {lab['num_full_annotations']} true masks, "
+                     f"{lab['num_clicks']} clicks = {lab['num_pseudo_labels']} pseudo-labels + {lab['num_fallback']} "
+                     "flagged fallbacks" + (f"; on the clicked images vs their true masks: AP {_fmt(rep.get('AP'), 2)}, "
+                                            f"mean IoU {_fmt(rep.get('mean_iou'), 3)}" if rep else "") + ".")
+    lines += ["", f"## Models (segm mask AP on `{d.TEST or 'no test set'}`)", "", "| model | iterations | mask AP |", "|---|---|---|"]
     for row in MODEL_ROWS:
         rec = records.get(MODEL_STAGES[row])
         note = " (no predictions)" if row in results.get("no_predictions", []) else ""

@@ -1,7 +1,12 @@
 """The PointWSSIS pipeline, stage by stage (docs/PIPELINE.md):
 
 data -> teacher -> pseudo_threshold / pseudo_fixed / pseudo_adaptive / pseudo_oracle -> mrn_data -> mrn ->
-pseudo_adaptive_mrn -> student_threshold / student_points / student_points_mrn -> full_100 -> results.
+pseudo_adaptive_mrn -> [labels] -> student_threshold / student_points / student_points_mrn -> full_100 -> results.
+
+With ``DATA.KIND custom`` the ``labels`` stage writes ``OUTPUT_DIR/labels.json`` (every image, one annotation
+per click: ``wssis_d2.pseudo.labels``) from the final pseudo-labels (MRN-refined when MRN is planned), and
+the student of those pseudo-labels trains on it without the flagged annotations. Rows that need data a
+custom run does not have (``row_plan``) are skipped and logged.
 
 Only the stages the profile's ROWS need run. Model stages go through detectron2's ``launch`` (``num_gpus``
 processes; one process runs in place); data preparation, merging, MRN sample pairing and quality reports
@@ -13,20 +18,22 @@ import logging
 import multiprocessing
 import os
 import time
-from typing import List
+from typing import Dict, List, Tuple
 
 from detectron2.data import MetadataCatalog
 
-from ..data.json_io import write_json_atomic
+from ..data.json_io import load_json, write_json_atomic
 from ..evaluation.quality import pseudo_label_quality
 from ..mrn.samples import make_mrn_sample_jsons
+from ..pseudo.labels import build_labels, training_labels
 from ..pseudo.merge import merge_pseudo_label_files
 from .data import dataset_json, prepare_data, register_datasets
 from .model_stages import checkpoint_file, checkpoint_iterations, export_stage, refine_stage, train_stage
 from .results import machine_info, write_results
 from .stages import StageRunner, read_marker, stage_logging
 
-__all__ = ["plan_stages", "run_pipeline", "run_stage", "stage_status", "STAGE_NEEDS", "STUDENT_PSEUDO"]
+__all__ = ["plan_stages", "row_plan", "labels_source", "run_pipeline", "run_stage", "stage_status", "STAGE_NEEDS",
+           "STUDENT_PSEUDO"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +52,7 @@ STAGE_NEEDS = {
     "mrn_data": ("teacher",),
     "mrn": ("mrn_data",),
     "pseudo_adaptive_mrn": ("pseudo_adaptive", "mrn"),
+    "labels": ("data", "pseudo_adaptive", "pseudo_adaptive_mrn"),
     "student_threshold": ("data", "pseudo_threshold"),
     "student_points": ("data", "pseudo_adaptive"),
     "student_points_mrn": ("data", "pseudo_adaptive_mrn"),
@@ -53,25 +61,67 @@ STAGE_NEEDS = {
 # Start order among ready stages with PARALLEL_STAGES > 1: the longest chain (teacher -> adaptive labels
 # -> MRN -> student) first, the 100% model beside the teacher, the quality-only exports last.
 STAGE_PRIORITY = ("data", "teacher", "full_100", "pseudo_adaptive", "mrn_data", "mrn", "pseudo_adaptive_mrn",
-                  "student_points_mrn", "pseudo_threshold", "student_threshold", "student_points",
+                  "labels", "student_points_mrn", "pseudo_threshold", "student_threshold", "student_points",
                   "pseudo_oracle", "pseudo_fixed")
 
 
+LABELS_FILE = "labels.json"
+
+
+def row_plan(pcfg) -> Tuple[List[str], List[str], Dict[str, str]]:
+    """(pseudo-label rows, model rows, {skipped row: reason}) of the profile. Only a custom run skips rows:
+    pseudo-label quality needs DATA.CUSTOM.POINTS_GT_JSON (the adaptive rows' stages still run: they make
+    labels.json), the 100% model needs true masks of every training image, model AP needs VAL_JSON (the
+    models still train, their rows stay empty)."""
+    pseudo, models = list(pcfg.ROWS.PSEUDO_LABELS), list(pcfg.ROWS.MODELS)
+    skipped = {}
+    if pcfg.DATA.KIND != "custom":
+        return pseudo, models, skipped
+    if not pcfg.DATASETS.POINTS_GT:
+        for row in pseudo:
+            skipped[row] = "no DATA.CUSTOM.POINTS_GT_JSON (true masks of clicked images) to score pseudo-labels"
+        pseudo = [r for r in pseudo if r in ("adaptive", "adaptive_mrn")]  # still made, for labels.json
+    if "full_100" in models:
+        skipped["full_100"] = "a custom dataset has no true masks of its clicked images to train a 100% model"
+        models.remove("full_100")
+    if not pcfg.DATASETS.TEST:
+        for row in models:
+            skipped.setdefault(row, "no DATA.CUSTOM.VAL_JSON: trained, not evaluated")
+    return pseudo, models, skipped
+
+
+def labels_source(stages: List[str]) -> str:
+    """The pseudo-label stage labels.json is made from: refined ones when MRN is planned."""
+    return "pseudo_adaptive_mrn" if "pseudo_adaptive_mrn" in stages else "pseudo_adaptive"
+
+
+def _needs(pcfg, stage: str, stages: List[str]) -> Tuple[str, ...]:
+    """STAGE_NEEDS, plus labels for the student that trains on labels.json (custom runs)."""
+    needs = STAGE_NEEDS[stage]
+    if "labels" in stages and STUDENT_PSEUDO.get(stage) == labels_source(stages):
+        needs = needs + ("labels",)
+    return needs
+
+
 def plan_stages(pcfg) -> List[str]:
-    """Names of the stages the profile's ROWS need, in run order."""
-    pseudo, models = set(pcfg.ROWS.PSEUDO_LABELS), set(pcfg.ROWS.MODELS)
+    """Names of the stages the profile's ROWS need (``row_plan``), in run order."""
+    pseudo_rows, model_rows, _ = row_plan(pcfg)
+    pseudo, models = set(pseudo_rows), set(model_rows)
+    custom = pcfg.DATA.KIND == "custom"
     need_mrn = "adaptive_mrn" in pseudo or "student_points_mrn" in models
     need = {
         "teacher": bool(pseudo) or bool(models - {"full_100"}),
         "pseudo_threshold": "threshold" in pseudo or "student_threshold" in models,
         "pseudo_fixed": "fixed_best" in pseudo,
         "pseudo_adaptive": bool({"adaptive", "adaptive_mrn"} & pseudo)
-        or bool({"student_points", "student_points_mrn"} & models),
+        or bool({"student_points", "student_points_mrn"} & models) or custom,
         "pseudo_oracle": "oracle" in pseudo,
         "mrn_data": need_mrn,
         "mrn": need_mrn,
         "pseudo_adaptive_mrn": need_mrn,
+        "labels": custom,
     }
+    need["teacher"] = need["teacher"] or custom
     stages = ["data"] + [name for name, needed in need.items() if needed]
     return stages + [m for m in ("student_threshold", "student_points", "student_points_mrn", "full_100")
                      if m in models]
@@ -80,6 +130,9 @@ def plan_stages(pcfg) -> List[str]:
 def _report_post(pcfg, names):
     """post() of an export stage: quality report of each named pseudo-label json vs POINTS_GT."""
     def post(result):
+        if not pcfg.DATASETS.POINTS_GT:
+            logger.info(f"Quality of {names} not measured: no true masks of the point images (POINTS_GT)")
+            return result
         gt = dataset_json(pcfg.DATASETS.POINTS_GT)
         reports = {}
         for name in names:
@@ -134,21 +187,57 @@ def _mrn_data(runner, pcfg):
     return runner.run("mrn_data", export_stage, (pcfg, d, spec), launched=True, post=post)
 
 
-def _student(runner, pcfg, stage):
+def _labels(runner, pcfg, stages):
+    """labels.json from FULL, the clicks and the final pseudo-labels; its quality when POINTS_GT is given."""
+    source = labels_source(stages)
+    pseudo_json = next(iter(runner.records[source]["outputs"].values()))
+
+    def body():
+        full_json, points_json = dataset_json(pcfg.DATASETS.FULL), dataset_json(pcfg.DATASETS.POINTS)
+        labels = build_labels(load_json(full_json), load_json(points_json), load_json(pseudo_json),
+                              fallback_radius=pcfg.LABELS.FALLBACK_RADIUS, names=(full_json, points_json, pseudo_json),
+                              image_root=pcfg.DATA.CUSTOM.IMAGE_ROOT)
+        labels["info"]["pseudo_stage"] = source
+        path = write_json_atomic(labels, os.path.join(pcfg.OUTPUT_DIR, LABELS_FILE))
+        metrics = {k: v for k, v in labels["info"].items() if k.startswith("num_")}
+        logger.info(f"{path}: {metrics['num_images']} images, {metrics['num_full_annotations']} true masks, "
+                    f"{metrics['num_clicks']} clicks ({metrics['num_pseudo_labels']} pseudo-labels from {source}, "
+                    f"{metrics['num_fallback']} fallbacks)")
+        if pcfg.DATASETS.POINTS_GT:
+            gt = dataset_json(pcfg.DATASETS.POINTS_GT)
+            metrics["report"] = pseudo_label_quality(path, gt)
+            logger.info(f"labels.json on the clicked images vs {gt}: AP {metrics['report']['AP']}, mean IoU "
+                        f"{metrics['report']['mean_iou']}")
+        return {"outputs": {"labels": path}, "metrics": metrics, "pseudo_stage": source}
+    return runner.run("labels", body)
+
+
+def _student(runner, pcfg, stage, stages):
     d = runner.stage_dir(stage)
     train_json = os.path.join(d, "train.json")
     pseudo_json = next(iter(runner.records[STUDENT_PSEUDO[stage]]["outputs"].values()))
     full_json = dataset_json(pcfg.DATASETS.FULL)
+    on_labels = "labels" in _needs(pcfg, stage, stages)
 
     def pre():
-        if not os.path.isfile(train_json):
+        if on_labels and not os.path.isfile(train_json):
+            labels_json = runner.records["labels"]["outputs"]["labels"]
+            kept, removed = training_labels(load_json(labels_json))
+            write_json_atomic(kept, train_json)
+            logger.info(f"{train_json}: {labels_json} without its {removed} flagged annotations (fallback masks "
+                        f"of clicks without a pseudo-label): {len(kept['annotations'])} annotations")
+        elif not os.path.isfile(train_json):
             info = merge_pseudo_label_files(full_json, pseudo_json, train_json)
             logger.info(f"{train_json}: {info['num_images']} images, {info['num_annotations']} annotations "
                         f"({full_json} + {pseudo_json})")
     name = f"wssis_pipeline_{stage}_train"
-    spec = {"node": "STUDENT", "train": [name], "test": [pcfg.DATASETS.TEST], "classes_from": pcfg.DATASETS.FULL,
+    spec = {"node": "STUDENT", "train": [name], "test": _test(pcfg), "classes_from": pcfg.DATASETS.FULL,
             "register": [(name, train_json, "train")], "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
     return runner.run(stage, train_stage, (pcfg, d, spec), launched=True, pre=pre)
+
+
+def _test(pcfg) -> List[str]:
+    return [pcfg.DATASETS.TEST] if pcfg.DATASETS.TEST else []
 
 
 def run_pipeline(pcfg, num_gpus: int = 1, dist_url: str = "auto", config_file: str = None) -> dict:
@@ -169,7 +258,10 @@ def run_pipeline(pcfg, num_gpus: int = 1, dist_url: str = "auto", config_file: s
     runner = StageRunner(pcfg.OUTPUT_DIR, num_gpus=num_gpus, dist_url=dist_url, num_threads=pcfg.NUM_THREADS,
                          default_config=pcfg.dump())
     stages = plan_stages(pcfg)
+    skipped = row_plan(pcfg)[2]
     with stage_logging(pcfg.OUTPUT_DIR):
+        for row, reason in skipped.items():
+            logger.info(f"Row {row!r} skipped: {reason}")
         cfg_path = os.path.join(pcfg.OUTPUT_DIR, "pipeline_config.yaml")
         with open(cfg_path + ".tmp", "w") as f:
             f.write(pcfg.dump())
@@ -198,6 +290,7 @@ def run_pipeline(pcfg, num_gpus: int = 1, dist_url: str = "auto", config_file: s
             "stages_run": list(runner.ran),
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "datasets": dict(pcfg.DATASETS),
+            "skipped_rows": skipped,
             "thing_classes": list(MetadataCatalog.get(d.FULL).get("thing_classes", []) or []),
         }
         written = write_results(pcfg, runner.records, meta)
@@ -214,7 +307,7 @@ def run_stage(runner, pcfg, stage: str, stages: List[str]) -> dict:
         runner.run("data", prepare_data, (pcfg,))
         register_datasets(pcfg)  # also when the stage was skipped
     elif stage == "teacher":
-        spec = {"node": "TEACHER", "train": [d.FULL], "test": [d.TEST], "classes_from": d.FULL,
+        spec = {"node": "TEACHER", "train": [d.FULL], "test": _test(pcfg), "classes_from": d.FULL,
                 "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
         if "mrn_data" in stages:
             spec["checkpoint_fractions"] = list(pcfg.MRN.TEACHER_CHECKPOINTS)
@@ -248,10 +341,12 @@ def run_stage(runner, pcfg, stage: str, stages: List[str]) -> dict:
                 "weights": runner.records["mrn"]["outputs"]["weights"], "classes_from": d.FULL}
         runner.run(stage, refine_stage, (pcfg, sd, spec), launched=True,
                    post=_rename_post(_report_post(pcfg, ["adaptive_mrn"]), "pseudo_labels", "adaptive_mrn"))
+    elif stage == "labels":
+        _labels(runner, pcfg, stages)
     elif stage in STUDENT_PSEUDO:
-        _student(runner, pcfg, stage)
+        _student(runner, pcfg, stage, stages)
     elif stage == "full_100":
-        spec = {"node": "FULL_100", "train": [d.TRAIN_ALL], "test": [d.TEST], "classes_from": d.FULL,
+        spec = {"node": "FULL_100", "train": [d.TRAIN_ALL], "test": _test(pcfg), "classes_from": d.FULL,
                 "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
         runner.run("full_100", train_stage, (pcfg, runner.stage_dir("full_100"), spec), launched=True)
     return runner.records[stage]
@@ -285,7 +380,7 @@ def _run_parallel(runner, pcfg, stages: List[str]) -> None:
             for stage in list(pending):
                 if failed is not None or len(running) >= pcfg.PARALLEL_STAGES:
                     break
-                if any(n in stages and n not in runner.records for n in STAGE_NEEDS[stage]):
+                if any(n in stages and n not in runner.records for n in _needs(pcfg, stage, stages)):
                     continue
                 pending.remove(stage)
                 if runner.finished(stage) is not None:
