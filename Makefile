@@ -1,4 +1,4 @@
-# wssis-d2: set-up, tests and demo. Everything installs into ./.venv on first use (~2.5 min on a fresh
+# wssis-d2: set-up, tests and demo. Everything installs into ./.venv on first use (~2.5-4 min on a fresh
 # machine, a few seconds when .venv is complete). A user who already has detectron2 can skip all of this
 # and run `pip install -e .` in their own environment.
 PYTHON ?= python3
@@ -27,7 +27,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 # The whole method on generated shapes (configs/pipeline/shapes_demo.yaml): prints the results table, writes
-# output/demo/results.{md,json} and overlays in output/demo/overlays/. ~10 min on 2 CPU cores; resumable.
+# output/demo/results.{md,json} and overlays in output/demo/overlays/. ~12 min on 2 CPU cores; resumable.
 demo: install
 	$(PY) tools/demo.py --output-dir output/demo
 
