@@ -177,6 +177,12 @@ LEVEL_CANDIDATES: Dict[str, Callable[..., torch.Tensor]] = {
 
 
 # ------------------------------------------------------------------------------------------ selection
+def _candidate_scores(cls_prob, maskness, area, min_area):
+    """Selection score of candidates (any matching shapes): class probability x maskness, -inf where the
+    mask area (pixels at 1/4 resolution) is <= ``min_area`` (the level stride; -1 lets every mask compete)."""
+    return (cls_prob * maskness).masked_fill(area <= min_area, _NEG_INF)
+
+
 def _bounded_level_scores(
     cls_prob: torch.Tensor,
     allowed: torch.Tensor,
@@ -234,7 +240,7 @@ def _bounded_level_scores(
                 slot[new] = cached_rows + torch.arange(new.numel(), device=device)
                 cache.append(probs)
                 cached_rows += new.numel()
-        score = (prob[todo] * maskness_u[cand]).masked_fill(area_u[cand] <= min_area[lvl], _NEG_INF)
+        score = _candidate_scores(prob[todo], maskness_u[cand], area_u[cand], min_area[lvl])
         scores[todo, lvl] = score
         best[todo] = torch.maximum(best[todo], score)
     return scores, (torch.cat(cache) if cache else None), slot
@@ -250,7 +256,7 @@ def _score_missing(level_scores, todo, cls_prob, inverse, kernel_rows, feats, mi
     new, slot = torch.unique(cand, return_inverse=True)
     area, maskness, _ = mask_area_maskness(kernel_rows[new], feats, mask_thr, max_chunk_pixels)
     lvl = torch.nonzero(todo)[:, 1]  # boolean indexing is row-major, as nonzero
-    level_scores[todo] = (cls_prob[todo] * maskness[slot]).masked_fill(area[slot] <= min_area[lvl], _NEG_INF)
+    level_scores[todo] = _candidate_scores(cls_prob[todo], maskness[slot], area[slot], min_area[lvl])
 
 
 COLLISION_RULES = ("reassign", "split", "share")
@@ -488,7 +494,7 @@ def select_point_masks(
         )
     else:
         area, maskness, cache = mask_area_maskness(kernel_rows, feats, mask_thr, max_chunk_pixels)  # one matmul/chunk
-        level_scores = (cls_prob * maskness[inverse]).masked_fill(area[inverse] <= min_area, _NEG_INF)
+        level_scores = _candidate_scores(cls_prob, maskness[inverse], area[inverse], min_area)
         slot = (torch.arange(kernel_rows.shape[0], device=device) if cache is not None
                 else torch.full((kernel_rows.shape[0],), -1, dtype=torch.long, device=device))
     evaluated = level_scores.masked_fill(torch.isnan(level_scores), _NEG_INF)
