@@ -1,8 +1,8 @@
-"""Decode a COCO ``segmentation`` (polygons, uncompressed or compressed RLE) to a binary mask."""
+"""COCO ``segmentation`` <-> binary masks: decode polygons / RLE, encode masks as compressed RLE."""
 import numpy as np
 import pycocotools.mask as mask_util
 
-__all__ = ["decode_segmentation"]
+__all__ = ["decode_segmentation", "encode_masks"]
 
 
 def decode_segmentation(segm, height, width):
@@ -34,3 +34,13 @@ def decode_segmentation(segm, height, width):
     else:
         raise ValueError(f"Unsupported segmentation of type {type(segm).__name__}")
     return mask_util.decode(rle).astype(bool)
+
+
+def encode_masks(masks: np.ndarray) -> list:
+    """(N, H, W) bool masks -> N compressed COCO RLEs ``{"size": [H, W], "counts": str}`` (json-ready)."""
+    if len(masks) == 0:
+        return []
+    rles = mask_util.encode(np.asfortranarray(np.asarray(masks).transpose(1, 2, 0).astype(np.uint8)))
+    for r in rles:
+        r["counts"] = r["counts"].decode("ascii")
+    return rles

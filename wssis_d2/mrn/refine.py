@@ -32,7 +32,7 @@ import torch
 
 import detectron2.utils.comm as comm
 
-from ..data.coco_masks import decode_segmentation
+from ..data.coco_masks import decode_segmentation, encode_masks
 from ..data.json_io import load_json, write_json_atomic
 from .dataset_mapper import read_mrn_image
 from .samples import contiguous_category_map
@@ -104,16 +104,6 @@ def shard_images(image_ids: Sequence[int], rank: int, world_size: int) -> List[i
     return list(image_ids)[rank::world_size]
 
 
-def _encode(masks: np.ndarray) -> List[dict]:
-    """(N, H, W) bool -> compressed RLEs with str counts."""
-    if len(masks) == 0:
-        return []
-    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    for r in rles:
-        r["counts"] = r["counts"].decode("ascii")
-    return rles
-
-
 def refine_image_annotations(model, image: torch.Tensor, annotations: Sequence[dict],
                              id_map: Dict[int, int]) -> List[dict]:
     """Refine the annotations of one image.
@@ -137,7 +127,7 @@ def refine_image_annotations(model, image: torch.Tensor, annotations: Sequence[d
     classes = torch.tensor([id_map[a["category_id"]] for a in annotations], dtype=torch.long)
     masks, _, refined = model.refine(image, coarse, points, classes, return_refined=True)
     masks = masks.cpu().numpy()
-    rles = _encode(masks)
+    rles = encode_masks(masks)
     bboxes = mask_util.toBbox(rles).tolist() if rles else []
     # pixel counts from the masks: pycocotools 2.0.x's area() overflows beyond 255 RLEs under numpy 2
     areas = masks.reshape(len(masks), -1).sum(axis=1).tolist()

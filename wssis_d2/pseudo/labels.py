@@ -24,6 +24,8 @@ from typing import Dict, Tuple
 import numpy as np
 import pycocotools.mask as mask_util
 
+from ..data.coco_masks import encode_masks
+
 __all__ = ["FALLBACK_FLAG", "build_labels", "check_disjoint", "fallback_disk", "training_labels"]
 
 logger = logging.getLogger(__name__)
@@ -40,12 +42,6 @@ def fallback_disk(x: float, y: float, radius: float, height: int, width: int) ->
     disk = (xs - x) ** 2 + (ys - y) ** 2 <= radius ** 2
     disk[min(max(int(y), 0), height - 1), min(max(int(x), 0), width - 1)] = True
     return disk
-
-
-def _rle(mask: np.ndarray) -> dict:
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def check_disjoint(full: dict, points: dict, names: Tuple[str, str] = ("full", "points")):
@@ -95,7 +91,7 @@ def build_labels(full: dict, points: dict, pseudo: dict, *, fallback_radius: flo
             counts["pseudo"] += 1
         else:
             counts["fallback_absent" if p is None else "fallback_empty"] += 1
-            rle = _rle(fallback_disk(x, y, fallback_radius, img["height"], img["width"]))
+            rle = encode_masks(fallback_disk(x, y, fallback_radius, img["height"], img["width"])[None])[0]
             ann.update(segmentation=rle, bbox=[float(v) for v in mask_util.toBbox(rle)],
                        area=int(mask_util.area(rle)), score=0.0, level=-1, wssis_flag=FALLBACK_FLAG)
         annotations.append(dict(ann, id=len(annotations) + 1))
