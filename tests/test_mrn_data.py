@@ -11,12 +11,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 
 from wssis_d2.config import add_wssis_config
+from wssis_d2.data.categories import contiguous_category_map
 from wssis_d2.data.json_io import load_json, write_json_atomic
 from wssis_d2.data.synthetic import generate_shapes_dataset
 from wssis_d2.mrn import MRNDatasetMapper, crop_masks, load_mrn_json, read_mrn_image, register_mrn_dataset
 from wssis_d2.mrn.refine import refine_image_annotations
 from wssis_d2.mrn.samples import (
-    contiguous_category_map,
     make_mrn_sample_jsons,
     pair_mrn_samples,
     split_image_ids_holdout,

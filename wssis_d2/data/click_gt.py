@@ -14,7 +14,7 @@ from collections import defaultdict
 import numpy as np
 import pycocotools.mask as mask_util
 
-from .coco_masks import decode_segmentation
+from .coco_masks import decode_segmentation, encode_masks
 
 __all__ = ["align_gt_to_clicks"]
 
@@ -66,8 +66,7 @@ def align_gt_to_clicks(gt: dict, points: dict, gt_name: str = "gt") -> dict:
                 aid, next_id = next_id, next_id + 1
             b = dict(a, id=aid, image_id=image_id)
             if "area" not in b:
-                b["area"] = float(mask_util.area(mask_util.encode(np.asfortranarray(
-                    decode_segmentation(a["segmentation"], h, w).astype(np.uint8)))))
+                b["area"] = float(mask_util.area(encode_masks(decode_segmentation(a["segmentation"], h, w)[None])[0]))
             out.append(b)
     info = {"tool": "wssis_d2.data.click_gt.align_gt_to_clicks", "source": gt_name,
             "num_images": len(images), "num_gt_annotations": len(out), "num_matched": matched,

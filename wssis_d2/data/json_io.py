@@ -1,7 +1,8 @@
 """Small json helpers: load with a clear error, write atomically."""
 import json
 import os
-import tempfile
+
+from ..utils.part_files import atomic_output
 
 __all__ = ["load_json", "write_json_atomic"]
 
@@ -29,16 +30,6 @@ def write_json_atomic(obj, path, indent=None):
     with ``os.replace``, so a reader never sees a half-written file and an interrupted run leaves
     the previous file (if any) intact. Parent directories are created.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=indent)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    with atomic_output(path) as f:
+        json.dump(obj, f, indent=indent)
+    return os.fspath(path)

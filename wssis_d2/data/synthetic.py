@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
+from .coco_masks import encode_masks
 from .json_io import write_json_atomic
 
 __all__ = [
@@ -306,8 +307,7 @@ def _as_hw(image_size):
 
 def _mask_annotation(mask, ann_id, image_id, category_id):
     """COCO annotation of a visible mask: compressed RLE, bbox [x, y, w, h] and area in pixels."""
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
+    rle = encode_masks(mask[None])[0]
     return {
         "id": ann_id,
         "image_id": image_id,

@@ -23,25 +23,26 @@ ranks; the main process reads every rank's part file, keeps the first record of 
 the annotations 1..N in that order, streams the final json into a temporary file next to the output
 and moves it into place with ``os.replace``, then deletes the part files. An interrupted export thus
 leaves at most stale part files, which the next ``reset()`` truncates: re-running the export from the
-start never duplicates annotations, and the output file only ever appears complete.
+start never duplicates annotations, and the output file only ever appears complete (the part-file
+helpers are :mod:`wssis_d2.utils.part_files`, shared with the MaskRefineNet refinement).
 """
 import datetime
 import itertools
 import json
 import logging
 import os
-import tempfile
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
-import numpy as np
 import pycocotools.mask as mask_util
 
 import detectron2.utils.comm as comm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 
 from ..data.json_io import load_json
 from ..pseudo.data import default_export_path
+from ..utils.part_files import atomic_output, open_part, read_records, write_record
 
 __all__ = ["PseudoLabelExporter", "build_pseudo_label_exporter", "instances_to_pseudo_annotations"]
 
@@ -61,8 +62,9 @@ def instances_to_pseudo_annotations(instances, image_id: int, contiguous_to_id: 
         contiguous_to_id: contiguous class index -> original category id.
 
     Returns:
-        list of K dicts with the keys of the module docstring except ``id``; bbox and area are those of
-        the encoded RLE (pycocotools ``toBbox``/``area``), so they always agree with the mask.
+        list of K dicts with the keys of the module docstring except ``id``: detectron2's
+        ``instances_to_coco_json`` (RLE, score, class) with the original category id, bbox and area of
+        the encoded RLE (so they always agree with the mask) and the point fields added.
     """
     missing = [f for f in ("pred_points", "pred_levels", "point_ids") if not instances.has(f)]
     if missing:
@@ -71,35 +73,31 @@ def instances_to_pseudo_annotations(instances, image_id: int, contiguous_to_id: 
             "(inputs with 'point_instances', see wssis_d2.pseudo.build_pseudo_label_loader)"
         )
     instances = instances.to("cpu")
-    num = len(instances)
-    if num == 0:
+    coco = instances_to_coco_json(instances, int(image_id))  # image_id, category_id, bbox, score, segmentation
+    if not coco:
         return []
-    masks = instances.pred_masks.numpy().astype(np.uint8)
-    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
-    boxes = mask_util.toBbox(rles)
+    rles = [d["segmentation"] for d in coco]
+    boxes = mask_util.toBbox(rles)  # the tight box of the RLE, not the scaled pred_boxes
     # pixel counts from the masks: pycocotools 2.0.x's area() overflows beyond 255 RLEs under numpy 2
-    areas = masks.reshape(num, -1).sum(axis=1, dtype=np.int64)
-    scores = instances.scores.tolist()
-    classes = instances.pred_classes.tolist()
+    areas = instances.pred_masks.flatten(1).sum(dim=1).tolist()
     points = instances.pred_points.tolist()
     levels = instances.pred_levels.tolist()
     point_ids = instances.point_ids.tolist()
-    out = []
-    for k in range(num):
-        rle = rles[k]
-        out.append({
-            "image_id": int(image_id),
-            "category_id": int(contiguous_to_id[int(classes[k])]),
-            "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
-            "bbox": [float(v) for v in boxes[k]],
-            "area": int(areas[k]),
+    return [
+        {
+            "image_id": d["image_id"],
+            "category_id": int(contiguous_to_id[int(d["category_id"])]),
+            "segmentation": {"size": [int(v) for v in d["segmentation"]["size"]], "counts": d["segmentation"]["counts"]},
+            "bbox": [float(v) for v in box],
+            "area": int(area),
             "iscrowd": 0,
-            "score": float(scores[k]),
-            "point": [round(float(v), 3) for v in points[k]],
-            "level": int(levels[k]),
-            "point_ann_id": int(point_ids[k]),
-        })
-    return out
+            "score": float(d["score"]),
+            "point": [round(float(v), 3) for v in point],
+            "level": int(level),
+            "point_ann_id": int(pid),
+        }
+        for d, box, area, point, level, pid in zip(coco, boxes, areas, points, levels, point_ids)
+    ]
 
 
 def _source_images_and_categories(dataset_name):
@@ -166,8 +164,7 @@ class PseudoLabelExporter(DatasetEvaluator):
     def reset(self):
         if self._file is not None:
             self._file.close()
-        os.makedirs(os.path.dirname(os.path.abspath(self._output_path)), exist_ok=True)
-        self._file = open(self.part_path(comm.get_rank() if self._distributed else 0), "w")
+        self._file = open_part(self.part_path(comm.get_rank() if self._distributed else 0), resume=False)
 
     def process(self, inputs, outputs):
         if self._file is None:
@@ -176,24 +173,7 @@ class PseudoLabelExporter(DatasetEvaluator):
             image_id = inp["image_id"]
             annotations = instances_to_pseudo_annotations(out["instances"], image_id, self._contiguous_to_id)
             stats = out.get("point_stats") or {}
-            record = {"image_id": image_id, "stats": stats, "annotations": annotations}
-            self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    def _records(self, parts: List[str]) -> Iterator[dict]:
-        """The part files' records, first occurrence of each image id only."""
-        seen = set()
-        for part in parts:
-            if not os.path.isfile(part):
-                raise FileNotFoundError(f"Pseudo-label part file {part} is missing (did every rank run?)")
-            with open(part) as f:
-                for line in f:
-                    record = json.loads(line)
-                    if record["image_id"] in seen:
-                        logger.warning(f"Image {record['image_id']} was exported twice; keeping the first")
-                        continue
-                    seen.add(record["image_id"])
-                    yield record
+            write_record(self._file, {"image_id": image_id, "stats": stats, "annotations": annotations})
 
     def evaluate(self):
         if self._file is not None:
@@ -210,7 +190,7 @@ class PseudoLabelExporter(DatasetEvaluator):
         counted = ("num_points", "num_invalid_points", "num_points_without_mask", "num_collisions",
                    "num_points_capped")
         totals = {"num_images_processed": 0, "num_annotations": 0, **{k: 0 for k in counted}}
-        for record in self._records(parts):  # pass 1: counts for "info" (records are small lines)
+        for record in read_records(parts):  # pass 1: counts for "info" (records are small lines)
             stats = record["stats"]
             totals["num_images_processed"] += 1
             totals["num_annotations"] += len(record["annotations"])
@@ -234,27 +214,18 @@ class PseudoLabelExporter(DatasetEvaluator):
             "point_convention": POINT_CONVENTION,
             "date_created": datetime.datetime.now().isoformat(timespec="seconds"),
         }
-        directory = os.path.dirname(os.path.abspath(self._output_path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(self._output_path) + ".",
-                                   suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:  # pass 2: stream the annotations into the final json
-                f.write('{"info": ' + json.dumps(info))
-                f.write(', "images": ' + json.dumps(images))
-                f.write(', "categories": ' + json.dumps(categories))
-                f.write(', "annotations": [')
-                ann_id = itertools.count(1)
-                first = True
-                for record in self._records(parts):
-                    for ann in record["annotations"]:
-                        f.write(("" if first else ", ") + json.dumps({"id": next(ann_id), **ann}))
-                        first = False
-                f.write("]}\n")
-            os.replace(tmp, self._output_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_output(self._output_path) as f:  # pass 2: stream the annotations into the final json
+            f.write('{"info": ' + json.dumps(info))
+            f.write(', "images": ' + json.dumps(images))
+            f.write(', "categories": ' + json.dumps(categories))
+            f.write(', "annotations": [')
+            ann_id = itertools.count(1)
+            first = True
+            for record in read_records(parts):
+                for ann in record["annotations"]:
+                    f.write(("" if first else ", ") + json.dumps({"id": next(ann_id), **ann}))
+                    first = False
+            f.write("]}\n")
         for part in parts:
             os.remove(part)
         logger.info(

@@ -32,7 +32,7 @@ from .datasets import load_mrn_json, register_mrn_dataset, register_mrn_datasets
 from .evaluator import MRNEvaluator
 from .model import MaskRefineNet
 from .refine import refine_pseudo_labels
-from .samples import contiguous_category_map, make_mrn_sample_jsons, pair_mrn_samples
+from .samples import make_mrn_sample_jsons, pair_mrn_samples
 
 __all__ = [
     "MRNDatasetMapper",
@@ -42,7 +42,6 @@ __all__ = [
     "build_mrn_test_loader",
     "build_mrn_train_loader",
     "build_optimizer",
-    "contiguous_category_map",
     "crop_and_resize",
     "crop_boxes",
     "crop_masks",

@@ -5,7 +5,7 @@ collator give exactly ``SOLVER.IMS_PER_BATCH`` crops per batch::
 
     {"file_name", "height", "width", "image_id", "sample_id",
      "annotations": [{"id": sample id,
-                      "category_id": contiguous class index (contiguous_category_map),
+                      "category_id": contiguous class index (data.categories.contiguous_category_map),
                       "segmentation": coarse mask (compressed RLE),
                       "gt_segmentation": target mask (as in the GT json),
                       "point": [x, y] continuous image coordinates,
@@ -21,8 +21,8 @@ from typing import List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..data.categories import category_metadata
 from ..data.json_io import load_json
-from .samples import contiguous_category_map
 
 __all__ = ["load_mrn_json", "register_mrn_dataset", "register_mrn_datasets", "mrn_dataset_root"]
 
@@ -51,11 +51,10 @@ def load_mrn_json(json_file: str, image_root: Optional[str] = None,
     image_root = image_root or info.get("image_root")
     if not image_root:
         raise ValueError(f"{json_file}: no image root (info['image_root'] is missing; pass image_root)")
-    id_map = contiguous_category_map(data["categories"])
+    cats = category_metadata(data["categories"], json_file)
+    id_map = cats["thing_dataset_id_to_contiguous_id"]
     if dataset_name is not None:
-        names = {c["id"]: c.get("name", str(c["id"])) for c in data["categories"]}
-        meta = MetadataCatalog.get(dataset_name)
-        meta.set(thing_classes=[names[i] for i in sorted(id_map)], thing_dataset_id_to_contiguous_id=id_map)
+        MetadataCatalog.get(dataset_name).set(**cats)
     images = {img["id"]: img for img in data["images"]}
     dicts = []
     for ann in data["annotations"]:

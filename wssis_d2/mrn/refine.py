@@ -13,12 +13,12 @@ image); the main process merges the parts into the output json (written atomical
 Resume: an interrupted run leaves the parts; the next run reads them all first, skips the images they
 hold (whatever the previous world size) and drops a rank file's incomplete last line before appending,
 so no image is refined or written twice. A complete output is left alone unless ``overwrite``.
+Part files: :mod:`wssis_d2.utils.part_files`, shared with the pseudo-label export.
 
-Class index of an annotation: :func:`wssis_d2.mrn.samples.contiguous_category_map` of the json's
+Class index of an annotation: :func:`wssis_d2.data.categories.contiguous_category_map` of the json's
 categories, the rule the MRN training data uses.
 """
 import glob
-import json
 import logging
 import os
 import shutil
@@ -32,10 +32,11 @@ import torch
 
 import detectron2.utils.comm as comm
 
+from ..data.categories import contiguous_category_map
 from ..data.coco_masks import decode_segmentation, encode_masks
 from ..data.json_io import load_json, write_json_atomic
+from ..utils.part_files import open_part, read_records, write_record
 from .dataset_mapper import read_mrn_image
-from .samples import contiguous_category_map
 
 __all__ = [
     "output_is_complete",
@@ -73,30 +74,8 @@ def output_is_complete(output: str, pseudo: Optional[dict] = None) -> bool:
 def read_parts(parts_dir: str) -> Dict[int, dict]:
     """Finished images of all part files: image id -> record. Incomplete last lines are ignored; an
     image found twice keeps its first record (with a warning)."""
-    done, dup = {}, 0
-    for path in sorted(glob.glob(os.path.join(parts_dir, "rank*.jsonl"))):
-        with open(path, "rb") as f:
-            for line in f:
-                if not line.endswith(b"\n"):
-                    break  # interrupted while writing this line
-                rec = json.loads(line)
-                if rec["image_id"] in done:
-                    dup += 1
-                    continue
-                done[rec["image_id"]] = rec
-    if dup:
-        logger.warning(f"{parts_dir}: {dup} images appear twice in the parts; the first copy is kept")
-    return done
-
-
-def _truncate_incomplete_line(path: str) -> None:
-    if not os.path.isfile(path):
-        return
-    with open(path, "rb+") as f:
-        data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
-            f.truncate(end)
+    paths = sorted(glob.glob(os.path.join(parts_dir, "rank*.jsonl")))
+    return {rec["image_id"]: rec for rec in read_records(paths)}
 
 
 def shard_images(image_ids: Sequence[int], rank: int, world_size: int) -> List[int]:
@@ -169,11 +148,9 @@ def refine_shard(model, pseudo: dict, image_ids: Sequence[int], image_root: str,
     by_image = defaultdict(list)
     for a in pseudo["annotations"]:
         by_image[a["image_id"]].append(a)
-    os.makedirs(os.path.dirname(os.path.abspath(part_file)), exist_ok=True)
-    _truncate_incomplete_line(part_file)
     stats = {"images": 0, "instances": 0, "refined": 0, "kept_coarse": 0, "seconds": 0.0}
     t0 = time.perf_counter()
-    with open(part_file, "a") as f:
+    with open_part(part_file, resume=True) as f:
         for k, image_id in enumerate(image_ids, 1):
             img = images[image_id]
             path = os.path.join(image_root, img["file_name"])
@@ -183,8 +160,7 @@ def refine_shard(model, pseudo: dict, image_ids: Sequence[int], image_root: str,
                                  f"{(img['height'], img['width'])}")
             anns = refine_image_annotations(model, image, by_image[image_id], id_map)
             n_ref = sum(a["refined"] for a in anns)
-            f.write(json.dumps({"image_id": image_id, "annotations": anns}) + "\n")
-            f.flush()
+            write_record(f, {"image_id": image_id, "annotations": anns})
             stats["images"] += 1
             stats["instances"] += len(anns)
             stats["refined"] += n_ref

@@ -20,8 +20,8 @@ Pairing rule (:func:`pair_mrn_samples`):
    published runs). No GT instance of that class in the image: the prediction is dropped (counted).
 
 Class ids: every json uses original category ids; the contiguous index (which selects the heatmap
-channel) is always :func:`contiguous_category_map` of the categories sorted by id, the convention of
-detectron2's ``load_coco_json``, in training and in refinement alike.
+channel) is always :func:`wssis_d2.data.categories.contiguous_category_map` of the categories sorted by
+id, the convention of detectron2's ``load_coco_json``, in training and in refinement alike.
 
 A sample json (written by ``tools/build_mrn_dataset.py``) is a COCO instances json with one annotation
 per sample: ``segmentation`` = the coarse mask, plus ``gt_segmentation`` (the target, as in the GT
@@ -36,12 +36,11 @@ from typing import Dict, List, Sequence, Tuple, Union
 import numpy as np
 import pycocotools.mask as mask_util
 
-from ..data.coco_masks import decode_segmentation
+from ..data.coco_masks import decode_segmentation, encode_masks
 from ..data.json_io import load_json
 from ..data.point_rules import centroid_point
 
 __all__ = [
-    "contiguous_category_map",
     "to_rle",
     "pair_mrn_samples",
     "split_image_ids_holdout",
@@ -53,29 +52,14 @@ logger = logging.getLogger(__name__)
 _PSEUDO_FIELDS = ("image_id", "category_id", "segmentation", "point")
 
 
-def contiguous_category_map(categories: Sequence[dict]) -> Dict[int, int]:
-    """Original category id -> contiguous class index: ids sorted ascending, index = rank.
-
-    The same rule as detectron2's ``load_coco_json``; used for MRN training data and refinement so that
-    a class always selects the same heatmap channel.
-    """
-    ids = sorted(int(c["id"]) for c in categories)
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"duplicate category ids in {ids}")
-    return {cid: i for i, cid in enumerate(ids)}
-
-
 def to_rle(segm, height: int, width: int) -> dict:
-    """Compressed RLE (counts as bytes, for pycocotools) of a COCO segmentation of any kind."""
+    """Compressed RLE (counts as str or bytes; pycocotools reads both) of a COCO segmentation of any
+    kind."""
     if isinstance(segm, dict) and not isinstance(segm.get("counts"), list):
         if list(segm.get("size", [])) != [height, width]:
             raise ValueError(f"RLE size {segm.get('size')} differs from the image size {[height, width]}")
-        rle = dict(segm)
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode("ascii")
-        return rle
-    mask = decode_segmentation(segm, height, width)
-    return mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return dict(segm)
+    return encode_masks(decode_segmentation(segm, height, width)[None])[0]
 
 
 def _load(obj, what):

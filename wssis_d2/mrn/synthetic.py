@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
-from ..data.coco_masks import decode_segmentation
+from ..data.coco_masks import decode_segmentation, encode_masks
 from ..data.point_rules import centroid_point
 
 __all__ = ["corrupt_mask", "make_corrupted_pseudo_json"]
@@ -67,8 +67,7 @@ def make_corrupted_pseudo_json(gt: dict, *, seed: int = 0, max_pixels: int = 4,
         if not mask.any():
             continue
         coarse = corrupt_mask(mask, rng, max_pixels)
-        rle = mask_util.encode(np.asfortranarray(coarse.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("ascii")
+        rle = encode_masks(coarse[None])[0]
         x, y = centroid_point(mask)
         unknown = rng.random() < unknown_fraction
         anns.append({

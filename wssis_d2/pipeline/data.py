@@ -9,6 +9,7 @@ from typing import Dict, Iterable, Optional
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from ..data.categories import category_metadata
 from ..data.click_gt import align_gt_to_clicks
 from ..data.datasets import register_point_instances, register_wssis_shapes, register_wssis_splits
 from ..data.json_io import load_json, write_json_atomic
@@ -53,11 +54,9 @@ def _register_custom(pcfg) -> None:
                 continue
             _unregister(name)
         if cats is None:  # read once, and only when something is (re)registered
-            cats = sorted(load_json(pcfg.DATA.CUSTOM.FULL_JSON).get("categories") or [], key=lambda c: c["id"])
-            if not cats:
-                raise ValueError(f"DATA.CUSTOM.FULL_JSON {pcfg.DATA.CUSTOM.FULL_JSON} has no categories")
-        meta = {"thing_classes": [c["name"] for c in cats],
-                "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)}}
+            cats = category_metadata(load_json(pcfg.DATA.CUSTOM.FULL_JSON).get("categories") or [],
+                                     f"DATA.CUSTOM.FULL_JSON {pcfg.DATA.CUSTOM.FULL_JSON}")
+        meta = dict(cats)
         root = pcfg.DATA.CUSTOM.IMAGE_ROOT
         if key == "POINTS":
             if "POINTS_GT" in files:

@@ -19,8 +19,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.coco import load_coco_json
 
+from ..categories import category_metadata
 from ..splits import split_file_names
-from ..synthetic import SHAPE_CATEGORIES, SHAPE_CLASSES
+from ..synthetic import SHAPE_CATEGORIES
 from .point_instances import register_point_instances
 
 __all__ = ["SPLIT_PERCENTS", "default_root", "register_wssis_shapes", "register_wssis_splits"]
@@ -65,10 +66,7 @@ def _register_split_triplet(prefix, file_prefix, percent, seed, split_dir, image
 
 
 def _shapes_metadata():
-    return {
-        "thing_classes": list(SHAPE_CLASSES),
-        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(SHAPE_CATEGORIES)},
-    }
+    return category_metadata(SHAPE_CATEGORIES, "SHAPE_CATEGORIES")
 
 
 def register_wssis_shapes(root=None, percents=SPLIT_PERCENTS, seeds=(1,)):

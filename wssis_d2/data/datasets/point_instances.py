@@ -24,6 +24,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from ..categories import category_metadata
 from ..json_io import load_json
 
 __all__ = ["load_point_json", "point_records_from_coco", "register_point_instances"]
@@ -32,19 +33,15 @@ logger = logging.getLogger(__name__)
 
 
 def _category_map(meta, categories, json_file):
-    """Dataset category id -> contiguous id, from the metadata, or from the json (sorted by id, as
-    detectron2's ``load_coco_json`` does) and then stored in the metadata."""
+    """Dataset category id -> contiguous id, from the metadata, or from the json
+    (:func:`~wssis_d2.data.categories.category_metadata`) and then stored in the metadata."""
     id_map = getattr(meta, "thing_dataset_id_to_contiguous_id", None) if meta is not None else None
     if id_map is not None:
         return {int(k): v for k, v in id_map.items()}
-    cats = sorted(categories, key=lambda c: c["id"])
-    if not cats:
-        raise ValueError(f"{json_file}: no categories")
-    id_map = {c["id"]: i for i, c in enumerate(cats)}
+    cats = category_metadata(categories, json_file)
     if meta is not None:
-        meta.thing_classes = [c["name"] for c in cats]
-        meta.thing_dataset_id_to_contiguous_id = id_map
-    return id_map
+        meta.set(**cats)
+    return cats["thing_dataset_id_to_contiguous_id"]
 
 
 def _positive_points(ann, where):

@@ -19,6 +19,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import load_coco_json
 
+from ..categories import category_metadata
 from ..json_io import load_json
 from .point_instances import register_point_instances
 
@@ -65,11 +66,7 @@ def register_user_datasets(entries) -> list:
             raise ValueError(f"DATASETS.WSSIS_REGISTER: {name!r} is already registered with "
                              f"{MetadataCatalog.get(name).get('json_file', None)}, not {json_file}")
         coco = load_json(json_file)
-        cats = sorted(coco.get("categories") or [], key=lambda c: c["id"])
-        if not cats:
-            raise ValueError(f"{json_file}: no categories")
-        meta = {"thing_classes": [c["name"] for c in cats],
-                "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)}}
+        meta = category_metadata(coco.get("categories") or [], json_file)
         if is_point_json(coco, json_file):
             register_point_instances(name, meta, json_file, image_root)
             kind = "points"
