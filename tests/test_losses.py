@@ -17,6 +17,18 @@ def test_dice_loss_values():
     assert dice_loss(half, t[:1]).item() == pytest.approx(1 - 8 / 12, abs=1e-3)
 
 
+def test_dice_smooth_is_the_maskrefinenet_form():
+    """MaskRefineNet's Dice: eps in numerator and denominator; an empty prediction of an empty target is 0."""
+    t = torch.zeros(2, 4, 4)
+    t[0, :2] = 1.0
+    half = torch.full((2, 4, 4), 0.5)
+    # mask 0: 1 - (2 * 4 + eps) / (4 + 8 + eps); mask 1 (empty target): 1 - eps / (4 + eps)
+    expected = torch.tensor([1 - (8 + 1e-3) / (12 + 1e-3), 1 - 1e-3 / (4 + 1e-3)])
+    assert torch.allclose(dice_loss(half, t, smooth=1e-3), expected)
+    assert dice_loss(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4), smooth=1e-3).item() == pytest.approx(0.0)
+    assert dice_loss(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)).item() == pytest.approx(1.0)
+
+
 def test_focal_loss_matches_formula_and_normalisation():
     logits = torch.tensor([[2.0, -1.0], [0.0, 0.5], [-3.0, 1.0]])
     labels = torch.tensor([0, 2, 1])  # 2 = background (C = 2)

@@ -9,23 +9,17 @@ import torch.nn.functional as F
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.layers import ShapeSpec
+from detectron2.layers import ShapeSpec, paste_masks_in_image
 from detectron2.modeling import build_model
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from detectron2.structures import BitMasks, Boxes
 
 from wssis_d2.config import add_wssis_config
 from wssis_d2.mrn import MaskRefineNet  # noqa: F401  (registers the meta-arch)
-from wssis_d2.mrn.crops import (
-    crop_and_resize,
-    crop_boxes,
-    crop_masks,
-    gaussian_heatmap,
-    heatmap_channels,
-    make_mrn_inputs,
-    mask_boxes,
-    merge_refined,
-    paste_masks,
-)
+from wssis_d2.mrn.boxes import crop_boxes, mask_boxes
+from wssis_d2.mrn.heatmaps import expand_heatmap, heatmap_channels, point_heatmap
+from wssis_d2.mrn.inputs import crop_and_resize, make_mrn_inputs
+from wssis_d2.mrn.paste import merge_refined, paste_masks
 
 CPU_CFG = os.path.join(os.path.dirname(__file__), "..", "configs", "MRN", "MRN_R18_cpu.yaml")
 BASE_CFG = os.path.join(os.path.dirname(__file__), "..", "configs", "MRN", "Base-MRN.yaml")
@@ -63,6 +57,11 @@ def _iou(a, b):
     return (a & b).sum(1).float() / (a | b).sum(1).clamp(min=1).float()
 
 
+def _soft_crops(masks, boxes, size):
+    """(N, H, W) masks -> (N, S, S) float crops in [0, 1] (crop_and_resize of the 0/1 masks)."""
+    return crop_and_resize(masks[:, None].float(), boxes, size)[:, 0]
+
+
 def _centroids(masks):
     h, w = masks.shape[-2:]
     yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
@@ -92,7 +91,7 @@ def test_crop_paste_round_trip_exact_on_integer_box():
 
     crop = crop_and_resize(image, box, 16)
     torch.testing.assert_close(crop[0], image[0, :, 8:24, 10:26], rtol=0, atol=1e-6)
-    mcrop = crop_masks(mask, box, 16, threshold=None)
+    mcrop = _soft_crops(mask, box, 16)
     torch.testing.assert_close(mcrop[0], mask[0, 8:24, 10:26].float(), rtol=0, atol=1e-6)
 
     pasted = paste_masks(mcrop, box, (h, w), threshold=0.5)
@@ -106,11 +105,45 @@ def test_crop_paste_round_trip_iou_at_256():
     hw = (120, 150)
     masks = _ellipses(6, hw, g, centre_margin=30, axes=(6, 25))
     boxes = crop_boxes(masks, _centroids(masks), hw, 2.0)
-    crops = crop_masks(masks, boxes, 256, threshold=None)
+    crops = _soft_crops(masks, boxes, 256)
     back = paste_masks(crops, boxes, hw, threshold=0.5)
     assert _iou(back, masks).min() > 0.95
     # memory chunking does not change the result
     assert torch.equal(paste_masks(crops, boxes, hw, 0.5, max_chunk_pixels=1), back)
+
+
+def test_binary_crops_are_detectron2_bitmasks_crops():
+    """The binary mask crop of the MRN inputs (BitMasks.crop_and_resize) is crop_and_resize >= 0.5."""
+    g = torch.Generator().manual_seed(5)
+    hw = (90, 110)
+    masks = _ellipses(8, hw, g, centre_margin=25, axes=(5, 20))
+    boxes = crop_boxes(masks, _centroids(masks), hw, 2.0)
+    for size in (16, 64):
+        assert torch.equal(BitMasks(masks).crop_and_resize(boxes, size), _soft_crops(masks, boxes, size) >= 0.5)
+
+
+def test_paste_masks_keeps_the_box_edges_detectron2_loses():
+    """paste_masks replicates the crop border up to the box edge: a full crop pastes back as exactly the
+    box's pixels. detectron2's paste_masks_in_image pads with zeros, so pixels within half a crop pixel
+    of the box edge fade below 0.5 and are lost; inside, both agree."""
+    h, w, s = 60, 70, 8
+    boxes = torch.tensor([[5.0, 4.0, 45.0, 52.0], [20.0, 10.0, 60.0, 30.0]])  # 40 x 48 and 40 x 20 px
+    probs = torch.ones(2, s, s)
+    ours = paste_masks(probs, boxes, (h, w), threshold=0.5)
+    box_pixels = torch.zeros(2, h, w, dtype=torch.bool)
+    box_pixels[0, 4:52, 5:45] = True
+    box_pixels[1, 10:30, 20:60] = True
+    assert torch.equal(ours, box_pixels)
+    d2 = paste_masks_in_image(probs, Boxes(boxes), (h, w), threshold=0.5)
+    assert (d2 & ~ours).sum() == 0  # detectron2 only loses pixels
+    lost = ours & ~d2
+    assert lost.sum() > 0
+    # every lost pixel lies within half a crop pixel (in image pixels) of the box edge
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    for k, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        half_x, half_y = 0.5 * (x1 - x0) / s, 0.5 * (y1 - y0) / s
+        near = ((xs - x0) < half_x) | ((x1 - xs) < half_x) | ((ys - y0) < half_y) | ((y1 - ys) < half_y)
+        assert not (lost[k] & ~near).any()
 
 
 def test_crop_boxes_contain_the_point():
@@ -167,7 +200,7 @@ def test_heatmap_peak_and_channel_for_every_class():
     boxes = torch.tensor([[10.0, 20.0, 42.0, 52.0]]).repeat(num_classes, 1)  # 32 px -> 1 px per crop px
     pts = torch.tensor([[10.0 + 7.5, 20.0 + 20.5]]).repeat(num_classes, 1)  # crop pixel (row 20, col 7)
     classes = torch.arange(num_classes)  # includes class 0
-    heat = gaussian_heatmap(pts, boxes, s, 6.0, classes=classes, num_classes=num_classes)
+    heat = expand_heatmap(point_heatmap(pts, boxes, s, 6.0), classes, num_classes)
     assert heat.shape == (num_classes, heatmap_channels("classwise", num_classes), s, s)
     for c in range(num_classes):
         ch = heat[c, c + 1]
@@ -176,11 +209,11 @@ def test_heatmap_peak_and_channel_for_every_class():
         torch.testing.assert_close(heat[c, 0], ch)  # channel 0 is the class-agnostic channel
         others = [k for k in range(1, num_classes + 1) if k != c + 1]
         assert heat[c, others].abs().max() == 0
-    agn = gaussian_heatmap(pts, boxes, s, 6.0)
+    agn = point_heatmap(pts, boxes, s, 6.0)
     assert agn.shape == (num_classes, 1, s, s)
     torch.testing.assert_close(agn[:, 0], heat[:, 0])
     with pytest.raises(ValueError):
-        gaussian_heatmap(pts, boxes, s, 6.0, classes=classes + 1, num_classes=num_classes)
+        expand_heatmap(point_heatmap(pts, boxes, s, 6.0), classes + 1, num_classes)
 
 
 def test_training_and_refinement_use_the_same_inputs(one_thread):
@@ -229,7 +262,7 @@ def test_empty_inputs():
     e = torch.zeros(0, 10, 10, dtype=torch.bool)
     boxes = crop_boxes(e, torch.zeros(0, 2), (10, 10))
     assert boxes.shape == (0, 4)
-    assert crop_masks(e, boxes, 16).shape == (0, 16, 16)
+    assert BitMasks(e).crop_and_resize(boxes, 16).shape == (0, 16, 16)
     assert paste_masks(torch.zeros(0, 16, 16), boxes, (10, 10)).shape == (0, 10, 10)
 
 
@@ -372,7 +405,7 @@ def test_mrn_learns_to_repair_corrupted_masks(one_thread):
     data = make_mrn_inputs(images[tr], coarse[tr], points[tr], boxes, out_size=m.CROP_SIZE,
                            heatmap_mode=m.HEATMAP_MODE, sigma=m.HEATMAP_SIGMA, classes=classes[tr],
                            num_classes=m.NUM_CLASSES)
-    data["gt_mask"] = crop_masks(gt[tr], boxes, m.CROP_SIZE)
+    data["gt_mask"] = BitMasks(gt[tr]).crop_and_resize(boxes, m.CROP_SIZE)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(250):

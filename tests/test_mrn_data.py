@@ -9,12 +9,13 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
+from detectron2.structures import BitMasks
 
 from wssis_d2.config import add_wssis_config
 from wssis_d2.data.categories import contiguous_category_map
 from wssis_d2.data.json_io import load_json, write_json_atomic
 from wssis_d2.data.synthetic import generate_shapes_dataset
-from wssis_d2.mrn import MRNDatasetMapper, crop_masks, load_mrn_json, read_mrn_image, register_mrn_dataset
+from wssis_d2.mrn import MRNDatasetMapper, load_mrn_json, read_mrn_image, register_mrn_dataset
 from wssis_d2.mrn.refine import refine_image_annotations
 from wssis_d2.mrn.samples import (
     make_mrn_sample_jsons,
@@ -247,7 +248,7 @@ def test_mapper_targets_random_scale_and_flip(shapes, tmp_path):
     gt = torch.from_numpy(mask_util.decode(_bytes(d["annotations"][0]["gt_segmentation"])).astype(bool))
     torch.manual_seed(0)
     p = plain(d)
-    assert torch.equal(p["gt_mask"], crop_masks(gt[None], p["crop_box"][None], s)[0])
+    assert torch.equal(p["gt_mask"], BitMasks(gt[None]).crop_and_resize(p["crop_box"][None], s)[0])
     test = MRNDatasetMapper(cfg, is_train=False)
     t = test(d)
     assert test.box_scale == 2.0 and "annotations" in t

@@ -3,13 +3,15 @@ import torch
 from fvcore.nn import sigmoid_focal_loss
 
 
-def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """Per-mask Dice loss, ``1 - 2 * sum(p * t) / (sum(p^2) + sum(t^2))`` as in SOLO.
+def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3, smooth: float = 0.0) -> torch.Tensor:
+    """Per-mask Dice loss, ``1 - (2 * sum(p * t) + smooth) / (sum(p^2) + sum(t^2) + eps)``; with the
+    default ``smooth`` 0 the SOLO form (MaskRefineNet uses ``smooth = eps``). The one Dice loss of wssis-d2.
 
     Args:
         pred: (P, ...) probabilities in [0, 1].
-        target: (P, ...) targets in [0, 1], same shape.
+        target: (P, ...) targets in [0, 1], same number of elements per mask.
         eps: added to both sums of squares (keeps empty pairs finite).
+        smooth: added to the numerator.
 
     Returns:
         (P,) loss of each mask.
@@ -18,7 +20,7 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> to
     t = target.flatten(1).to(p.dtype)
     inter = (p * t).sum(dim=1)
     denom = (p * p).sum(dim=1) + (t * t).sum(dim=1) + eps
-    return 1.0 - 2.0 * inter / denom
+    return 1.0 - (2.0 * inter + smooth) / denom
 
 
 def category_focal_loss(

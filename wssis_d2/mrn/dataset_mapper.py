@@ -1,7 +1,7 @@
 """Dataset mapper for MaskRefineNet: one sample dict (see :mod:`wssis_d2.mrn.datasets`) -> one crop.
 
 The crop box and the network inputs come from the functions the refinement stage uses
-(:func:`wssis_d2.mrn.crops.crop_boxes`, :func:`wssis_d2.mrn.crops.make_mrn_inputs`); only the box
+(:func:`wssis_d2.mrn.boxes.crop_boxes`, :func:`wssis_d2.mrn.inputs.make_mrn_inputs`); only the box
 scale differs: uniform per sample in ``MODEL.MRN.TRAIN_BOX_SCALE_RANGE`` while training (drawn from
 torch's global RNG, which detectron2 seeds per data-loader worker), ``MODEL.MRN.BOX_SCALE`` otherwise.
 """
@@ -13,9 +13,11 @@ import torch
 
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
+from detectron2.structures import BitMasks
 
 from ..data.coco_masks import decode_segmentation
-from .crops import crop_boxes, crop_masks, make_mrn_inputs
+from .boxes import crop_boxes
+from .inputs import make_mrn_inputs
 
 __all__ = ["MRNDatasetMapper", "read_mrn_image"]
 
@@ -120,7 +122,7 @@ class MRNDatasetMapper:
             "heatmap": inputs["heatmap"][0],
             "classes": classes[0],
             "coarse_mask": inputs["coarse_mask"][0],
-            "gt_mask": crop_masks(gt, box, self.crop_size)[0],
+            "gt_mask": BitMasks(gt).crop_and_resize(box, self.crop_size)[0],
             "crop_box": box[0],
         }
         if self.is_train and self.flip_dim is not None and torch.rand(()) < 0.5:

@@ -1,8 +1,8 @@
 """MRN evaluation: does refinement improve the coarse masks of held-out samples?
 
 For every sample the refined mask is built exactly as the refinement stage builds it (paste the crop
-probabilities back with :func:`wssis_d2.mrn.crops.paste_masks`, threshold, keep the coarse mask when
-the refined one is empty: :func:`wssis_d2.mrn.crops.merge_refined`) and compared with the target at
+probabilities back with :func:`wssis_d2.mrn.paste.paste_masks`, threshold, keep the coarse mask when
+the refined one is empty: :func:`wssis_d2.mrn.paste.merge_refined`) and compared with the target at
 full image resolution.
 """
 import itertools
@@ -16,7 +16,7 @@ import detectron2.utils.comm as comm
 from detectron2.evaluation import DatasetEvaluator
 
 from ..data.coco_masks import decode_segmentation
-from .crops import merge_refined, paste_masks
+from .paste import merge_refined, paste_masks
 
 __all__ = ["MRNEvaluator"]
 

@@ -1,7 +1,7 @@
 """MaskRefineNet meta-architecture (PointWSSIS, section 4 of METHOD.md).
 
 Shapes: N crops of S x S pixels (S = MODEL.MRN.CROP_SIZE), K heatmap channels
-(:func:`wssis_d2.mrn.crops.heatmap_channels`). The network sees, stacked as channels, the image crop
+(:func:`wssis_d2.mrn.heatmaps.heatmap_channels`). The network sees, stacked as channels, the image crop
 (3, normalised with MODEL.PIXEL_MEAN / PIXEL_STD), the point heatmap (K) and the binary coarse mask (1),
 and outputs one foreground logit per crop pixel.
 """
@@ -13,17 +13,14 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from .crops import (
-    crop_boxes,
-    expand_heatmap,
-    heatmap_channels,
-    make_mrn_inputs,
-    merge_refined,
-    paste_masks,
-)
-from .losses import dice_loss, mask_bce_loss
+from ..modeling.losses import dice_loss
+from .boxes import crop_boxes
+from .heatmaps import expand_heatmap, heatmap_channels
+from .inputs import make_mrn_inputs
+from .losses import mask_bce_loss
 from .mobilenet_encoder import MobileNetV2MRNEncoder
 from .network import MRNDecoder, MRNEncoder
+from .paste import merge_refined, paste_masks
 
 __all__ = ["MaskRefineNet", "build_mrn_encoder"]
 
@@ -52,12 +49,12 @@ class MaskRefineNet(nn.Module):
     """Refines one coarse instance mask per crop, guided by the instance's point.
 
     ``forward(batched_inputs)``: a list of dicts, one per crop, prepared by
-    :func:`wssis_d2.mrn.crops.make_mrn_inputs` (the same function the refinement uses):
+    :func:`wssis_d2.mrn.inputs.make_mrn_inputs` (the same function the refinement uses):
 
     - "image": (3, S, S) uint8 or float, pixel values in INPUT.FORMAT channel order, not normalised;
     - "heatmap": (K, S, S) float; or, for the class-wise heatmap, the compact form (1, S, S) plus
       "classes": () or (1,) long contiguous class id, expanded here by
-      :func:`wssis_d2.mrn.crops.expand_heatmap` (what :class:`MRNDatasetMapper` produces);
+      :func:`wssis_d2.mrn.heatmaps.expand_heatmap` (what :class:`MRNDatasetMapper` produces);
     - "coarse_mask": (S, S) or (1, S, S), {0, 1};
     - "gt_mask": (S, S) {0, 1}, training only.
 
@@ -90,12 +87,12 @@ class MaskRefineNet(nn.Module):
             encoder: :class:`MRNEncoder` whose ``in_channels`` = len(pixel_mean) + K + 1.
             decoder: :class:`MRNDecoder` built on the encoder's ``out_channels``.
             pixel_mean, pixel_std: per image channel, in the input's channel order.
-            heatmap_mode: "classwise" or "agnostic" (see :func:`wssis_d2.mrn.crops.gaussian_heatmap`).
+            heatmap_mode: "classwise" or "agnostic" (see :mod:`wssis_d2.mrn.heatmaps`).
             num_classes: C_cls, for the class-wise heatmap.
             heatmap_sigma: Gaussian sigma in crop pixels.
             crop_size: S.
             box_scale: crop box scale at refinement time.
-            point_margin, empty_box_size: see :func:`wssis_d2.mrn.crops.crop_boxes`.
+            point_margin, empty_box_size: see :func:`wssis_d2.mrn.boxes.crop_boxes`.
             mask_threshold: threshold of the pasted-back probabilities.
             dice_weight, bce_weight: loss weights (a zero weight drops that loss).
             refine_batch_size: crops per network call in :meth:`refine`.
@@ -181,7 +178,9 @@ class MaskRefineNet(nn.Module):
 
     def losses(self, logits: torch.Tensor, gt_masks: torch.Tensor) -> Dict[str, torch.Tensor]:
         """(N, 1, S, S) logits and (N, S, S) {0, 1} targets -> weighted loss dict."""
-        out = {"loss_mrn_dice": self.dice_weight * dice_loss(logits, gt_masks)}
+        # Dice with eps in numerator and denominator, averaged over the crops (0 without crops)
+        dice = dice_loss(logits.sigmoid(), gt_masks, smooth=1e-3).sum() / max(len(logits), 1)
+        out = {"loss_mrn_dice": self.dice_weight * dice}
         if self.bce_weight > 0:
             out["loss_mrn_bce"] = self.bce_weight * mask_bce_loss(logits, gt_masks)
         return out
@@ -222,7 +221,7 @@ class MaskRefineNet(nn.Module):
 
         Crop (scale ``box_scale``) -> predict -> paste back -> keep the coarse mask where the refined
         one is empty -> recompute boxes. Crops are built by the same
-        :func:`wssis_d2.mrn.crops.make_mrn_inputs` as the training data.
+        :func:`wssis_d2.mrn.inputs.make_mrn_inputs` as the training data.
 
         Args:
             image: (3, H, W) unnormalised image, INPUT.FORMAT channel order.
