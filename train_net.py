@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train or evaluate wssis-d2 models (SOLOv2 teacher/student) with detectron2's trainer.
+"""Train or evaluate wssis-d2 models with detectron2's trainer (trainers: ``wssis_d2.engine``).
 
 Examples:
     python train_net.py --config-file configs/CPU/SOLOv2_tiny.yaml
@@ -14,62 +14,22 @@ Examples:
     # pseudo-labels of a points set -> OUTPUT_DIR/pseudo_labels/<dataset>.json (docs/PSEUDO_LABELS.md)
     python train_net.py --config-file configs/pseudo/SOLOv2_tiny_APS.yaml --eval-only MODEL.WEIGHTS teacher.pth
 """
-import os
-
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
-from wssis_d2 import WSSISDatasetMapper, add_wssis_config, register_wssis_splits
-from wssis_d2.data.datasets import register_user_datasets
-from wssis_d2.evaluation import build_coco_evaluator, build_pseudo_label_exporter
-from wssis_d2.mrn import (build_mrn_evaluator, build_mrn_test_loader, build_mrn_train_loader,
-                            build_optimizer, is_mrn_config, register_mrn_datasets)
-from wssis_d2.pseudo import build_pseudo_label_loader, is_pseudo_label_dataset
+from wssis_d2 import add_wssis_config
+from wssis_d2.data.datasets import register_user_datasets, register_wssis_splits
+from wssis_d2.engine import trainer_class
+from wssis_d2.mrn import register_mrn_datasets
 
 # COCO 2017 PointWSSIS splits and the embedded shapes dataset, under $DETECTRON2_DATASETS (lazy).
 register_wssis_splits()
 # MaskRefineNet sample jsons $DETECTRON2_DATASETS/mrn/*.json, named by file stem (docs/MRN.md).
 register_mrn_datasets()
-
-
-class Trainer(DefaultTrainer):
-    """DefaultTrainer with COCO mask evaluation and the point-aware dataset mapper."""
-
-    @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        if is_mrn_config(cfg):
-            return build_mrn_evaluator(cfg, dataset_name)
-        if is_pseudo_label_dataset(cfg, dataset_name):
-            return build_pseudo_label_exporter(cfg, dataset_name)
-        if output_folder is None:
-            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
-        evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", "coco")
-        if evaluator_type != "coco":
-            raise NotImplementedError(f"No evaluator for dataset {dataset_name!r} of type {evaluator_type!r}")
-        return build_coco_evaluator(cfg, dataset_name, output_folder)
-
-    @classmethod
-    def build_test_loader(cls, cfg, dataset_name):
-        if is_mrn_config(cfg):
-            return build_mrn_test_loader(cfg, dataset_name)
-        if is_pseudo_label_dataset(cfg, dataset_name):
-            return build_pseudo_label_loader(cfg, dataset_name)
-        return super().build_test_loader(cfg, dataset_name)
-
-    @classmethod
-    def build_train_loader(cls, cfg):
-        if is_mrn_config(cfg):
-            return build_mrn_train_loader(cfg)
-        return build_detection_train_loader(cfg, mapper=WSSISDatasetMapper(cfg, is_train=True))
-
-    @classmethod
-    def build_optimizer(cls, cfg, model):
-        return build_optimizer(cfg, model)  # SOLVER.OPTIMIZER: detectron2's SGD, or Adam
 
 
 def setup(args):
@@ -86,14 +46,15 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    trainer_cls = trainer_class(cfg)  # SOLOv2 Trainer, MRNTrainer or PseudoLabelTrainer (export)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
+        model = trainer_cls.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        res = Trainer.test(cfg, model)
+        res = trainer_cls.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
-    trainer = Trainer(cfg)
+    trainer = trainer_cls(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

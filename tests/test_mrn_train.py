@@ -1,4 +1,5 @@
-"""MaskRefineNet training and evaluation through train_net.py's Trainer (detectron2 DefaultTrainer)."""
+"""MaskRefineNet training and evaluation through wssis_d2.engine.MRNTrainer (detectron2 DefaultTrainer),
+the trainer train_net.py picks for an MRN config."""
 import json
 import math
 import os
@@ -12,15 +13,13 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from wssis_d2.config import add_wssis_config
 from wssis_d2.data.json_io import load_json, write_json_atomic
 from wssis_d2.data.synthetic import generate_shapes_dataset
+from wssis_d2.engine import MRNTrainer, trainer_class
 from wssis_d2.mrn import register_mrn_dataset
 from wssis_d2.mrn.samples import make_mrn_sample_jsons
 from wssis_d2.mrn.synthetic import make_corrupted_pseudo_json
 
-from conftest import load_train_net
-
 REPO = os.path.join(os.path.dirname(__file__), "..")
 CPU_CFG = os.path.join(REPO, "configs", "MRN", "MRN_R18_cpu.yaml")
-
 
 @pytest.fixture(scope="module")
 def mrn_data(tmp_path_factory):
@@ -42,9 +41,7 @@ def mrn_data(tmp_path_factory):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
 
-
 def test_train_net_trains_and_evaluates_mrn(mrn_data, tmp_path):
-    tn = load_train_net()
     cfg = get_cfg()
     add_wssis_config(cfg)
     cfg.merge_from_file(CPU_CFG)
@@ -59,12 +56,14 @@ def test_train_net_trains_and_evaluates_mrn(mrn_data, tmp_path):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        trainer = tn.Trainer(cfg)
+        trainer_cls = trainer_class(cfg)  # what train_net.py runs
+        assert trainer_cls is MRNTrainer
+        trainer = trainer_cls(cfg)
         assert isinstance(trainer.optimizer, torch.optim.Adam)
         assert trainer.optimizer.param_groups[0]["lr"] < cfg.SOLVER.BASE_LR  # warm-up
         trainer.resume_or_load(resume=False)
         trainer.train()
-        res = tn.Trainer.test(cfg, trainer.model)
+        res = trainer_cls.test(cfg, trainer.model)
     finally:
         torch.set_num_threads(n)
 

@@ -83,8 +83,9 @@ def _unregister(name):
 
 def register_datasets(pcfg) -> None:
     """Register the standard names of ``DATA.KIND`` (the ``DATA.PERCENT`` / ``DATA.SPLIT_SEED`` split)
-    under ``DATA.ROOT``, or the DATA.CUSTOM files (DATA.KIND custom). A name already registered with a file outside that root (e.g. by train_net.py
-    at import, from ``$DETECTRON2_DATASETS``) is registered again here. Idempotent."""
+    under ``DATA.ROOT``, or the DATA.CUSTOM files (DATA.KIND custom). A name already registered in this
+    process with a file outside that root (e.g. from ``$DETECTRON2_DATASETS`` by ``register_wssis_splits()``)
+    is registered again here. Idempotent."""
     if pcfg.DATA.KIND == "custom":
         _register_custom(pcfg)
         return

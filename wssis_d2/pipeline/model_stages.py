@@ -5,11 +5,9 @@ Every function takes the pipeline config, the stage folder and a plain ``spec`` 
 the stage's detectron2 config (``stage_cfg``), saves it as ``<stage>/config.yaml`` and returns the stage
 result (``{"outputs": {...}, "metrics": {...}, ...}``) that the parent writes into the marker.
 """
-import importlib.util
 import logging
 import math
 import os
-import sys
 from functools import reduce
 from typing import List, Optional, Sequence
 
@@ -19,15 +17,14 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
-from detectron2.utils.file_io import PathManager
 
 from ..config import add_wssis_config
+from ..engine import trainer_class
 from ..mrn.refine import refine_pseudo_labels
-from .config import REPO_ROOT
+from ..utils.part_files import atomic_output
 from .data import register_datasets, register_json_dataset
 
 __all__ = [
-    "trainer_class",
     "stage_cfg",
     "checkpoint_iterations",
     "checkpoint_file",
@@ -38,21 +35,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def trainer_class():
-    """``Trainer`` of the repository's ``train_net.py`` (COCO / pseudo-label / MRN evaluators, the
-    point-aware mapper, the MRN loaders, Adam), imported once as module ``train_net``."""
-    module = sys.modules.get("train_net")
-    if module is None or not hasattr(module, "Trainer"):
-        path = os.path.join(REPO_ROOT, "train_net.py")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} not found: the pipeline needs the repository's train_net.py")
-        spec = importlib.util.spec_from_file_location("train_net", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules["train_net"] = module
-    return module.Trainer
 
 
 def _node_values(pcfg, node: str):
@@ -124,9 +106,8 @@ def _setup(cfg, stage_dir: str):
     if comm.is_main_process():
         os.makedirs(stage_dir, exist_ok=True)
         path = os.path.join(stage_dir, "config.yaml")
-        with PathManager.open(path + ".tmp", "w") as f:
+        with atomic_output(path) as f:
             f.write(cfg.dump())
-        os.replace(path + ".tmp", path)
         logger.info(f"Effective config saved to {path}")
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
 
@@ -149,7 +130,6 @@ def train_stage(pcfg, stage_dir: str, spec: dict) -> dict:
     ([(name, json, kind)]), ``metadata``, ``opts``, ``forced``, ``checkpoint_fractions`` (fractions of
     the schedule whose checkpoints must be saved: CHECKPOINT_PERIOD is lowered to divide them).
     """
-    trainer_cls = trainer_class()  # first: train_net.py registers names at import; ours win (_register)
     _register(pcfg, spec)
     forced = list(spec.get("forced", []))
     cfg = stage_cfg(pcfg, spec["node"], stage_dir, train=spec["train"], test=spec.get("test", ()),
@@ -165,7 +145,7 @@ def train_stage(pcfg, stage_dir: str, spec: dict) -> dict:
                             num_classes=_num_classes(spec["classes_from"]), opts=spec.get("opts", ()),
                             forced=forced + ["SOLVER.CHECKPOINT_PERIOD", period])
     _setup(cfg, stage_dir)
-    trainer = trainer_cls(cfg)
+    trainer = trainer_class(cfg)(cfg)
     trainer.resume_or_load(resume=True)
     start_iter = trainer.start_iter
     if start_iter > 0:
@@ -186,13 +166,13 @@ def train_stage(pcfg, stage_dir: str, spec: dict) -> dict:
 
 
 def export_stage(pcfg, stage_dir: str, spec: dict) -> dict:
-    """Pseudo-label exports with the teacher (``train_net.py --eval-only`` with a pseudo-label mode).
+    """Pseudo-label exports with the teacher (``PseudoLabelTrainer.test``, what ``train_net.py --eval-only``
+    runs with a pseudo-label config).
 
     spec: ``jobs``, a list of {``name``, ``dataset``, ``mode``, ``weights``, ``output``, ``opts``}. A job
     whose output exists is skipped (the exporter writes it atomically, last); otherwise it runs from the
     start (the exporter truncates its part files). Also ``classes_from``.
     """
-    trainer_cls = trainer_class()
     _register(pcfg, spec)
     outputs, metrics = {}, {}
     for job in spec["jobs"]:
@@ -207,6 +187,7 @@ def export_stage(pcfg, stage_dir: str, spec: dict) -> dict:
         cfg = stage_cfg(pcfg, "TEACHER", job_dir, test=[job["dataset"]],
                         num_classes=_num_classes(spec["classes_from"]), opts=opts)
         _setup(cfg, job_dir)
+        trainer_cls = trainer_class(cfg)  # PseudoLabelTrainer: MODEL.WSSIS.EXPORT_PSEUDO_LABELS is set
         model = trainer_cls.build_model(cfg)
         DetectionCheckpointer(model, save_dir=job_dir).load(job["weights"])
         logger.info(f"Exporting {job['mode']} pseudo-labels of {job['dataset']} with {job['weights']} "

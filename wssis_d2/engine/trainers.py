@@ -1,0 +1,90 @@
+"""detectron2 trainers of wssis-d2, one per tool, and the rule that picks one for a config.
+
+- :class:`Trainer`: SOLOv2 (teacher, student): the point-aware dataset mapper, COCO mask evaluation.
+- :class:`MRNTrainer`: MaskRefineNet on MRN sample datasets (per-sample loaders, its mIoU evaluator).
+- :class:`PseudoLabelTrainer`: a SOLOv2 :class:`Trainer` whose evaluation on a points set (or on every set
+  with ``MODEL.WSSIS.EXPORT_PSEUDO_LABELS``) exports point-guided pseudo-labels: ``--eval-only`` with a
+  ``configs/pseudo/`` config is the export entry.
+
+All three build the optimizer of ``SOLVER.OPTIMIZER`` (detectron2's SGD, or Adam).
+"""
+import os
+
+from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.engine import DefaultTrainer
+
+from ..data.dataset_mapper import WSSISDatasetMapper
+from ..evaluation import build_coco_evaluator, build_pseudo_label_exporter
+from ..mrn.build import (build_mrn_evaluator, build_mrn_test_loader, build_mrn_train_loader, build_optimizer,
+                         is_mrn_config)
+from ..pseudo import build_pseudo_label_loader, is_pseudo_label_dataset
+
+__all__ = ["Trainer", "MRNTrainer", "PseudoLabelTrainer", "trainer_class"]
+
+
+class Trainer(DefaultTrainer):
+    """SOLOv2: DefaultTrainer with the point-aware dataset mapper and COCO mask evaluation."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+        evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", "coco")
+        if evaluator_type != "coco":
+            raise NotImplementedError(f"No evaluator for dataset {dataset_name!r} of type {evaluator_type!r}")
+        return build_coco_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=WSSISDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)  # SOLVER.OPTIMIZER: detectron2's SGD, or Adam
+
+
+class PseudoLabelTrainer(Trainer):
+    """SOLOv2 :class:`Trainer` that exports pseudo-labels of its pseudo-label test sets
+    (``wssis_d2.pseudo.is_pseudo_label_dataset``) instead of evaluating them; other sets as Trainer."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if is_pseudo_label_dataset(cfg, dataset_name):
+            return build_pseudo_label_exporter(cfg, dataset_name)
+        return super().build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        if is_pseudo_label_dataset(cfg, dataset_name):
+            return build_pseudo_label_loader(cfg, dataset_name)
+        return super().build_test_loader(cfg, dataset_name)
+
+
+class MRNTrainer(DefaultTrainer):
+    """MaskRefineNet: per-sample train / test loaders and the MRN evaluator (docs/MRN.md)."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_mrn_evaluator(cfg, dataset_name)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_mrn_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_mrn_train_loader(cfg)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)  # Adam, as published (SOLVER.OPTIMIZER "ADAM")
+
+
+def trainer_class(cfg):
+    """The trainer of ``cfg``: :class:`MRNTrainer` for a MaskRefineNet config, :class:`PseudoLabelTrainer`
+    when one of ``DATASETS.TEST`` is a pseudo-label set (datasets must be registered), else :class:`Trainer`."""
+    if is_mrn_config(cfg):
+        return MRNTrainer
+    if any(is_pseudo_label_dataset(cfg, name) for name in cfg.DATASETS.TEST):
+        return PseudoLabelTrainer
+    return Trainer
