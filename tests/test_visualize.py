@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from wssis_d2.data import SHAPE_CATEGORIES, generate_shapes_dataset, register_point_instances, write_wssis_splits
-from wssis_d2.pipeline.visualize import draw_instances
+from wssis_d2.utils.visualize import draw_instances
 
 from conftest import load_script, saved_catalogs
 

@@ -28,7 +28,7 @@ from wssis_d2.pipeline import load_pipeline_cfg, run_pipeline  # noqa: E402
 from wssis_d2.pipeline.data import dataset_json  # noqa: E402
 from wssis_d2.pipeline.demo_figures import draw_comparison, paper_table, plot_model_rows  # noqa: E402
 from wssis_d2.pipeline.stages import stage_logging  # noqa: E402
-from wssis_d2.pipeline.visualize import render_coco_json  # noqa: E402
+from wssis_d2.utils.visualize import render_coco_json  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "pipeline",
                               "shapes_demo.yaml")

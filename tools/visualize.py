@@ -18,7 +18,7 @@ from detectron2.utils.logger import setup_logger
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from wssis_d2.data.datasets import register_wssis_splits  # noqa: E402
 from wssis_d2.mrn.datasets import register_mrn_datasets  # noqa: E402
-from wssis_d2.pipeline.visualize import render_coco_json, render_dataset  # noqa: E402
+from wssis_d2.utils.visualize import render_coco_json, render_dataset  # noqa: E402
 
 
 def get_parser():

@@ -4,7 +4,7 @@ pseudo-labels of a few point images, and a bar plot of the model rows.
 - :func:`paper_table`: markdown, our segm AP per model row beside the published COCO 5% numbers.
 - :func:`draw_comparison`: one PNG, a row per point image, a column per kind (points, threshold masks,
   adaptive pseudo-labels, refined ones, true masks), each drawn with detectron2's ``Visualizer``
-  (:func:`wssis_d2.pipeline.visualize.draw_instances`).
+  (:func:`wssis_d2.utils.visualize.draw_instances`).
 - :func:`plot_model_rows`: one PNG, bars of the model rows' AP (ours and the paper's).
 
 Figures use matplotlib's object API with the Agg canvas (no global backend change) and are written
@@ -18,9 +18,9 @@ import numpy as np
 from detectron2.data.detection_utils import read_image
 
 from ..data.json_io import load_json
+from ..utils.visualize import draw_instances, instances_of_annotations
 from .config import MODEL_ROWS
 from .results import MODEL_LABELS
-from .visualize import draw_instances, instances_of_annotations
 
 __all__ = ["PAPER_5P", "paper_table", "draw_comparison", "plot_model_rows"]
 
