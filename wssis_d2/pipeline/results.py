@@ -23,6 +23,7 @@ import torch
 
 from ..data.json_io import write_json_atomic
 from ..evaluation.quality import compare_reports
+from ..utils.part_files import atomic_output
 from .config import MODEL_ROWS, PSEUDO_ROWS
 
 __all__ = ["MODEL_STAGES", "PSEUDO_STAGES", "best_fixed_level", "build_results", "format_results",
@@ -218,7 +219,6 @@ def write_results(pcfg, records: Mapping[str, dict], meta: dict) -> Dict[str, st
     json_path = write_json_atomic(results, os.path.join(pcfg.OUTPUT_DIR, "results.json"))
     md = format_results(pcfg, results, records)
     md_path = os.path.join(pcfg.OUTPUT_DIR, "results.md")
-    with open(md_path + ".tmp", "w") as f:
+    with atomic_output(md_path) as f:
         f.write(md)
-    os.replace(md_path + ".tmp", md_path)
     return {"json": json_path, "md": md_path, "markdown": md}

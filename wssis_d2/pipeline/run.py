@@ -27,6 +27,7 @@ from ..evaluation.quality import pseudo_label_quality
 from ..mrn.samples import make_mrn_sample_jsons
 from ..pseudo.labels import build_labels, training_labels
 from ..pseudo.merge import merge_pseudo_label_files
+from ..utils.part_files import atomic_output
 from .data import dataset_json, prepare_data, register_datasets
 from .model_stages import checkpoint_file, checkpoint_iterations, export_stage, refine_stage, train_stage
 from .results import machine_info, write_results
@@ -263,9 +264,8 @@ def run_pipeline(pcfg, num_gpus: int = 1, dist_url: str = "auto", config_file: s
         for row, reason in skipped.items():
             logger.info(f"Row {row!r} skipped: {reason}")
         cfg_path = os.path.join(pcfg.OUTPUT_DIR, "pipeline_config.yaml")
-        with open(cfg_path + ".tmp", "w") as f:
+        with atomic_output(cfg_path) as f:
             f.write(pcfg.dump())
-        os.replace(cfg_path + ".tmp", cfg_path)
         logger.info(f"Pipeline {config_file or ''} -> {pcfg.OUTPUT_DIR}: stages {stages} "
                     f"({num_gpus} process(es) per model stage); config saved to {cfg_path}")
         if pcfg.PARALLEL_STAGES > 1 and num_gpus > 1:

@@ -24,6 +24,7 @@ from detectron2.engine import launch
 from detectron2.utils.logger import setup_logger
 
 from ..data.json_io import load_json, write_json_atomic
+from ..utils.part_files import atomic_output
 
 __all__ = ["MARKER", "StageRunner", "read_marker", "jsonable", "stage_logging", "LOGGER_NAMES"]
 
@@ -177,9 +178,8 @@ class StageRunner:
                 result = post(result)
         config_path = os.path.join(stage_dir, "config.yaml")
         if self.default_config is not None and not os.path.isfile(config_path):
-            with open(config_path + ".tmp", "w") as f:
+            with atomic_output(config_path) as f:
                 f.write(self.default_config)
-            os.replace(config_path + ".tmp", config_path)
         seconds = time.perf_counter() - t0
         record = dict(
             {"stage": name, "status": "done"}, **jsonable(result), seconds=round(seconds, 2),
