@@ -1,4 +1,4 @@
-"""What `wssis_d2.engine.MRNTrainer` needs to train and evaluate MaskRefineNet with detectron2's DefaultTrainer.
+"""What ``wssis_d2.engine.MRNTrainer`` needs to train and evaluate MaskRefineNet with detectron2's DefaultTrainer.
 
 - :func:`build_mrn_train_loader`: detectron2's train loader (sampler, per-worker seeding, trivial
   batch collator) over per-sample dataset dicts with :class:`MRNDatasetMapper`: one crop per element,
