@@ -4,16 +4,11 @@ import math
 import pytest
 import torch
 
+from reference_point_filter import reference_select_point_masks
 from wssis_d2.modeling.grid import points_to_cells
-from wssis_d2.modeling.point_filter import (
-    PointMaskSelection,
-    _argmax_finest,
-    _reference_select_point_masks,
-    oracle_allowed_levels,
-    point_mask_nms,
-    postprocess_point_masks,
-    select_point_masks,
-)
+from wssis_d2.modeling.level_choice import argmax_finest, oracle_allowed_levels
+from wssis_d2.modeling.point_filter import PointMaskSelection, select_point_masks
+from wssis_d2.modeling.point_postprocess import point_mask_nms, postprocess_point_masks
 
 GRIDS = (8, 6, 4, 3, 2)
 STRIDES = (8, 8, 16, 32, 32)
@@ -62,7 +57,7 @@ def run(cate, kern, feats, pts, classes, **kw):
     pts = torch.as_tensor(pts, dtype=torch.float).reshape(-1, 2)
     classes = torch.as_tensor(classes, dtype=torch.long)
     out = select_point_masks(cate, kern, feats, pts, classes, INPUT_HW, STRIDES, prune=False, **kw)
-    ref = _reference_select_point_masks(cate, kern, feats, pts, classes, INPUT_HW, STRIDES, **kw)
+    ref = reference_select_point_masks(cate, kern, feats, pts, classes, INPUT_HW, STRIDES, **kw)
     assert_same(out, ref)
     pruned = select_point_masks(cate, kern, feats, pts, classes, INPUT_HW, STRIDES, **kw)
     assert_same(pruned, ref, all_levels_allowed=kw.get("mode", "adaptive") == "adaptive")
@@ -172,7 +167,7 @@ def test_ties_go_to_the_finer_level():
     out = run(cate, kern, feats, [XY], [0])
     assert out.level_scores[0, 1] == out.level_scores[0, 3]
     assert out.level.tolist() == [1]
-    level, valid = _argmax_finest(torch.tensor([[0.5, 0.7, 0.7, 0.1, 0.7],
+    level, valid = argmax_finest(torch.tensor([[0.5, 0.7, 0.7, 0.1, 0.7],
                                                 [0.2, 0.2, 0.2, 0.2, 0.2],
                                                 [-math.inf, -math.inf, 0.3, -math.inf, 0.3],
                                                 [-math.inf] * 5]))
@@ -340,7 +335,7 @@ def test_batched_equals_per_point_loop(mode, rules):
         kw = dict(mode=mode, level=2, gt_sizes=sizes, scale_ranges=SCALE_RANGES, collision_rule=rules[0],
                   tiny_mask_rule=rules[1])
         out = select_point_masks(cate, kern, feats, pts, classes, input_hw, STRIDES, **kw)
-        ref = _reference_select_point_masks(cate, kern, feats, pts, classes, input_hw, STRIDES, **kw)
+        ref = reference_select_point_masks(cate, kern, feats, pts, classes, input_hw, STRIDES, **kw)
         assert_same(out, ref, atol=1e-12, all_levels_allowed=mode == "adaptive")
         full = select_point_masks(cate, kern, feats, pts, classes, input_hw, STRIDES, prune=False, **kw)
         assert_same(full, ref, atol=1e-12)
@@ -363,7 +358,7 @@ def test_float32_matches_reference():
     cate, kern, feats, pts, classes, input_hw, _ = random_inputs(7, 40)
     cate, kern, feats = [c.float() for c in cate], [k.float() for k in kern], feats.float()
     out = select_point_masks(cate, kern, feats, pts.float(), classes, input_hw, STRIDES)
-    ref = _reference_select_point_masks(cate, kern, feats, pts.float(), classes, input_hw, STRIDES)
+    ref = reference_select_point_masks(cate, kern, feats, pts.float(), classes, input_hw, STRIDES)
     assert out.score.dtype == torch.float32
     assert_same(out, ref, atol=1e-5)
 

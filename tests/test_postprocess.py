@@ -4,10 +4,13 @@ import math
 import pytest
 import torch
 
+from detectron2.structures import BitMasks
+
 from wssis_d2.modeling.postprocess import (
     Candidates,
     candidates_to_instances,
     mask_area_maskness,
+    mask_boxes,
     masks_to_output,
     matrix_nms,
     point_nms,
@@ -191,3 +194,14 @@ def test_masks_to_output_crops_padding_and_resizes():
     inst = candidates_to_instances(Candidates(probs, torch.tensor([0.7]), torch.tensor([2])), (16, 24), (32, 48), 0.5)
     assert inst.pred_boxes.tensor.tolist() == [[0.0, 0.0, 48.0, 32.0]]
     assert inst.pred_classes.tolist() == [2]
+
+
+def test_mask_boxes_match_bitmasks():
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(5, 20, 30, dtype=torch.bool)
+    masks[0, 3:9, 4:20] = True
+    masks[1] = torch.rand(20, 30, generator=g) > 0.9
+    masks[2, 19, 29] = True
+    masks[4, 0, :] = True  # masks[3] stays empty
+    assert torch.equal(mask_boxes(masks), BitMasks(masks).get_bounding_boxes().tensor)
+    assert tuple(mask_boxes(masks[:0]).shape) == (0, 4)

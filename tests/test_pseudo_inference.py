@@ -119,13 +119,13 @@ def test_point_ids_default_to_minus_one_and_no_points(model):
 
 
 def test_fixed_mode_uses_the_given_level(model, decoder):
-    decoder(PointLevelDecoder(mode="fixed", fixed_level=2))
+    decoder(PointLevelDecoder(_cfg(), mode="fixed", fixed_level=2))
     inst = _run(model, _points(POINTS, CLASSES, VALID, IDS))[0]["instances"]
     assert inst.pred_levels.tolist() == [2, 2, 2, 2]
 
 
 def test_max_per_image_keeps_the_best(model, decoder):
-    decoder(PointLevelDecoder(max_per_image=2))
+    decoder(PointLevelDecoder(_cfg(), max_per_image=2))
     out = _run(model, _points(POINTS, CLASSES, VALID, IDS))[0]
     assert len(out["instances"]) == 2 and out["point_stats"]["num_points_without_mask"] == 3
     assert out["point_stats"]["num_points_capped"] == 2
@@ -148,7 +148,7 @@ def test_no_cap_by_default_300_points(model):
 
 
 def test_oracle_needs_sizes_and_follows_scale_ranges(model, decoder):
-    decoder(PointLevelDecoder(mode="oracle"))
+    decoder(PointLevelDecoder(_cfg(), mode="oracle"))
     with pytest.raises(ValueError, match="oracle.*true instance size"):
         _run(model, _points(POINTS, CLASSES, VALID, IDS))
     # tiny config ranges: (1, 48) (24, 96) (48, 192) (96, 384) (192, 2048): 10 -> level 0, 1000 -> level 4
@@ -157,7 +157,7 @@ def test_oracle_needs_sizes_and_follows_scale_ranges(model, decoder):
 
 
 def test_threshold_mode_ignores_points(model, decoder):
-    decoder(ScoreThresholdDecoder(threshold=0.1, max_per_image=50))
+    decoder(ScoreThresholdDecoder(_cfg(), threshold=0.1, max_per_image=50))
     a = _run(model, _points(POINTS, CLASSES, VALID, IDS))[0]
     b = _run(model, _points(POINTS[:1], CLASSES[:1]))[0]
     ia, ib = a["instances"], b["instances"]
@@ -170,7 +170,7 @@ def test_threshold_mode_ignores_points(model, decoder):
     for m, (x, y) in zip(ia.pred_masks, ia.pred_points.tolist()):
         assert m[int(y), int(x)]
     # same as ordinary inference with the threshold applied
-    decoder(ScoreThresholdDecoder(threshold=0.5, max_per_image=50))
+    decoder(ScoreThresholdDecoder(_cfg(), threshold=0.5, max_per_image=50))
     c = _run(model, _points(POINTS, CLASSES))[0]["instances"]
     assert torch.equal(c.scores, ia.scores[ia.scores >= 0.5])
 
@@ -182,18 +182,3 @@ def test_build_point_decoder_from_config():
     assert build_point_decoder(_cfg(NMS_IOU=0.5)).nms_iou == 0.5
     with pytest.raises(ValueError, match="PSEUDO_LABEL_MODE"):
         build_point_decoder(_cfg(PSEUDO_LABEL_MODE="best"))
-
-
-def test_mask_boxes_match_bitmasks():
-    from detectron2.structures import BitMasks
-
-    from wssis_d2.modeling.point_inference import mask_boxes
-
-    g = torch.Generator().manual_seed(0)
-    masks = torch.zeros(5, 20, 30, dtype=torch.bool)
-    masks[0, 3:9, 4:20] = True
-    masks[1] = torch.rand(20, 30, generator=g) > 0.9
-    masks[2, 19, 29] = True
-    masks[4, 0, :] = True  # masks[3] stays empty
-    assert torch.equal(mask_boxes(masks), BitMasks(masks).get_bounding_boxes().tensor)
-    assert tuple(mask_boxes(masks[:0]).shape) == (0, 4)

@@ -118,10 +118,10 @@ def test_mismatched_level_settings_are_rejected():
         build_model(cfg)
 
 
-def test_decode_plain_applies_point_nms_per_level(model):
+def test_plain_decoder_applies_point_nms_per_level(model):
     """Two neighbouring cells of one class predicting the same mask: point NMS keeps only the stronger
     one (without it both enter Matrix NMS and the duplicate survives with a decayed score)."""
-    from wssis_d2.modeling.point_inference import ImageHeads
+    from wssis_d2.modeling.plain_inference import ImageHeads
 
     num_classes = model.num_classes
     e = 4
@@ -134,9 +134,9 @@ def test_decode_plain_applies_point_nms_per_level(model):
     kern[1][0, 3, 3] = kern[1][0, 3, 4] = 1.0  # two neighbouring cells on level 1, the same mask
     cate[1][2, 3, 3], cate[1][2, 3, 4] = 3.0, 2.5
     heads = ImageHeads(cate, kern, feats, input_hw=(96, 128), image_hw=(96, 128), output_hw=(96, 128))
-    inst = model.decode_plain(heads)
+    inst = model.plain_decoder(heads)
     assert len(inst) == 1 and inst.pred_classes.tolist() == [2]
     assert inst.scores[0] == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item(), abs=0.01)
     # different classes in the two cells are not suppressed by each other
     cate[1][2, 3, 4], cate[1][4, 3, 4] = -9.0, 2.5
-    assert sorted(model.decode_plain(heads).pred_classes.tolist()) == [2, 4]
+    assert sorted(model.plain_decoder(heads).pred_classes.tolist()) == [2, 4]

@@ -3,20 +3,25 @@
 
 Random inputs of realistic size for one image: C = 80 classes, E = 256 kernel channels, stock grids
 40/36/24/16/12, mask features 200 x 200 (an 800 x 800 padded input). Prints, for each number of points,
-the best-of-N time of ``select_point_masks`` and of ``_reference_select_point_masks`` (adaptive mode), the
-speed-up, and whether both chose the same levels.
+the best-of-N time of ``select_point_masks`` and of the per-point loop of ``tests/reference_point_filter.py``
+(adaptive mode), the speed-up, and whether both chose the same levels.
 
     python tools/benchmark_point_filter.py [--points 10 100] [--json out.json]
 
 ``--json`` writes ``{"batched_vs_loop": <speed-up at 100 points>, "results": [...], ...}``.
 """
 import argparse
+import os
+import sys
 import time
 
 import torch
 
 from wssis_d2.data.json_io import write_json_atomic
-from wssis_d2.modeling.point_filter import _reference_select_point_masks, select_point_masks
+from wssis_d2.modeling.point_filter import select_point_masks
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root: tests/
+from tests.reference_point_filter import reference_select_point_masks  # noqa: E402
 
 GRIDS = (40, 36, 24, 16, 12)
 STRIDES = (8, 8, 16, 32, 32)
@@ -66,7 +71,7 @@ def main():
         run_args = (cate, kern, feats, pts, classes, input_hw, STRIDES)
         select_point_masks(*run_args)  # warm-up
         t_batched, out = timed(lambda: select_point_masks(*run_args), args.repeats)
-        t_loop, ref = timed(lambda: _reference_select_point_masks(*run_args), args.loop_repeats)
+        t_loop, ref = timed(lambda: reference_select_point_masks(*run_args), args.loop_repeats)
         agree = float((out.level == ref.level).float().mean())
         row = {
             "points": num_points,

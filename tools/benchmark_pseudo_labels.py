@@ -116,13 +116,13 @@ def bench_filter(args):
                                                   os.path.join(ROOT, "tools", "benchmark_point_filter.py"))
     bpf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bpf)
-    from wssis_d2.modeling.point_filter import _reference_select_point_masks, select_point_masks
+    from wssis_d2.modeling.point_filter import select_point_masks
 
     cate, kern, feats, pts, classes, input_hw = bpf.make_inputs(100, 80, 256, tuple(args.filter_feat), seed=100)
     run_args = (cate, kern, feats, pts, classes, input_hw, bpf.STRIDES)
     select_point_masks(*run_args)
     t_batched, _ = bpf.timed(lambda: select_point_masks(*run_args), args.repeats)
-    t_loop, _ = bpf.timed(lambda: _reference_select_point_masks(*run_args), 1)
+    t_loop, _ = bpf.timed(lambda: bpf.reference_select_point_masks(*run_args), 1)
     print(f"[filter] 100 points, feat {tuple(args.filter_feat)}: batched {1e3 * t_batched:.1f} ms, "
           f"loop {1e3 * t_loop:.1f} ms, x{t_loop / t_batched:.1f}")
     return {"batched_s": t_batched, "loop_s": t_loop, "speedup": t_loop / t_batched, "feat": args.filter_feat}

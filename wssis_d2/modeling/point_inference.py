@@ -2,9 +2,12 @@
 pseudo-labels (METHOD.md sections 3 and 6).
 
 The meta-architecture holds one decoder, built once from ``MODEL.WSSIS.PSEUDO_LABEL_MODE``, and calls it
-for every input that carries ``"point_instances"``; inputs without points get ordinary inference. The
-decoders live in ``POINT_DECODER_REGISTRY`` (a new decoder = a registered class + an entry in
-``DECODER_OF_MODE``):
+for every input that carries ``"point_instances"``; inputs without points get ordinary inference
+(``plain_inference.PlainDecoder``). ``DECODER_OF_MODE`` maps each mode to its decoder class (a new
+decoder = a class + an entry there). A decoder takes everything it needs (strides, scale ranges,
+thresholds, a ``PlainDecoder``) from its own ``from_config`` and is called as ``decoder(heads, points)``
+with the ``plain_inference.ImageHeads`` of one image and its point ``Instances`` (gt_points, gt_classes,
+gt_point_valid, optionally gt_point_ids, gt_sizes):
 
     mode        decoder                  what it does
     adaptive    PointLevelDecoder        APS: every point tried on every level, best score wins
@@ -33,59 +36,22 @@ per image unless ``MODEL.WSSIS.MAX_PER_IMAGE`` > 0; same-class points that choos
 also has "num_collisions" (points that lost their first-choice cell to another point) and
 "num_points_capped" (points a MAX_PER_IMAGE cap dropped).
 """
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
-from detectron2.utils.registry import Registry
 
 from ..data.point_rules import centroid_point
-from .point_filter import postprocess_point_masks, select_point_masks
+from .level_choice import LEVEL_MODES
+from .plain_inference import ImageHeads, PlainDecoder
+from .point_filter import select_point_masks
+from .point_postprocess import postprocess_point_masks
 from .postprocess import mask_boxes
 
-__all__ = [
-    "POINT_DECODER_REGISTRY",
-    "DECODER_OF_MODE",
-    "ImageHeads",
-    "PointLevelDecoder",
-    "ScoreThresholdDecoder",
-    "build_point_decoder",
-    "mask_boxes",
-]
-
-POINT_DECODER_REGISTRY = Registry("POINT_DECODER")
-POINT_DECODER_REGISTRY.__doc__ = """
-Decoders of point-labeled images. A decoder is called as ``decoder(model, heads, points)`` with the
-``WSSISSOLOv2`` model (for ``strides``, ``scale_ranges``, ``mask_thr`` and ``decode_plain``), the
-``ImageHeads`` of one image and its point ``Instances`` (gt_points, gt_classes, gt_point_valid,
-optionally gt_point_ids, gt_sizes), and returns {"instances", "point_stats"} (module docstring).
-"""
-
-# PSEUDO_LABEL_MODE -> registered decoder name.
-DECODER_OF_MODE = {
-    "adaptive": "PointLevelDecoder",
-    "fixed": "PointLevelDecoder",
-    "oracle": "PointLevelDecoder",
-    "threshold": "ScoreThresholdDecoder",
-}
-
-
-class ImageHeads(NamedTuple):
-    """Head outputs of one image and its geometry.
-
-    cate_logits: L tensors (C, S_l, S_l); kernels: L tensors (E, S_l, S_l); mask_feats: (E, Hf, Wf);
-    input_hw: (H, W) padded input; image_hw: (h, w) image inside it (top-left); output_hw: (oh, ow).
-    """
-
-    cate_logits: List[torch.Tensor]
-    kernels: List[torch.Tensor]
-    mask_feats: torch.Tensor
-    input_hw: Tuple[int, int]
-    image_hw: Tuple[int, int]
-    output_hw: Tuple[int, int]
+__all__ = ["DECODER_OF_MODE", "PointLevelDecoder", "ScoreThresholdDecoder", "build_point_decoder"]
 
 
 def _instances(output_hw, masks, boxes, scores, classes, points, levels, point_ids) -> Instances:
@@ -100,7 +66,6 @@ def _instances(output_hw, masks, boxes, scores, classes, points, levels, point_i
     return result
 
 
-@POINT_DECODER_REGISTRY.register()
 class PointLevelDecoder:
     """Point-guided pseudo-labels: one grid cell per point (modes adaptive, fixed, oracle)."""
 
@@ -108,6 +73,9 @@ class PointLevelDecoder:
     def __init__(
         self,
         *,
+        strides: Sequence[int],
+        scale_ranges: Sequence[Sequence[float]],
+        mask_thr: float,
         mode: str = "adaptive",
         fixed_level: Optional[int] = None,
         max_per_image: int = 0,
@@ -117,6 +85,8 @@ class PointLevelDecoder:
     ):
         """
         Args:
+            strides: stride per level (the mask-area filter); scale_ranges: (lo, hi) per level (mode
+                "oracle"); mask_thr: mask probability threshold (``MODEL.SOLOV2``).
             mode: "adaptive", "fixed" or "oracle" (``point_filter.select_point_masks``).
             fixed_level: level index of mode "fixed".
             max_per_image: at most this many pseudo-labels per image, by score; <= 0 (default): no cap.
@@ -124,10 +94,13 @@ class PointLevelDecoder:
             nms_iou: class-aware mask NMS IoU between points (None: off, the default).
             collision_rule, tiny_mask_rule: see ``point_filter.select_point_masks``.
         """
-        if mode not in ("adaptive", "fixed", "oracle"):
+        if mode not in LEVEL_MODES:
             raise ValueError(f"PointLevelDecoder mode must be adaptive, fixed or oracle, got {mode!r}")
         if mode == "fixed" and fixed_level is None:
             raise ValueError("mode 'fixed' needs fixed_level (MODEL.WSSIS.FIXED_LEVEL)")
+        self.strides = [int(s) for s in strides]
+        self.scale_ranges = [tuple(r) for r in scale_ranges]
+        self.mask_thr = float(mask_thr)
         self.mode = mode
         self.fixed_level = fixed_level
         self.max_per_image = int(max_per_image)
@@ -137,8 +110,11 @@ class PointLevelDecoder:
 
     @classmethod
     def from_config(cls, cfg):
-        w = cfg.MODEL.WSSIS
+        w, s = cfg.MODEL.WSSIS, cfg.MODEL.SOLOV2
         return {
+            "strides": s.FPN_INSTANCE_STRIDES,
+            "scale_ranges": s.FPN_SCALE_RANGES,
+            "mask_thr": s.MASK_THR,
             "mode": w.PSEUDO_LABEL_MODE,
             "fixed_level": w.FIXED_LEVEL,
             "max_per_image": w.MAX_PER_IMAGE,
@@ -147,7 +123,7 @@ class PointLevelDecoder:
             "tiny_mask_rule": w.TINY_MASK_RULE,
         }
 
-    def __call__(self, model, heads: ImageHeads, points: Instances) -> Dict[str, object]:
+    def __call__(self, heads: ImageHeads, points: Instances) -> Dict[str, object]:
         device = heads.mask_feats.device
         num_points = len(points)
         valid = points.gt_point_valid.to(device=device, dtype=torch.bool)
@@ -170,23 +146,23 @@ class PointLevelDecoder:
             pts,
             classes,
             heads.input_hw,
-            model.strides,
+            self.strides,
             mode=self.mode,
             level=self.fixed_level,
             gt_sizes=gt_sizes,
-            scale_ranges=model.scale_ranges,
-            mask_thr=model.mask_thr,
+            scale_ranges=self.scale_ranges,
+            mask_thr=self.mask_thr,
             collision_rule=self.collision_rule,
             tiny_mask_rule=self.tiny_mask_rule,
         )
         labels = postprocess_point_masks(
             selection,
             classes,
-            model.strides,
+            self.strides,
             heads.input_hw,
             heads.image_hw,
             heads.output_hw,
-            mask_thr=model.mask_thr,
+            mask_thr=self.mask_thr,
             nms_iou=self.nms_iou,
             max_per_image=self.max_per_image,
         )
@@ -216,17 +192,18 @@ class PointLevelDecoder:
         return {"instances": instances, "point_stats": stats}
 
 
-@POINT_DECODER_REGISTRY.register()
 class ScoreThresholdDecoder:
     """SSIS baseline ("+unlabeled"): ordinary inference, points ignored, detections with score >= thr."""
 
     @configurable
-    def __init__(self, *, threshold: float = 0.1, max_per_image: int = 100):
+    def __init__(self, *, plain_decoder: PlainDecoder, threshold: float = 0.1, max_per_image: int = 100):
         """
         Args:
+            plain_decoder: the ordinary inference (``MODEL.SOLOV2`` settings).
             threshold: keep detections whose final score (after Matrix NMS) is >= this.
             max_per_image: detections kept per image (replaces ``MODEL.SOLOV2.MAX_PER_IMG``).
         """
+        self.plain_decoder = plain_decoder
         self.threshold = float(threshold)
         self.max_per_image = int(max_per_image)
 
@@ -234,13 +211,13 @@ class ScoreThresholdDecoder:
     def from_config(cls, cfg):
         w = cfg.MODEL.WSSIS
         # Ordinary inference: MAX_PER_IMAGE when set, else detectron2-style MODEL.SOLOV2.MAX_PER_IMG.
-        return {"threshold": w.THRESHOLD,
+        return {"plain_decoder": PlainDecoder(cfg), "threshold": w.THRESHOLD,
                 "max_per_image": w.MAX_PER_IMAGE if w.MAX_PER_IMAGE > 0 else cfg.MODEL.SOLOV2.MAX_PER_IMG}
 
-    def __call__(self, model, heads: ImageHeads, points: Instances) -> Dict[str, object]:
+    def __call__(self, heads: ImageHeads, points: Instances) -> Dict[str, object]:
         # The class-probability prefilter must not cut scores the threshold would keep.
-        score_thr = min(float(model.inference_args["score_thr"]), self.threshold)
-        plain = model.decode_plain(heads, score_thr=score_thr, max_per_img=self.max_per_image)
+        score_thr = min(self.plain_decoder.score_thr, self.threshold)
+        plain = self.plain_decoder(heads, score_thr=score_thr, max_per_img=self.max_per_image)
         boxes = mask_boxes(plain.pred_masks)
         keep = (plain.scores >= self.threshold) & (boxes[:, 2] > 0)
         plain, boxes = plain[keep], boxes[keep]
@@ -266,9 +243,18 @@ class ScoreThresholdDecoder:
         return {"instances": instances, "point_stats": stats}
 
 
+# PSEUDO_LABEL_MODE -> decoder class (the one dispatch; a level-choice mode is passed on as ``mode``).
+DECODER_OF_MODE = {
+    "adaptive": PointLevelDecoder,
+    "fixed": PointLevelDecoder,
+    "oracle": PointLevelDecoder,
+    "threshold": ScoreThresholdDecoder,
+}
+
+
 def build_point_decoder(cfg):
     """The decoder of ``cfg.MODEL.WSSIS.PSEUDO_LABEL_MODE`` (see ``DECODER_OF_MODE``)."""
     mode = cfg.MODEL.WSSIS.PSEUDO_LABEL_MODE
     if mode not in DECODER_OF_MODE:
         raise ValueError(f"Unknown MODEL.WSSIS.PSEUDO_LABEL_MODE {mode!r}; choose one of {sorted(DECODER_OF_MODE)}")
-    return POINT_DECODER_REGISTRY.get(DECODER_OF_MODE[mode])(cfg)
+    return DECODER_OF_MODE[mode](cfg)

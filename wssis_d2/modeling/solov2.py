@@ -11,7 +11,7 @@ At inference an input that carries ``"point_instances"`` (a point-labeled image,
 fixed level, oracle or the SSIS score threshold, chosen once by ``MODEL.WSSIS.PSEUDO_LABEL_MODE``); its
 output adds ``pred_points``, ``pred_levels``, ``point_ids`` and a ``"point_stats"`` entry.
 """
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -22,8 +22,9 @@ from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
 
 from .heads import SOLOv2InstanceHead, SOLOv2MaskHead, instance_level_features
 from .losses import category_focal_loss, dice_loss
-from .point_inference import ImageHeads, PointLevelDecoder, build_point_decoder
-from .postprocess import candidates_to_instances, dynamic_masks, point_nms, select_candidates
+from .plain_inference import ImageHeads, PlainDecoder
+from .point_inference import PointLevelDecoder, build_point_decoder
+from .postprocess import dynamic_masks
 from .targets import assign_level_targets, downsample_masks
 
 __all__ = ["WSSISSOLOv2", "HeadOutputs"]
@@ -65,7 +66,7 @@ class WSSISSOLOv2(nn.Module):
         focal_gamma: float = 2.0,
         focal_weight: float = 1.0,
         dice_weight: float = 3.0,
-        inference: Dict[str, object],
+        plain_decoder: PlainDecoder,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         point_decoder: Optional[object] = None,
@@ -84,11 +85,11 @@ class WSSISSOLOv2(nn.Module):
             num_classes: C.
             focal_alpha, focal_gamma, focal_weight: category loss.
             dice_weight: mask loss weight.
-            inference: keyword arguments of ``postprocess.select_candidates`` (score_thr, mask_thr,
-                nms_pre, nms_kernel, nms_sigma, update_thr, max_per_img).
+            plain_decoder: ordinary inference of inputs without points (``plain_inference``).
             pixel_mean, pixel_std: input normalisation, in ``INPUT.FORMAT`` channel order.
             point_decoder: decoder of inputs with "point_instances" (``point_inference``); default
-                ``PointLevelDecoder()`` (adaptive pyramid-level selection).
+                ``PointLevelDecoder`` with this model's strides, scale ranges and mask threshold (adaptive
+                pyramid-level selection).
         """
         super().__init__()
         self.backbone = backbone
@@ -105,8 +106,12 @@ class WSSISSOLOv2(nn.Module):
         self.focal_gamma = focal_gamma
         self.focal_weight = focal_weight
         self.dice_weight = dice_weight
-        self.inference_args = dict(inference)
-        self.point_decoder = point_decoder if point_decoder is not None else PointLevelDecoder()
+        self.plain_decoder = plain_decoder
+        if point_decoder is None:
+            point_decoder = PointLevelDecoder(
+                strides=self.strides, scale_ranges=self.scale_ranges, mask_thr=plain_decoder.mask_thr
+            )
+        self.point_decoder = point_decoder
         if not (len(self.num_grids) == len(self.strides) == len(self.scale_ranges) == len(self.instance_in_features)):
             raise ValueError(
                 "SOLOv2 needs one grid, stride and scale range per instance level; got "
@@ -134,15 +139,7 @@ class WSSISSOLOv2(nn.Module):
             "focal_gamma": s.LOSS.FOCAL_GAMMA,
             "focal_weight": s.LOSS.FOCAL_WEIGHT,
             "dice_weight": s.LOSS.DICE_WEIGHT,
-            "inference": {
-                "score_thr": s.SCORE_THR,
-                "mask_thr": s.MASK_THR,
-                "nms_pre": s.NMS_PRE,
-                "nms_kernel": s.NMS_KERNEL,
-                "nms_sigma": s.NMS_SIGMA,
-                "update_thr": s.UPDATE_THR,
-                "max_per_img": s.MAX_PER_IMG,
-            },
+            "plain_decoder": PlainDecoder(cfg),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "point_decoder": build_point_decoder(cfg),
@@ -223,10 +220,6 @@ class WSSISSOLOv2(nn.Module):
         return {"loss_cate": loss_cate * self.focal_weight, "loss_mask": loss_mask * self.dice_weight}
 
     # ------------------------------------------------------------------ inference
-    @property
-    def mask_thr(self) -> float:
-        return float(self.inference_args["mask_thr"])
-
     def inference(self, heads: HeadOutputs, images: ImageList, batched_inputs: List[dict]) -> List[dict]:
         """Per image: the point decoder if the input carries "point_instances", else ordinary inference."""
         results = []
@@ -240,25 +233,10 @@ class WSSISSOLOv2(nn.Module):
                 output_hw=(int(x.get("height", image_hw[0])), int(x.get("width", image_hw[1]))),
             )
             if "point_instances" in x:
-                results.append(self.point_decoder(self, image, x["point_instances"]))
+                results.append(self.point_decoder(image, x["point_instances"]))
             else:
-                results.append({"instances": self.decode_plain(image)})
+                results.append({"instances": self.plain_decoder(image)})
         return results
-
-    def decode_plain(self, image: ImageHeads, **overrides) -> Instances:
-        """Ordinary SOLOv2 inference of one image (no points): point NMS, threshold, masks, area filter,
-        maskness, top NMS_PRE, Matrix NMS, top-k, resize to ``image.output_hw``. ``overrides`` replace entries of ``inference_args``."""
-        args = dict(self.inference_args, **overrides)
-        strides = torch.cat(
-            [torch.full((s * s,), float(st), device=self.device) for s, st in zip(self.num_grids, self.strides)]
-        )
-        # Point NMS on each level's (C, S, S) probability maps, then all cells of all levels: (A, C).
-        cate_probs = torch.cat(
-            [point_nms(c.sigmoid()).permute(1, 2, 0).reshape(-1, self.num_classes) for c in image.cate_logits]
-        )
-        kernels = torch.cat([k.flatten(1).t() for k in image.kernels])
-        cands = select_candidates(cate_probs, kernels, strides, image.mask_feats, **args)
-        return candidates_to_instances(cands, image.image_hw, image.output_hw, args["mask_thr"])
 
 
 def padded_bitmasks(instances: Instances, input_hw: Tuple[int, int]) -> torch.Tensor:
