@@ -30,6 +30,7 @@ from wssis_d2.evaluation import build_coco_evaluator, build_pseudo_label_exporte
 from wssis_d2.mrn import (build_mrn_evaluator, build_mrn_test_loader, build_mrn_train_loader,
                             build_optimizer, is_mrn_config, register_mrn_datasets)
 from wssis_d2.pseudo import build_pseudo_label_loader, is_pseudo_label_dataset
+from wssis_d2.utils.errors import run_cli
 
 # COCO 2017 PointWSSIS splits and the embedded shapes dataset, under $DETECTRON2_DATASETS (lazy).
 register_wssis_splits()
@@ -98,8 +99,8 @@ def main(args):
     return trainer.train()
 
 
-if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+def cli(argv):
+    args = default_argument_parser().parse_args(argv)
     launch(
         main,
         args.num_gpus,
@@ -108,3 +109,7 @@ if __name__ == "__main__":
         dist_url=args.dist_url,
         args=(args,),
     )
+
+
+if __name__ == "__main__":
+    run_cli(cli)  # one "error: ..." line for bad input (--traceback or WSSIS_TRACEBACK=1: all of it)

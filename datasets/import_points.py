@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from wssis_d2.data.importers import POINT_FORMATS, PointImportError, import_points  # noqa: E402
+from wssis_d2.utils.errors import run_cli  # noqa: E402
 
 
 def main(argv=None):
@@ -40,4 +41,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

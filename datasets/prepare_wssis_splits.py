@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from wssis_d2.data.point_rules import POINT_RULES  # noqa: E402
 from wssis_d2.data.splits import write_wssis_splits  # noqa: E402
+from wssis_d2.utils.errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -56,4 +57,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

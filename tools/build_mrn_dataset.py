@@ -22,6 +22,7 @@ from detectron2.utils.logger import setup_logger
 from wssis_d2.data.json_io import write_json_atomic
 from wssis_d2.mrn.datasets import mrn_dataset_root
 from wssis_d2.mrn.samples import make_mrn_sample_jsons
+from wssis_d2.utils.errors import run_cli
 
 
 def main(argv=None):
@@ -50,4 +51,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

@@ -12,6 +12,7 @@ score/point/level/point_ann_id; images without any annotation are dropped (rules
 import argparse
 
 from wssis_d2.pseudo import merge_pseudo_label_files
+from wssis_d2.utils.errors import run_cli
 
 
 def main(argv=None):
@@ -27,4 +28,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

@@ -27,6 +27,7 @@ from detectron2.utils.logger import setup_logger
 from wssis_d2.config import add_wssis_config
 from wssis_d2.mrn import MaskRefineNet  # noqa: F401  (registers the meta-architecture)
 from wssis_d2.mrn.refine import refine_pseudo_labels
+from wssis_d2.utils.errors import run_cli
 
 logger = logging.getLogger("wssis_d2.refine_pseudo_labels")
 
@@ -92,9 +93,13 @@ def main(args):
                                 log_period=args.log_period, info=info)
 
 
-if __name__ == "__main__":
-    args = get_parser().parse_args()
+def cli(argv):
+    args = get_parser().parse_args(argv)
     if args.opts and args.opts[0] == "--":
         args.opts = args.opts[1:]
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
+
+
+if __name__ == "__main__":
+    run_cli(cli)  # one "error: ..." line for bad input (--traceback: all of it)

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from wssis_d2.data.datasets import register_wssis_splits  # noqa: E402
 from wssis_d2.mrn.datasets import register_mrn_datasets  # noqa: E402
 from wssis_d2.pipeline.visualize import render_coco_json, render_dataset  # noqa: E402
+from wssis_d2.utils.errors import run_cli  # noqa: E402
 
 
 def get_parser():
@@ -50,4 +51,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

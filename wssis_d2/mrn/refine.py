@@ -34,6 +34,7 @@ import detectron2.utils.comm as comm
 
 from ..data.coco_masks import decode_segmentation, encode_masks
 from ..data.json_io import load_json, write_json_atomic
+from ..data.validation import load_coco
 from .dataset_mapper import read_mrn_image
 from .samples import contiguous_category_map
 
@@ -246,7 +247,7 @@ def refine_pseudo_labels(model, pseudo_json: str, output: str, *, image_root: Op
         {"skipped": bool, "output", this rank's "images", "instances", "refined", "kept_coarse",
         "seconds", "instances_per_s"; on the main process also the merged counts}.
     """
-    pseudo = load_json(pseudo_json)
+    pseudo = load_coco(pseudo_json, "pseudo")
     image_root = image_root or (pseudo.get("info") or {}).get("image_root")
     if not image_root:
         raise ValueError(f"{pseudo_json}: no image root (info['image_root'] is missing; pass --image-root)")

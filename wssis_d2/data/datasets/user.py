@@ -20,6 +20,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import load_coco_json
 
 from ..json_io import load_json
+from ..validation import check_coco
+from ...utils.errors import WSSISInputError
 from .point_instances import register_point_instances
 
 __all__ = ["is_point_json", "register_user_datasets"]
@@ -32,7 +34,7 @@ def is_point_json(coco: dict, json_file: str = "<json>") -> bool:
     when the file mixes point-only and mask annotations."""
     kinds = {("point_coords" in a and "segmentation" not in a) for a in coco.get("annotations") or []}
     if len(kinds) > 1:
-        raise ValueError(f"{json_file}: mixes point-only annotations (point_coords) and annotations with masks")
+        raise WSSISInputError(f"{json_file}: mixes point-only annotations (point_coords) and annotations with masks")
     return kinds == {True}
 
 
@@ -64,7 +66,7 @@ def register_user_datasets(entries) -> list:
                 continue
             raise ValueError(f"DATASETS.WSSIS_REGISTER: {name!r} is already registered with "
                              f"{MetadataCatalog.get(name).get('json_file', None)}, not {json_file}")
-        coco = load_json(json_file)
+        coco = check_coco(load_json(json_file), json_file)  # keys, types, ids, points (WSSISInputError)
         cats = sorted(coco.get("categories") or [], key=lambda c: c["id"])
         if not cats:
             raise ValueError(f"{json_file}: no categories")
