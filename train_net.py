@@ -30,6 +30,7 @@ from wssis_d2.evaluation import build_coco_evaluator, build_pseudo_label_exporte
 from wssis_d2.mrn import (build_mrn_evaluator, build_mrn_test_loader, build_mrn_train_loader,
                             build_optimizer, is_mrn_config, register_mrn_datasets)
 from wssis_d2.pseudo import build_pseudo_label_loader, is_pseudo_label_dataset
+from wssis_d2.checkpoint_check import checked
 from wssis_d2.utils.errors import run_cli
 
 # COCO 2017 PointWSSIS splits and the embedded shapes dataset, under $DETECTRON2_DATASETS (lazy).
@@ -89,12 +90,14 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        checked(DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)).resume_or_load(cfg.MODEL.WEIGHTS,
+                                                                      resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
     trainer = Trainer(cfg)
+    checked(trainer.checkpointer)  # a checkpoint that does not fit the config raises, naming keys / shapes
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

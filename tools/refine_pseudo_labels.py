@@ -27,6 +27,7 @@ from detectron2.utils.logger import setup_logger
 from wssis_d2.config import add_wssis_config
 from wssis_d2.mrn import MaskRefineNet  # noqa: F401  (registers the meta-architecture)
 from wssis_d2.mrn.refine import refine_pseudo_labels
+from wssis_d2.checkpoint_check import checked
 from wssis_d2.utils.errors import run_cli
 
 logger = logging.getLogger("wssis_d2.refine_pseudo_labels")
@@ -79,7 +80,7 @@ def main(args):
     setup_logger(distributed_rank=comm.get_rank(), name="wssis_d2")
     check_trained_weights(cfg.MODEL.WEIGHTS)
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    checked(DetectionCheckpointer(model)).load(cfg.MODEL.WEIGHTS)
     model.eval()
     logger.info(f"MaskRefineNet R-{cfg.MODEL.MRN.DEPTH}, crops {cfg.MODEL.MRN.CROP_SIZE} px, "
                 f"batch {cfg.MODEL.MRN.REFINE_BATCH_SIZE}, device {model.device}, "
