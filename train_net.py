@@ -32,6 +32,7 @@ from wssis_d2.mrn import (build_mrn_evaluator, build_mrn_test_loader, build_mrn_
 from wssis_d2.pseudo import build_pseudo_label_loader, is_pseudo_label_dataset
 from wssis_d2.checkpoint_check import checked
 from wssis_d2.utils.errors import run_cli
+from wssis_d2.utils.preflight import check_output_dir
 
 # COCO 2017 PointWSSIS splits and the embedded shapes dataset, under $DETECTRON2_DATASETS (lazy).
 register_wssis_splits()
@@ -80,6 +81,7 @@ def setup(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    check_output_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")  # writable, enough free disk: fail now, not hours later
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="wssis_d2")  # our counts and skips
     register_user_datasets(cfg.DATASETS.WSSIS_REGISTER)  # [name, json, image_root] of your own files

@@ -10,7 +10,14 @@ from wssis_d2 import add_wssis_config
 from wssis_d2.checkpoint_check import CheckpointMismatchError, checked
 import wssis_d2.mrn  # noqa: F401  (registers MaskRefineNet)
 
-from conftest import REPO
+from conftest import REPO, load_train_net, saved_catalogs
+
+
+@pytest.fixture(scope="module")
+def train_net():
+    """train_net.py imported without leaving its dataset registrations behind (other tests count them)."""
+    with saved_catalogs():
+        return load_train_net()
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 

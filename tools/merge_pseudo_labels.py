@@ -13,6 +13,7 @@ import argparse
 
 from wssis_d2.pseudo import merge_pseudo_label_files
 from wssis_d2.utils.errors import run_cli
+from wssis_d2.utils.preflight import check_output_file
 
 
 def main(argv=None):
@@ -21,6 +22,7 @@ def main(argv=None):
     parser.add_argument("--pseudo", required=True, help="pseudo-label json (PseudoLabelExporter)")
     parser.add_argument("--output", required=True, help="merged json to write (atomically)")
     args = parser.parse_args(argv)
+    check_output_file(args.output, "merged json")
     info = merge_pseudo_label_files(args.full, args.pseudo, args.output)
     print(f"wrote {args.output}: {info['num_images']} images, {info['num_annotations']} annotations "
           f"({info['full']['num_annotations']} full + {info['pseudo']['num_annotations']} pseudo), "

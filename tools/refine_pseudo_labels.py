@@ -29,6 +29,7 @@ from wssis_d2.mrn import MaskRefineNet  # noqa: F401  (registers the meta-archit
 from wssis_d2.mrn.refine import refine_pseudo_labels
 from wssis_d2.checkpoint_check import checked
 from wssis_d2.utils.errors import run_cli
+from wssis_d2.utils.preflight import check_output_file
 
 logger = logging.getLogger("wssis_d2.refine_pseudo_labels")
 
@@ -76,6 +77,7 @@ def check_trained_weights(path):
 
 def main(args):
     cfg = setup_cfg(args)
+    check_output_file(args.output, "refined json")  # writable, enough free disk
     setup_logger(distributed_rank=comm.get_rank())
     setup_logger(distributed_rank=comm.get_rank(), name="wssis_d2")
     check_trained_weights(cfg.MODEL.WEIGHTS)

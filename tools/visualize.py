@@ -20,6 +20,7 @@ from wssis_d2.data.datasets import register_wssis_splits  # noqa: E402
 from wssis_d2.mrn.datasets import register_mrn_datasets  # noqa: E402
 from wssis_d2.pipeline.visualize import render_coco_json, render_dataset  # noqa: E402
 from wssis_d2.utils.errors import run_cli  # noqa: E402
+from wssis_d2.utils.preflight import check_output_dir  # noqa: E402
 
 
 def get_parser():
@@ -38,6 +39,7 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
+    check_output_dir(args.output, "PNG folder")
     logger = setup_logger(name="wssis_d2")
     if args.dataset:
         register_wssis_splits(args.data_root)
