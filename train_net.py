@@ -25,6 +25,9 @@ from wssis_d2 import add_wssis_config
 from wssis_d2.data.datasets import register_user_datasets, register_wssis_splits
 from wssis_d2.engine import trainer_class
 from wssis_d2.mrn import register_mrn_datasets
+from wssis_d2.checkpoint_check import checked
+from wssis_d2.utils.errors import run_cli
+from wssis_d2.utils.preflight import check_output_dir
 
 # COCO 2017 PointWSSIS splits and the embedded shapes dataset, under $DETECTRON2_DATASETS (lazy).
 register_wssis_splits()
@@ -38,6 +41,7 @@ def setup(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    check_output_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")  # writable, enough free disk: fail now, not hours later
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="wssis_d2")  # our counts and skips
     register_user_datasets(cfg.DATASETS.WSSIS_REGISTER)  # [name, json, image_root] of your own files
@@ -49,18 +53,20 @@ def main(args):
     trainer_cls = trainer_class(cfg)  # SOLOv2 Trainer, MRNTrainer or PseudoLabelTrainer (export)
     if args.eval_only:
         model = trainer_cls.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        checked(DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)).resume_or_load(cfg.MODEL.WEIGHTS,
+                                                                      resume=args.resume)
         res = trainer_cls.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
     trainer = trainer_cls(cfg)
+    checked(trainer.checkpointer)  # a checkpoint that does not fit the config raises, naming keys / shapes
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
-if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+def cli(argv):
+    args = default_argument_parser().parse_args(argv)
     launch(
         main,
         args.num_gpus,
@@ -69,3 +75,7 @@ if __name__ == "__main__":
         dist_url=args.dist_url,
         args=(args,),
     )
+
+
+if __name__ == "__main__":
+    run_cli(cli)  # one "error: ..." line for bad input (--traceback or WSSIS_TRACEBACK=1: all of it)

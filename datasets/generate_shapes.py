@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from wssis_d2.data.datasets.builtin import SPLIT_PERCENTS  # noqa: E402
 from wssis_d2.data.splits import write_wssis_splits  # noqa: E402
 from wssis_d2.data.synthetic import MAX_INSTANCES, MAX_SIZE_FRACTION, MIN_SIZE, STYLES, generate_shapes_dataset  # noqa: E402,E501
+from wssis_d2.utils.errors import run_cli  # noqa: E402
 
 
 def default_output_dir():
@@ -64,4 +65,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

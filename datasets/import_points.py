@@ -17,6 +17,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from wssis_d2.data.importers import POINT_FORMATS, PointImportError, import_points  # noqa: E402
+from wssis_d2.utils.errors import run_cli  # noqa: E402
+from wssis_d2.utils.preflight import check_output_file  # noqa: E402
 
 
 def main(argv=None):
@@ -28,6 +30,7 @@ def main(argv=None):
     p.add_argument("--output", required=True, help="point-label json to write")
     p.add_argument("--skip-unknown", action="store_true", help="skip (and count) clicks with an unknown label")
     args = p.parse_args(argv)
+    check_output_file(args.output, "point json")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
         info = import_points(args.format, args.input, args.image_root, args.categories, args.output,
@@ -40,4 +43,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

@@ -14,6 +14,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from wssis_d2.data.custom_example import write_custom_example  # noqa: E402
+from wssis_d2.utils.errors import run_cli  # noqa: E402
 
 
 def main(argv=None):
@@ -33,4 +34,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

@@ -21,6 +21,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from wssis_d2.data.point_rules import POINT_RULES  # noqa: E402
 from wssis_d2.data.splits import write_wssis_splits  # noqa: E402
+from wssis_d2.utils.errors import run_cli  # noqa: E402
+from wssis_d2.utils.preflight import check_output_dir  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -40,6 +42,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_output_dir(args.output_dir, "split folder")
     percent = args.percent
     if percent is not None and float(percent).is_integer():
         percent = int(percent)  # "5p", not "5.0p", in file names
@@ -56,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

@@ -22,6 +22,8 @@ from detectron2.utils.logger import setup_logger
 from wssis_d2.data.json_io import write_json_atomic
 from wssis_d2.mrn.datasets import mrn_dataset_root
 from wssis_d2.mrn.samples import make_mrn_sample_jsons
+from wssis_d2.utils.errors import run_cli
+from wssis_d2.utils.preflight import check_output_dir
 
 
 def main(argv=None):
@@ -39,7 +41,7 @@ def main(argv=None):
     log = logging.getLogger("wssis_d2.build_mrn_dataset")
     out = make_mrn_sample_jsons(args.pseudo, args.gt, image_root=args.image_root,
                                 val_fraction=args.val_fraction, seed=args.seed)
-    out_dir = args.output_dir or mrn_dataset_root()
+    out_dir = check_output_dir(args.output_dir or mrn_dataset_root(), "MRN sample folder")
     for split, data in out.items():
         if split == "val" and not data["images"]:
             continue
@@ -50,4 +52,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

@@ -43,6 +43,8 @@ from wssis_d2.data.splits import write_wssis_splits  # noqa: E402
 from wssis_d2.data.synthetic import generate_shapes_dataset  # noqa: E402
 from wssis_d2.evaluation import build_pseudo_label_exporter, pseudo_label_quality  # noqa: E402
 from wssis_d2.pseudo import build_pseudo_label_loader  # noqa: E402
+from wssis_d2.checkpoint_check import checked  # noqa: E402
+from wssis_d2.utils.errors import run_cli  # noqa: E402
 
 # Crowded scenes: many small touching shapes, so that same-class points share grid cells.
 CROWDED_MIN_INSTANCES = 50
@@ -125,7 +127,7 @@ def main(argv=None):
                                  "OUTPUT_DIR", args.output_dir] + list(args.opts) + list(opts))
             cfg.freeze()
             model = build_model(cfg)
-            DetectionCheckpointer(model).load(args.weights)
+            checked(DetectionCheckpointer(model)).load(args.weights)
             out = os.path.join(args.output_dir, f"{vname}.json")
             start = time.perf_counter()
             inference_on_dataset(model, build_pseudo_label_loader(cfg, name),
@@ -151,4 +153,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

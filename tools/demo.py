@@ -29,6 +29,7 @@ from wssis_d2.pipeline.data import dataset_json  # noqa: E402
 from wssis_d2.pipeline.demo_figures import draw_comparison, paper_table, plot_model_rows  # noqa: E402
 from wssis_d2.pipeline.stages import stage_logging  # noqa: E402
 from wssis_d2.utils.visualize import render_coco_json  # noqa: E402
+from wssis_d2.utils.errors import run_cli  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "pipeline",
                               "shapes_demo.yaml")
@@ -88,4 +89,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

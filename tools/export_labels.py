@@ -14,6 +14,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from wssis_d2.data.review_export import EXPORT_FORMATS, export_labels  # noqa: E402
+from wssis_d2.utils.errors import run_cli  # noqa: E402
+from wssis_d2.utils.preflight import check_output_dir  # noqa: E402
 
 
 def main(argv=None):
@@ -25,6 +27,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
+        check_output_dir(args.output)
         counts = export_labels(args.json, args.format, args.output, args.image_root)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
@@ -32,4 +35,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

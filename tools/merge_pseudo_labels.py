@@ -12,6 +12,8 @@ score/point/level/point_ann_id; images without any annotation are dropped (rules
 import argparse
 
 from wssis_d2.pseudo import merge_pseudo_label_files
+from wssis_d2.utils.errors import run_cli
+from wssis_d2.utils.preflight import check_output_file
 
 
 def main(argv=None):
@@ -20,6 +22,7 @@ def main(argv=None):
     parser.add_argument("--pseudo", required=True, help="pseudo-label json (PseudoLabelExporter)")
     parser.add_argument("--output", required=True, help="merged json to write (atomically)")
     args = parser.parse_args(argv)
+    check_output_file(args.output, "merged json")
     info = merge_pseudo_label_files(args.full, args.pseudo, args.output)
     print(f"wrote {args.output}: {info['num_images']} images, {info['num_annotations']} annotations "
           f"({info['full']['num_annotations']} full + {info['pseudo']['num_annotations']} pseudo), "
@@ -27,4 +30,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

@@ -12,6 +12,7 @@ import argparse
 
 from wssis_d2.data.json_io import load_json, write_json_atomic
 from wssis_d2.evaluation.quality import compare_reports, format_report, pseudo_label_quality
+from wssis_d2.utils.errors import run_cli
 
 
 def main(argv=None):
@@ -37,4 +38,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

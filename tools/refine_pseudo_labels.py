@@ -27,6 +27,9 @@ from detectron2.utils.logger import setup_logger
 from wssis_d2.config import add_wssis_config
 from wssis_d2.mrn import MaskRefineNet  # noqa: F401  (registers the meta-architecture)
 from wssis_d2.mrn.refine import refine_pseudo_labels
+from wssis_d2.checkpoint_check import checked
+from wssis_d2.utils.errors import run_cli
+from wssis_d2.utils.preflight import check_output_file
 
 logger = logging.getLogger("wssis_d2.refine_pseudo_labels")
 
@@ -74,11 +77,12 @@ def check_trained_weights(path):
 
 def main(args):
     cfg = setup_cfg(args)
+    check_output_file(args.output, "refined json")  # writable, enough free disk
     setup_logger(distributed_rank=comm.get_rank())
     setup_logger(distributed_rank=comm.get_rank(), name="wssis_d2")
     check_trained_weights(cfg.MODEL.WEIGHTS)
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    checked(DetectionCheckpointer(model)).load(cfg.MODEL.WEIGHTS)
     model.eval()
     logger.info(f"MaskRefineNet R-{cfg.MODEL.MRN.DEPTH}, crops {cfg.MODEL.MRN.CROP_SIZE} px, "
                 f"batch {cfg.MODEL.MRN.REFINE_BATCH_SIZE}, device {model.device}, "
@@ -92,9 +96,13 @@ def main(args):
                                 log_period=args.log_period, info=info)
 
 
-if __name__ == "__main__":
-    args = get_parser().parse_args()
+def cli(argv):
+    args = get_parser().parse_args(argv)
     if args.opts and args.opts[0] == "--":
         args.opts = args.opts[1:]
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
+
+
+if __name__ == "__main__":
+    run_cli(cli)  # one "error: ..." line for bad input (--traceback: all of it)

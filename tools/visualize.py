@@ -19,6 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from wssis_d2.data.datasets import register_wssis_splits  # noqa: E402
 from wssis_d2.mrn.datasets import register_mrn_datasets  # noqa: E402
 from wssis_d2.utils.visualize import render_coco_json, render_dataset  # noqa: E402
+from wssis_d2.utils.errors import run_cli  # noqa: E402
+from wssis_d2.utils.preflight import check_output_dir  # noqa: E402
 
 
 def get_parser():
@@ -37,6 +39,7 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
+    check_output_dir(args.output, "PNG folder")
     logger = setup_logger(name="wssis_d2")
     if args.dataset:
         register_wssis_splits(args.data_root)
@@ -50,4 +53,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # one "error: ..." line for bad input (--traceback: all of it)

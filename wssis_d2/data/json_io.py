@@ -4,6 +4,8 @@ import os
 
 from ..utils.part_files import atomic_output
 
+from ..utils.errors import WSSISInputError
+
 __all__ = ["load_json", "write_json_atomic"]
 
 
@@ -19,8 +21,8 @@ def load_json(path, hint=None):
     with open(path, "r") as f:
         try:
             return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid json: {e}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:  # also a truncated file
+            raise WSSISInputError(f"{path} is not valid json (truncated or malformed?): {e}") from e
 
 
 def write_json_atomic(obj, path, indent=None):

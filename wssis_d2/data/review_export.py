@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 
 from .coco_masks import decode_segmentation
-from .json_io import load_json, write_json_atomic
+from .json_io import write_json_atomic
+from .validation import load_coco
 
 __all__ = ["mask_to_polygons", "polygons_to_mask", "export_labelme", "export_cvat", "export_labels",
            "EXPORT_FORMATS"]
@@ -172,7 +173,7 @@ def export_labels(json_file: str, fmt: str, output_dir: str, image_root: Optiona
     the json's ``info["image_root"]``. Returns the counts."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {sorted(EXPORT_FORMATS)}")
-    coco = load_json(json_file)
+    coco = load_coco(json_file, "pseudo")
     image_root = image_root or (coco.get("info") or {}).get("image_root")
     if not image_root:
         raise ValueError(f"{json_file}: no info.image_root; give the image root (--image-root)")

@@ -34,7 +34,8 @@ import os
 import numpy as np
 
 from .coco_masks import decode_segmentation
-from .json_io import load_json, write_json_atomic
+from .json_io import write_json_atomic
+from .validation import load_coco
 from .point_rules import POINT_RULES, sample_point
 
 __all__ = [
@@ -255,7 +256,7 @@ def write_wssis_splits(json_file, output_dir, *, seed, percent=None, count=None,
     ``name`` defaults to the json file name without extension. Returns {kind: path} of the files
     written (no "points_gt" entry when it is not produced).
     """
-    coco = load_json(json_file)
+    coco = load_coco(json_file)
     splits = make_wssis_splits(coco, json_file=json_file, seed=seed, point_rule=point_rule,
                                percent=percent, count=count, image_root=image_root)
     name = name or os.path.splitext(os.path.basename(json_file))[0]

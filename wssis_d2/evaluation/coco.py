@@ -1,6 +1,8 @@
 """COCOEvaluator construction with feature detection of detectron2's compiled fast COCOeval."""
 from detectron2.evaluation import COCOEvaluator
 
+from .ids import one_based_annotation_ids
+
 
 def has_fast_coco_eval() -> bool:
     """Whether detectron2's compiled ops include the fast COCOeval (absent from placeholder builds)."""
@@ -13,10 +15,12 @@ def has_fast_coco_eval() -> bool:
 
 def build_coco_evaluator(cfg, dataset_name: str, output_folder: str) -> COCOEvaluator:
     """Segm (and bbox) ``COCOEvaluator``, using the fast implementation only when it is compiled."""
-    return COCOEvaluator(
+    evaluator = COCOEvaluator(
         dataset_name,
         tasks=("segm", "bbox"),
         distributed=True,
         output_dir=output_folder,
         use_fast_impl=has_fast_coco_eval(),
     )
+    one_based_annotation_ids(evaluator._coco_api, dataset_name)  # GT id 0 would lose its match (ids.py)
+    return evaluator

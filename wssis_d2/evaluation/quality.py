@@ -32,8 +32,9 @@ import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..data.json_io import load_json
+from ..data.validation import load_coco
 from .coco import has_fast_coco_eval
+from .ids import one_based_annotation_ids
 
 __all__ = ["REPORT_KEYS", "pseudo_label_quality", "format_report", "compare_reports"]
 
@@ -43,7 +44,7 @@ _AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)} 
 
 
 def _load(obj):
-    return load_json(obj) if isinstance(obj, (str, os.PathLike)) else obj
+    return load_coco(obj, "pseudo") if isinstance(obj, (str, os.PathLike)) else obj
 
 
 def _coco(dataset) -> COCO:
@@ -51,7 +52,7 @@ def _coco(dataset) -> COCO:
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
-    return coco
+    return one_based_annotation_ids(coco)  # a GT id 0 would lose its match in COCOeval
 
 
 def _coco_ap(coco_gt: COCO, dets, image_ids) -> Dict[str, Optional[float]]:

@@ -36,6 +36,7 @@ from ..data.categories import contiguous_category_map
 from ..data.coco_masks import decode_segmentation, encode_masks
 from ..data.json_io import load_json, write_json_atomic
 from ..utils.part_files import open_part, read_records, write_record
+from ..data.validation import load_coco
 from .dataset_mapper import read_mrn_image
 
 __all__ = [
@@ -222,7 +223,7 @@ def refine_pseudo_labels(model, pseudo_json: str, output: str, *, image_root: Op
         {"skipped": bool, "output", this rank's "images", "instances", "refined", "kept_coarse",
         "seconds", "instances_per_s"; on the main process also the merged counts}.
     """
-    pseudo = load_json(pseudo_json)
+    pseudo = load_coco(pseudo_json, "pseudo")
     image_root = image_root or (pseudo.get("info") or {}).get("image_root")
     if not image_root:
         raise ValueError(f"{pseudo_json}: no image root (info['image_root'] is missing; pass --image-root)")

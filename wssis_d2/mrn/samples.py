@@ -38,6 +38,7 @@ import pycocotools.mask as mask_util
 
 from ..data.coco_masks import decode_segmentation, encode_masks
 from ..data.json_io import load_json
+from ..data.validation import load_coco
 from ..data.point_rules import centroid_point
 
 __all__ = [
@@ -216,8 +217,8 @@ def make_mrn_sample_jsons(pseudo_jsons: Sequence[str], gt_json: str, *, image_ro
     Returns:
         {"train": sample json, "val": sample json} ("val" has no image when val_fraction is 0).
     """
-    pseudo = [load_json(p) for p in pseudo_jsons]
-    gt = load_json(gt_json)
+    pseudo = [load_coco(p, "pseudo") for p in pseudo_jsons]
+    gt = load_coco(gt_json)
     samples, stats = pair_mrn_samples(pseudo, gt)
     if image_root is None:
         for d in pseudo + [gt]:

@@ -14,6 +14,7 @@ from ..data.click_gt import align_gt_to_clicks
 from ..data.datasets import register_point_instances, register_wssis_shapes, register_wssis_splits
 from ..data.json_io import load_json, write_json_atomic
 from ..data.splits import split_file_names, write_wssis_splits
+from ..data.validation import load_coco
 from ..data.synthetic import generate_shapes_dataset
 from ..mrn.datasets import register_mrn_dataset
 from ..pseudo.labels import check_disjoint
@@ -180,13 +181,13 @@ def _prepare_custom(pcfg) -> Dict[str, float]:
             raise FileNotFoundError(f"DATA.CUSTOM.{key} = {c[key]} does not exist")
     if not os.path.isdir(c.IMAGE_ROOT):
         raise FileNotFoundError(f"DATA.CUSTOM.IMAGE_ROOT = {c.IMAGE_ROOT} is not a directory")
-    full, points = load_json(c.FULL_JSON), load_json(c.POINTS_JSON)
+    full, points = load_coco(c.FULL_JSON), load_coco(c.POINTS_JSON, "points")
     check_disjoint(full, points, (c.FULL_JSON, c.POINTS_JSON))
     if not c.POINTS_GT_JSON:
         logger.info("No DATA.CUSTOM.POINTS_GT_JSON: pseudo-label quality rows are skipped")
         return {}
     t0 = time.perf_counter()
-    aligned = align_gt_to_clicks(load_json(c.POINTS_GT_JSON), points, gt_name=c.POINTS_GT_JSON)
+    aligned = align_gt_to_clicks(load_coco(c.POINTS_GT_JSON), points, gt_name=c.POINTS_GT_JSON)
     write_json_atomic(aligned, custom_gt_json(pcfg))
     return {"align_points_gt": round(time.perf_counter() - t0, 2)}
 
@@ -218,7 +219,8 @@ def prepare_data(pcfg) -> dict:
             raise FileNotFoundError(f"DATASETS.{key} = {name!r}: {json_file} does not exist.{hint}")
         outputs[key.lower()] = json_file
         if pcfg.DATA.KIND in ("shapes", "custom"):  # count images and instances for the results table: count images and instances for the results table
-            coco = load_json(json_file)
+            coco = load_coco(json_file, "points" if MetadataCatalog.get(name).get("label_kind", None) == "points"
+                             else "instances")  # checked before any stage trains on it
             metrics[key.lower()] = {"name": name, "images": len(coco["images"]),
                                     "instances": len(coco["annotations"])}
         else:

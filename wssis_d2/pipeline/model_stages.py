@@ -22,6 +22,7 @@ from ..config import add_wssis_config
 from ..engine import trainer_class
 from ..mrn.refine import refine_pseudo_labels
 from ..utils.part_files import atomic_output
+from ..checkpoint_check import checked
 from .data import register_datasets, register_json_dataset
 
 __all__ = [
@@ -146,6 +147,7 @@ def train_stage(pcfg, stage_dir: str, spec: dict) -> dict:
                             forced=forced + ["SOLVER.CHECKPOINT_PERIOD", period])
     _setup(cfg, stage_dir)
     trainer = trainer_class(cfg)(cfg)
+    checked(trainer.checkpointer)  # a checkpoint that does not fit the config raises
     trainer.resume_or_load(resume=True)
     start_iter = trainer.start_iter
     if start_iter > 0:
@@ -189,7 +191,7 @@ def export_stage(pcfg, stage_dir: str, spec: dict) -> dict:
         _setup(cfg, job_dir)
         trainer_cls = trainer_class(cfg)  # PseudoLabelTrainer: MODEL.WSSIS.EXPORT_PSEUDO_LABELS is set
         model = trainer_cls.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=job_dir).load(job["weights"])
+        checked(DetectionCheckpointer(model, save_dir=job_dir)).load(job["weights"])
         logger.info(f"Exporting {job['mode']} pseudo-labels of {job['dataset']} with {job['weights']} "
                     f"-> {job['output']}")
         result = trainer_cls.test(cfg, model)
@@ -208,7 +210,7 @@ def refine_stage(pcfg, stage_dir: str, spec: dict) -> dict:
                     forced=["MODEL.WEIGHTS", spec["weights"]])
     _setup(cfg, stage_dir)
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(spec["weights"])
+    checked(DetectionCheckpointer(model)).load(spec["weights"])
     info = {"weights": spec["weights"], "config_file": os.path.join(stage_dir, "config.yaml"),
             "depth": cfg.MODEL.MRN.DEPTH, "crop_size": cfg.MODEL.MRN.CROP_SIZE,
             "box_scale": cfg.MODEL.MRN.BOX_SCALE, "mask_threshold": cfg.MODEL.MRN.MASK_THRESHOLD,

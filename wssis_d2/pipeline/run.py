@@ -28,6 +28,7 @@ from ..mrn.samples import make_mrn_sample_jsons
 from ..pseudo.labels import build_labels, training_labels
 from ..pseudo.merge import merge_pseudo_label_files
 from ..utils.part_files import atomic_output
+from ..utils.preflight import check_output_dir
 from .data import dataset_json, prepare_data, register_datasets
 from .model_stages import checkpoint_file, checkpoint_iterations, export_stage, refine_stage, train_stage
 from .results import machine_info, write_results
@@ -254,7 +255,7 @@ def run_pipeline(pcfg, num_gpus: int = 1, dist_url: str = "auto", config_file: s
         {"results": results.json content's paths and markdown, "records": {stage: marker}, "ran": [stages]}
     """
     t0 = time.perf_counter()
-    os.makedirs(pcfg.OUTPUT_DIR, exist_ok=True)
+    check_output_dir(pcfg.OUTPUT_DIR, "pipeline OUTPUT_DIR")  # creatable, writable, enough free disk
     load_start = [round(v, 2) for v in os.getloadavg()]
     runner = StageRunner(pcfg.OUTPUT_DIR, num_gpus=num_gpus, dist_url=dist_url, num_threads=pcfg.NUM_THREADS,
                          default_config=pcfg.dump())

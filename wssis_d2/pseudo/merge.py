@@ -18,6 +18,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
 from ..data.json_io import load_json, write_json_atomic
+from ..data.validation import load_coco
 
 __all__ = ["merge_pseudo_labels", "merge_pseudo_label_files", "read_json_info", "register_pseudo_label_dataset"]
 
@@ -106,7 +107,7 @@ def merge_pseudo_label_files(full_json, pseudo_json, output_json):
     Returns:
         the merged ``info`` dict.
     """
-    merged = merge_pseudo_labels(load_json(full_json), load_json(pseudo_json),
+    merged = merge_pseudo_labels(load_coco(full_json), load_coco(pseudo_json, "pseudo"),
                                  full_name=os.fspath(full_json), pseudo_name=os.fspath(pseudo_json))
     write_json_atomic(merged, output_json)
     return merged["info"]

@@ -16,7 +16,7 @@ from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
 
 from ..data.coco_masks import decode_segmentation
-from ..data.json_io import load_json
+from ..data.validation import load_coco
 
 __all__ = ["draw_instances", "instances_of_annotations", "render_records", "render_coco_json", "render_dataset"]
 
@@ -114,7 +114,7 @@ def render_coco_json(json_file: str, output_dir: str, image_root: Optional[str] 
         image_root: default: the json's ``info["image_root"]``.
         only_annotated: skip images without annotations.
     """
-    coco = load_json(json_file)
+    coco = load_coco(json_file, "pseudo")
     image_root = image_root or (coco.get("info") or {}).get("image_root") or ""
     names = {c["id"]: c.get("name", str(c["id"])) for c in coco.get("categories", [])}
     by_image = {}

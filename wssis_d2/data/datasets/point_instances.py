@@ -26,6 +26,7 @@ from detectron2.structures import BoxMode
 
 from ..categories import category_metadata
 from ..json_io import load_json
+from ..validation import check_coco
 
 __all__ = ["load_point_json", "point_records_from_coco", "register_point_instances"]
 
@@ -82,9 +83,7 @@ def point_records_from_coco(coco, json_file, image_root, dataset_name=None):
     """``load_point_json`` on an already loaded (or built in memory) point-label dict ``coco``;
     ``json_file`` only names the source in messages. An annotation's optional ``bbox`` (XYWH, pixels:
     the true box, e.g. joined from the points_gt file) is kept with ``bbox_mode`` XYWH_ABS."""
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(coco.get(key), list):
-            raise ValueError(f"{json_file}: missing or invalid '{key}' list")
+    check_coco(coco, json_file, "points")  # keys, types, ids, points inside their image (WSSISInputError)
     meta = MetadataCatalog.get(dataset_name) if dataset_name else None
     id_map = _category_map(meta, coco["categories"], json_file)
 

@@ -21,6 +21,8 @@ from detectron2.data.datasets.coco import load_coco_json
 
 from ..categories import category_metadata
 from ..json_io import load_json
+from ..validation import check_coco
+from ...utils.errors import WSSISInputError
 from .point_instances import register_point_instances
 
 __all__ = ["is_point_json", "register_user_datasets"]
@@ -33,7 +35,7 @@ def is_point_json(coco: dict, json_file: str = "<json>") -> bool:
     when the file mixes point-only and mask annotations."""
     kinds = {("point_coords" in a and "segmentation" not in a) for a in coco.get("annotations") or []}
     if len(kinds) > 1:
-        raise ValueError(f"{json_file}: mixes point-only annotations (point_coords) and annotations with masks")
+        raise WSSISInputError(f"{json_file}: mixes point-only annotations (point_coords) and annotations with masks")
     return kinds == {True}
 
 
@@ -65,7 +67,7 @@ def register_user_datasets(entries) -> list:
                 continue
             raise ValueError(f"DATASETS.WSSIS_REGISTER: {name!r} is already registered with "
                              f"{MetadataCatalog.get(name).get('json_file', None)}, not {json_file}")
-        coco = load_json(json_file)
+        coco = check_coco(load_json(json_file), json_file)  # keys, types, ids, points (WSSISInputError)
         meta = category_metadata(coco.get("categories") or [], json_file)
         if is_point_json(coco, json_file):
             register_point_instances(name, meta, json_file, image_root)

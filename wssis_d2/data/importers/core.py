@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from PIL import Image
 
 from ..json_io import load_json, write_json_atomic
+from ...utils.errors import WSSISInputError
 
 __all__ = ["POINT_FORMATS", "PointImportError", "register_format", "build_point_json", "import_points",
            "ImageIndex", "read_image_size", "UPLOAD_PREFIX"]
@@ -34,7 +35,7 @@ POINT_FORMATS: Dict[str, Callable] = {}
 UPLOAD_PREFIX = re.compile(r"^[0-9a-fA-F]{8}-")
 
 
-class PointImportError(ValueError):
+class PointImportError(WSSISInputError):
     """Bad input to a point importer (the message names the file, image / element and the problem)."""
 
 
