@@ -34,6 +34,7 @@ from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from wssis_d2 import add_wssis_config  # noqa: E402
+from wssis_d2.data.images import read_image  # noqa: E402
 from wssis_d2.data.json_io import write_json_atomic  # noqa: E402
 from wssis_d2.data.synthetic import generate_shapes_dataset  # noqa: E402
 
@@ -91,7 +92,7 @@ def load_inputs(json_file, image_root, size):
     aug = T.ResizeShortestEdge(size, size)
     out = []
     for d in dicts:
-        img = utils.read_image(d["file_name"], format="BGR")
+        img = read_image(d["file_name"], "BGR", d.get("image_id"))
         aug_input = T.AugInput(img)
         tfm = aug(aug_input)
         img = aug_input.image

@@ -41,6 +41,9 @@ def get_parser():
     p.add_argument("--output", required=True, help="output json (written atomically)")
     p.add_argument("--image-root", default=None, help="default: the input json's info['image_root']")
     p.add_argument("--overwrite", action="store_true", help="redo a complete output, drop old parts")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="keep the coarse masks of an unreadable image (counted) instead of stopping "
+                        "(also: DATALOADER.WSSIS_SKIP_BAD_IMAGES True)")
     p.add_argument("--log-period", type=int, default=100, help="log progress every N images per process")
     p.add_argument("--num-gpus", type=int, default=1, help="processes, one per GPU")
     p.add_argument("--num-machines", type=int, default=1)
@@ -93,7 +96,8 @@ def main(args):
             "heatmap_mode": cfg.MODEL.MRN.HEATMAP_MODE, "device": str(model.device)}
     return refine_pseudo_labels(model, args.pseudo, args.output, image_root=args.image_root,
                                 image_format=cfg.INPUT.FORMAT, overwrite=args.overwrite,
-                                log_period=args.log_period, info=info)
+                                log_period=args.log_period, info=info,
+                                skip_bad_images=args.skip_bad_images or cfg.DATALOADER.WSSIS_SKIP_BAD_IMAGES)
 
 
 def cli(argv):

@@ -34,6 +34,8 @@ def get_parser():
     p.add_argument("--max-images", type=int, default=8)
     p.add_argument("--scale", type=float, default=0.0, help="output scale (0: enlarge small images to ~512 px)")
     p.add_argument("--all-images", action="store_true", help="with --json: include images without annotations")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip missing / unreadable / truncated images with a warning and a count")
     return p
 
 
@@ -44,10 +46,11 @@ def main(argv=None):
     if args.dataset:
         register_wssis_splits(args.data_root)
         register_mrn_datasets(args.data_root)
-        paths = render_dataset(args.dataset, args.output, args.max_images, args.scale)
+        paths = render_dataset(args.dataset, args.output, args.max_images, args.scale,
+                               skip_bad_images=args.skip_bad_images)
     else:
         paths = render_coco_json(args.json, args.output, args.image_root, args.max_images, args.scale,
-                                 only_annotated=not args.all_images)
+                                 only_annotated=not args.all_images, skip_bad_images=args.skip_bad_images)
     logger.info(f"Wrote {len(paths)} images to {args.output}")
     return paths
 

@@ -164,4 +164,7 @@ def add_wssis_config(cfg):
     # load_point_json), else a COCO instances json with masks (detectron2's load_coco_json, COCO evaluator).
     # Use the names in DATASETS.TRAIN / DATASETS.TEST, e.g. [["mine_train", "labels.json", "images"]].
     cfg.DATASETS.WSSIS_REGISTER = []
+    # Missing / unreadable / truncated image files: False = stop with an error naming the file and image id;
+    # True = skip them with a warning and a count (training: another image is drawn; export: left out).
+    cfg.DATALOADER.WSSIS_SKIP_BAD_IMAGES = False
     # ------------------------------------------------------------ end of your own datasets (DATASETS.*)

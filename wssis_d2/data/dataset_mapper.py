@@ -1,5 +1,6 @@
 """Dataset mapper for a mix of fully-labeled and point-labeled images."""
 import copy
+import logging
 
 import numpy as np
 import torch
@@ -8,9 +9,13 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from ..utils.errors import WSSISInputError
+from .images import read_image
 from .point_utils import is_point_labeled, point_annotations_to_instances
 
 __all__ = ["WSSISDatasetMapper"]
+
+logger = logging.getLogger(__name__)
 
 _CROPS = (T.RandomCrop, T.RandomCrop_CategoryAreaConstraint, T.FixedSizeCrop, T.CropTransform,
           T.RandomExtent, T.ExtentTransform)
@@ -36,11 +41,16 @@ class WSSISDatasetMapper(DatasetMapper):
       ``"instances"`` is produced for a point-labeled image.
 
     Crop augmentations are refused: a crop can cut the clicked object away from its point.
+
+    Images are read by :func:`wssis_d2.data.images.read_image` (EXIF orientation, 16-bit scaled); a
+    missing, unreadable or truncated file raises ``WSSISInputError`` naming it and its image id, or, in
+    training with ``skip_bad_images``, is skipped with a warning and a running count (``None`` is
+    returned: detectron2's ``MapDataset`` then draws another image).
     """
 
     @configurable
     def __init__(self, is_train, *, augmentations, image_format, use_instance_mask=False,
-                 instance_mask_format="polygon"):
+                 instance_mask_format="polygon", skip_bad_images=False):
         """
         Args:
             is_train (bool): training (full images get "instances") or inference.
@@ -48,6 +58,7 @@ class WSSISDatasetMapper(DatasetMapper):
             image_format (str): see ``detection_utils.read_image``.
             use_instance_mask (bool): keep masks of fully-labeled images.
             instance_mask_format (str): "polygon" or "bitmask" (RLE masks need "bitmask").
+            skip_bad_images (bool): training only: skip an unreadable image (class docstring).
         """
         for aug in augmentations:
             if isinstance(aug, _CROPS):
@@ -55,6 +66,8 @@ class WSSISDatasetMapper(DatasetMapper):
                                  "can separate a point from its object. Disable INPUT.CROP.")
         super().__init__(is_train, augmentations=augmentations, image_format=image_format,
                          use_instance_mask=use_instance_mask, instance_mask_format=instance_mask_format)
+        self.skip_bad_images = bool(skip_bad_images) and is_train
+        self.num_skipped = 0  # bad images skipped by this process's copy of the mapper
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
@@ -67,6 +80,7 @@ class WSSISDatasetMapper(DatasetMapper):
             "image_format": cfg.INPUT.FORMAT,
             "use_instance_mask": cfg.MODEL.MASK_ON,
             "instance_mask_format": cfg.INPUT.MASK_FORMAT,
+            "skip_bad_images": cfg.DATALOADER.get("WSSIS_SKIP_BAD_IMAGES", False),  # plain detectron2 cfgs too
         }
 
     def __call__(self, dataset_dict):
@@ -77,10 +91,17 @@ class WSSISDatasetMapper(DatasetMapper):
                 ``segmentation``. Not modified (deep-copied first).
 
         Returns:
-            dict: see the class docstring.
+            dict: see the class docstring (None: a bad image skipped).
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        try:
+            image = read_image(dataset_dict["file_name"], self.image_format, dataset_dict.get("image_id"))
+        except WSSISInputError as e:
+            if not self.skip_bad_images:
+                raise
+            self.num_skipped += 1
+            logger.warning(f"skipped ({self.num_skipped} bad images so far in this process): {e}")
+            return None
         utils.check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)

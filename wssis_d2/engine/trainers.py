@@ -10,16 +10,25 @@ All three build the optimizer of ``SOLVER.OPTIMIZER`` (detectron2's SGD, or Adam
 """
 import os
 
-from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer
 
 from ..data.dataset_mapper import WSSISDatasetMapper
+from ..data.images import check_image_files
 from ..evaluation import build_coco_evaluator, build_pseudo_label_exporter
 from ..mrn.build import (build_mrn_evaluator, build_mrn_test_loader, build_mrn_train_loader, build_optimizer,
                          is_mrn_config)
 from ..pseudo import build_pseudo_label_loader, is_pseudo_label_dataset
 
-__all__ = ["Trainer", "MRNTrainer", "PseudoLabelTrainer", "trainer_class"]
+__all__ = ["Trainer", "MRNTrainer", "PseudoLabelTrainer", "trainer_class", "train_dataset_dicts"]
+
+
+def train_dataset_dicts(cfg):
+    """detectron2's training dataset dicts of ``cfg`` (``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` drops images
+    without a non-crowd annotation, logged by detectron2), after one pass checking that every image file
+    exists (``DATALOADER.WSSIS_SKIP_BAD_IMAGES``: skip missing ones with a count, else fail naming it)."""
+    dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+    return check_image_files(dicts, ", ".join(cfg.DATASETS.TRAIN), skip=cfg.DATALOADER.WSSIS_SKIP_BAD_IMAGES)
 
 
 class Trainer(DefaultTrainer):
@@ -36,7 +45,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=WSSISDatasetMapper(cfg, is_train=True))
+        return build_detection_train_loader(cfg, mapper=WSSISDatasetMapper(cfg, is_train=True),
+                                            dataset=train_dataset_dicts(cfg))
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -21,6 +21,7 @@ from detectron2.data.samplers import InferenceSampler
 from detectron2.solver import build_optimizer as build_d2_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
+from ..data.images import check_image_files
 from .dataset_mapper import MRNDatasetMapper
 from .evaluator import MRNEvaluator
 
@@ -39,8 +40,11 @@ def is_mrn_config(cfg) -> bool:
 
 
 def build_mrn_train_loader(cfg):
-    """detectron2's train loader with :class:`MRNDatasetMapper` (training mode)."""
-    return build_detection_train_loader(cfg, mapper=MRNDatasetMapper(cfg, is_train=True))
+    """detectron2's train loader with :class:`MRNDatasetMapper` (training mode), after checking that every
+    sample's image exists (``DATALOADER.WSSIS_SKIP_BAD_IMAGES``: skip missing ones with a count)."""
+    dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+    dicts = check_image_files(dicts, ", ".join(cfg.DATASETS.TRAIN), skip=cfg.DATALOADER.WSSIS_SKIP_BAD_IMAGES)
+    return build_detection_train_loader(cfg, mapper=MRNDatasetMapper(cfg, is_train=True), dataset=dicts)
 
 
 def _collate(batch):
@@ -50,6 +54,8 @@ def _collate(batch):
 def build_mrn_test_loader(cfg, dataset_name: str):
     """Inference loader over an MRN sample dataset; batches of ``MODEL.MRN.REFINE_BATCH_SIZE``."""
     dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False)
+    skip = cfg.DATALOADER.WSSIS_SKIP_BAD_IMAGES  # skipping: every image is decoded once here (slower)
+    dicts = check_image_files(dicts, dataset_name, skip=skip, decode=skip)
     dataset = MapDataset(DatasetFromList(dicts, copy=False), MRNDatasetMapper(cfg, is_train=False))
     sampler = torchdata.BatchSampler(InferenceSampler(len(dataset)), cfg.MODEL.MRN.REFINE_BATCH_SIZE,
                                      drop_last=False)

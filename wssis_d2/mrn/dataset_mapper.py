@@ -6,29 +6,34 @@ scale differs: uniform per sample in ``MODEL.MRN.TRAIN_BOX_SCALE_RANGE`` while t
 torch's global RNG, which detectron2 seeds per data-loader worker), ``MODEL.MRN.BOX_SCALE`` otherwise.
 """
 import copy
+import logging
 from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 from detectron2.structures import BitMasks
 
 from ..data.coco_masks import decode_segmentation
+from ..data.images import read_image
+from ..utils.errors import WSSISInputError
 from .boxes import crop_boxes
 from .inputs import make_mrn_inputs
 
 __all__ = ["MRNDatasetMapper", "read_mrn_image"]
 
+logger = logging.getLogger(__name__)
 
-def read_mrn_image(file_name: str, image_format: str) -> torch.Tensor:
+
+def read_mrn_image(file_name: str, image_format: str, image_id=None) -> torch.Tensor:
     """(3, H, W) uint8 image in ``image_format`` channel order (e.g. "BGR", "RGB").
 
-    detectron2's ``read_image`` (the teacher's loader too): it applies the EXIF orientation, so that
-    the image is in the frame the pseudo-labels were predicted in.
+    :func:`wssis_d2.data.images.read_image` (the teacher's loader too): it applies the EXIF orientation, so
+    that the image is in the frame the pseudo-labels were predicted in; ``WSSISInputError`` naming the file
+    and ``image_id`` when it cannot be read.
     """
-    image = utils.read_image(file_name, format=image_format)
+    image = read_image(file_name, image_format, image_id)
     return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
@@ -60,6 +65,7 @@ class MRNDatasetMapper:
         point_margin: float = 1.0,
         empty_box_size: float = 32.0,
         flip: Optional[str] = None,
+        skip_bad_images: bool = False,
     ):
         """
         Args:
@@ -69,6 +75,8 @@ class MRNDatasetMapper:
                 :class:`MaskRefineNet`.
             box_scale: a float, or a (lo, hi) range drawn uniformly per sample.
             flip: None, "horizontal" or "vertical" (probability 0.5).
+            skip_bad_images: training only: an unreadable image is skipped with a warning and a count
+                (``None`` returned: detectron2's ``MapDataset`` draws another sample); else it raises.
         """
         if flip not in (None, "none", "horizontal", "vertical"):
             raise ValueError(f"Unknown flip {flip!r}")
@@ -82,6 +90,8 @@ class MRNDatasetMapper:
         self.point_margin = point_margin
         self.empty_box_size = empty_box_size
         self.flip_dim = {"horizontal": -1, "vertical": -2}.get(flip)
+        self.skip_bad_images = bool(skip_bad_images) and is_train
+        self.num_skipped = 0
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -97,11 +107,19 @@ class MRNDatasetMapper:
             "point_margin": m.POINT_MARGIN,
             "empty_box_size": m.EMPTY_BOX_SIZE,
             "flip": cfg.INPUT.RANDOM_FLIP if is_train else None,
+            "skip_bad_images": cfg.DATALOADER.WSSIS_SKIP_BAD_IMAGES,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
         d = copy.deepcopy(dataset_dict)
-        image = read_mrn_image(d["file_name"], self.image_format)
+        try:
+            image = read_mrn_image(d["file_name"], self.image_format, d.get("image_id"))
+        except WSSISInputError as e:
+            if not self.skip_bad_images:
+                raise
+            self.num_skipped += 1
+            logger.warning(f"skipped ({self.num_skipped} bad image reads so far in this process): {e}")
+            return None
         h, w = image.shape[-2:]
         if (h, w) != (d["height"], d["width"]):
             raise ValueError(f"{d['file_name']}: image is {h}x{w}, the dataset says "

@@ -37,6 +37,7 @@ from ..data.coco_masks import decode_segmentation, encode_masks
 from ..data.json_io import load_json, write_json_atomic
 from ..utils.part_files import open_part, read_records, write_record
 from ..data.validation import load_coco
+from ..utils.errors import WSSISInputError
 from .dataset_mapper import read_mrn_image
 
 __all__ = [
@@ -139,27 +140,39 @@ def _check_pseudo(pseudo: dict, where: str, model) -> Dict[int, int]:
 
 
 def refine_shard(model, pseudo: dict, image_ids: Sequence[int], image_root: str, part_file: str, *,
-                 image_format: str, id_map: Dict[int, int], log_period: int = 100) -> dict:
+                 image_format: str, id_map: Dict[int, int], log_period: int = 100,
+                 skip_bad_images: bool = False) -> dict:
     """Refine the images ``image_ids`` and append one json line per image to ``part_file``.
 
+    An image that cannot be read raises ``WSSISInputError`` naming it and its id; with ``skip_bad_images``
+    its coarse masks are kept instead (``"refined"`` False), with a warning, counted in "bad_images".
+
     Returns:
-        {"images", "instances", "refined", "kept_coarse", "seconds"} of this call.
+        {"images", "instances", "refined", "kept_coarse", "bad_images", "seconds"} of this call.
     """
     images = {img["id"]: img for img in pseudo["images"]}
     by_image = defaultdict(list)
     for a in pseudo["annotations"]:
         by_image[a["image_id"]].append(a)
-    stats = {"images": 0, "instances": 0, "refined": 0, "kept_coarse": 0, "seconds": 0.0}
+    stats = {"images": 0, "instances": 0, "refined": 0, "kept_coarse": 0, "bad_images": 0, "seconds": 0.0}
     t0 = time.perf_counter()
     with open_part(part_file, resume=True) as f:
         for k, image_id in enumerate(image_ids, 1):
             img = images[image_id]
             path = os.path.join(image_root, img["file_name"])
-            image = read_mrn_image(path, image_format)
-            if tuple(image.shape[-2:]) != (img["height"], img["width"]):
-                raise ValueError(f"{path}: image is {tuple(image.shape[-2:])}, the json says "
-                                 f"{(img['height'], img['width'])}")
-            anns = refine_image_annotations(model, image, by_image[image_id], id_map)
+            try:
+                image = read_mrn_image(path, image_format, image_id)
+            except WSSISInputError as e:
+                if not skip_bad_images:
+                    raise
+                stats["bad_images"] += 1
+                logger.warning(f"coarse masks kept ({stats['bad_images']} bad images so far): {e}")
+                image = None
+            if image is not None and tuple(image.shape[-2:]) != (img["height"], img["width"]):
+                raise WSSISInputError(f"{path} (image id {image_id}): image is {tuple(image.shape[-2:])}, the json "
+                                      f"says {(img['height'], img['width'])}")
+            anns = (refine_image_annotations(model, image, by_image[image_id], id_map) if image is not None
+                    else [dict(a, refined=False) for a in by_image[image_id]])
             n_ref = sum(a["refined"] for a in anns)
             write_record(f, {"image_id": image_id, "annotations": anns})
             stats["images"] += 1
@@ -206,7 +219,7 @@ def merge_parts(pseudo: dict, parts_dir: str, output: str, info: dict) -> dict:
 
 def refine_pseudo_labels(model, pseudo_json: str, output: str, *, image_root: Optional[str] = None,
                          image_format: str = "BGR", overwrite: bool = False, log_period: int = 100,
-                         info: Optional[dict] = None) -> dict:
+                         info: Optional[dict] = None, skip_bad_images: bool = False) -> dict:
     """Refine a pseudo-label json into ``output`` (see the module docstring); call it on every rank.
 
     Args:
@@ -218,6 +231,7 @@ def refine_pseudo_labels(model, pseudo_json: str, output: str, *, image_root: Op
         overwrite: redo a complete output and discard earlier parts.
         log_period: log progress every this many images (per rank).
         info: extra fields for ``info["mrn_refinement"]`` (e.g. weights, config).
+        skip_bad_images: keep the coarse masks of an image that cannot be read (counted) instead of failing.
 
     Returns:
         {"skipped": bool, "output", this rank's "images", "instances", "refined", "kept_coarse",
@@ -246,7 +260,8 @@ def refine_pseudo_labels(model, pseudo_json: str, output: str, *, image_root: Op
                 f"{len(pending)} to do, {len(mine)} on rank {rank}/{world}")
     model.eval()
     stats = refine_shard(model, pseudo, mine, image_root, os.path.join(parts_dir, f"rank{rank}.jsonl"),
-                         image_format=image_format, id_map=id_map, log_period=log_period)
+                         image_format=image_format, id_map=id_map, log_period=log_period,
+                         skip_bad_images=skip_bad_images)
     stats["instances_per_s"] = stats["instances"] / stats["seconds"] if stats["seconds"] else 0.0
     all_stats = comm.gather(stats, dst=0)
     result = dict(stats, skipped=False, output=output)
@@ -255,6 +270,7 @@ def refine_pseudo_labels(model, pseudo_json: str, output: str, *, image_root: Op
         instances = sum(s["instances"] for s in all_stats)
         run = {"input": os.path.abspath(pseudo_json), "image_root": image_root,
                "world_size": world, "resumed_images": len(done), "seconds_this_run": round(seconds, 3),
+               "bad_images_this_run": sum(s["bad_images"] for s in all_stats),
                "instances_per_s_this_run": round(instances / seconds, 3) if seconds else None}
         counts = merge_parts(pseudo, parts_dir, output, dict(info or {}, **run))
         shutil.rmtree(parts_dir, ignore_errors=True)

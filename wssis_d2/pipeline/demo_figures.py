@@ -15,8 +15,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from detectron2.data.detection_utils import read_image
-
+from ..data.images import read_image
 from ..data.json_io import load_json
 from ..utils.visualize import draw_instances, instances_of_annotations
 from .config import MODEL_ROWS
@@ -89,7 +88,7 @@ def draw_comparison(images_json: str, columns: Sequence[Tuple[str, str]], output
     fig = Figure(figsize=(inch * cols, inch * rows + 0.4))
     axes = fig.subplots(rows, cols, squeeze=False)
     for r, im in enumerate(images):
-        image = read_image(os.path.join(root, im["file_name"]), format="RGB")
+        image = read_image(os.path.join(root, im["file_name"]), "RGB", im["id"])
         h, w = image.shape[:2]
         for c, (title, _) in enumerate(loaded):
             insts = instances_of_annotations(anns[c].get(im["id"], []), h, w,

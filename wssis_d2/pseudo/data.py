@@ -16,6 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_tes
 from detectron2.structures import BoxMode
 
 from ..data.dataset_mapper import WSSISDatasetMapper
+from ..data.images import check_image_files
 from ..data.datasets.point_instances import point_records_from_coco
 from ..data.json_io import load_json
 from ..data.splits import point_annotation
@@ -120,9 +121,13 @@ def pseudo_label_dataset_dicts(dataset_name, *, need_sizes=False):
 
 def build_pseudo_label_loader(cfg, dataset_name):
     """Test loader of ``dataset_name`` as point images (``WSSISDatasetMapper(cfg, False)``: the points
-    become ``"point_instances"``, scaled like the image)."""
+    become ``"point_instances"``, scaled like the image). Every image file is checked first (one
+    ``os.path.isfile`` each): a missing one fails naming it; with ``DATALOADER.WSSIS_SKIP_BAD_IMAGES`` every
+    image is decoded once here and the bad ones are left out of the export with a count."""
     need_sizes = cfg.MODEL.WSSIS.PSEUDO_LABEL_MODE == "oracle"
     dicts = pseudo_label_dataset_dicts(dataset_name, need_sizes=need_sizes)
+    skip = cfg.DATALOADER.WSSIS_SKIP_BAD_IMAGES
+    dicts = check_image_files(dicts, dataset_name, skip=skip, decode=skip)
     return build_detection_test_loader(
         dicts, mapper=WSSISDatasetMapper(cfg, False), num_workers=cfg.DATALOADER.NUM_WORKERS
     )

@@ -5,20 +5,24 @@ Each instance is drawn in its own colour: the mask (if any) with its class label
 not 1), and its point (if any) as a dot with a dark rim. Points are in continuous pixel coordinates of
 the original image (docs/DATA.md), which is what the ``Visualizer`` draws in.
 """
+import logging
 import os
 from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
 
 from ..data.coco_masks import decode_segmentation
+from ..data.images import read_image
 from ..data.validation import load_coco
+from .errors import WSSISInputError
 
 __all__ = ["draw_instances", "instances_of_annotations", "render_records", "render_coco_json", "render_dataset"]
+
+logger = logging.getLogger(__name__)
 
 _COLORS = colormap(rgb=True, maximum=1)
 
@@ -91,28 +95,43 @@ def _save(image: np.ndarray, path: str) -> str:
 
 
 def render_records(records: Sequence[Mapping], class_name, output_dir: str, max_images: int = 8,
-                   scale: float = 0.0) -> List[str]:
+                   scale: float = 0.0, skip_bad_images: bool = False) -> List[str]:
     """Draw the first ``max_images`` records ({"file_name", "height", "width", "annotations"}) into
-    ``output_dir/<image file stem>.png``; ``scale`` 0 = enlarge small images to ~512 px. Returns the paths."""
+    ``output_dir/<image file stem>.png``; ``scale`` 0 = enlarge small images to ~512 px. Returns the paths.
+
+    An image that cannot be read raises ``WSSISInputError`` naming it and its id; with ``skip_bad_images`` it
+    is skipped (warning, count at the end; the next image takes its place)."""
     os.makedirs(output_dir, exist_ok=True)
-    paths = []
-    for rec in list(records)[:max_images]:
-        image = read_image(rec["file_name"], format="RGB")
+    paths, bad = [], 0
+    for rec in records:
+        if len(paths) >= max_images:
+            break
+        try:
+            image = read_image(rec["file_name"], "RGB", rec.get("image_id"))
+        except WSSISInputError as e:
+            if not skip_bad_images:
+                raise
+            bad += 1
+            logger.warning(f"skipped: {e}")
+            continue
         h, w = image.shape[:2]
         insts = instances_of_annotations(rec.get("annotations", []), h, w, class_name)
         drawn = draw_instances(image, insts, scale=_auto_scale(h, w, scale))
         stem = os.path.splitext(os.path.basename(rec["file_name"]))[0]
         paths.append(_save(drawn, os.path.join(output_dir, f"{stem}.png")))
+    if bad:
+        logger.warning(f"skipped {bad} images that cannot be read")
     return paths
 
 
 def render_coco_json(json_file: str, output_dir: str, image_root: Optional[str] = None, max_images: int = 8,
-                     scale: float = 0.0, only_annotated: bool = True) -> List[str]:
+                     scale: float = 0.0, only_annotated: bool = True, skip_bad_images: bool = False) -> List[str]:
     """Draw a COCO json: GT (masks), a points file (points) or a pseudo-label json (masks + points).
 
     Args:
         image_root: default: the json's ``info["image_root"]``.
         only_annotated: skip images without annotations.
+        skip_bad_images: see :func:`render_records`.
     """
     coco = load_coco(json_file, "pseudo")
     image_root = image_root or (coco.get("info") or {}).get("image_root") or ""
@@ -125,14 +144,16 @@ def render_coco_json(json_file: str, output_dir: str, image_root: Optional[str] 
         anns = by_image.get(img["id"], [])
         if only_annotated and not anns:
             continue
-        records.append({"file_name": os.path.join(image_root, img["file_name"]), "height": img["height"],
+        records.append({"file_name": os.path.join(image_root, img["file_name"]), "image_id": img["id"],
+                        "height": img["height"],
                         "width": img["width"], "annotations": anns})
-    return render_records(records, lambda c: names.get(c, str(c)), output_dir, max_images, scale)
+    return render_records(records, lambda c: names.get(c, str(c)), output_dir, max_images, scale, skip_bad_images)
 
 
-def render_dataset(name: str, output_dir: str, max_images: int = 8, scale: float = 0.0) -> List[str]:
+def render_dataset(name: str, output_dir: str, max_images: int = 8, scale: float = 0.0,
+                   skip_bad_images: bool = False) -> List[str]:
     """Draw a registered dataset (dataset dicts: contiguous ``category_id``, masks and / or points)."""
     records = DatasetCatalog.get(name)
     classes = MetadataCatalog.get(name).get("thing_classes", None) or []
     return render_records(records, lambda c: classes[c] if c < len(classes) else str(c), output_dir, max_images,
-                          scale)
+                          scale, skip_bad_images)
