@@ -1,8 +1,69 @@
-"""COCO ``segmentation`` <-> binary masks: decode polygons / RLE, encode masks as compressed RLE."""
+"""COCO ``segmentation`` <-> binary masks: decode polygons / RLE, encode masks as compressed RLE, and the one
+rule for masks that cannot be used (:func:`clean_segmentations`).
+
+Every kind of ``segmentation`` may be mixed in one file: polygon lists (several polygons = one instance of
+several parts, their union), compressed RLE (``counts`` a string) and uncompressed RLE (``counts`` a list,
+as COCO stores crowd regions). Crowd regions (``iscrowd`` 1) are kept as they are; consumers decide (training
+ignores them as detectron2 does, evaluation keeps them as COCOeval's ignore regions, points skip them).
+"""
+import logging
+from collections import Counter
+from typing import List, Sequence, Tuple
+
 import numpy as np
 import pycocotools.mask as mask_util
 
-__all__ = ["decode_segmentation", "encode_masks"]
+__all__ = ["decode_segmentation", "encode_masks", "clean_segmentations", "clean_mask_records", "is_valid_polygon"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_valid_polygon(poly) -> bool:
+    """A polygon pycocotools can rasterise: at least 3 points (6 numbers), an even count."""
+    return len(poly) >= 6 and len(poly) % 2 == 0
+
+
+def _rle_area(segm: dict) -> int:
+    counts = segm["counts"]
+    if isinstance(counts, list):
+        return int(sum(counts[1::2]))  # uncompressed runs alternate 0s and 1s, starting with 0s
+    rle = dict(segm, counts=counts.encode("ascii") if isinstance(counts, str) else counts)
+    return int(mask_util.area(rle))
+
+
+def clean_segmentations(annotations: Sequence[dict]) -> Tuple[List[dict], Counter]:
+    """Drop what cannot be a mask, with counts (the annotations given are not modified).
+
+    * A polygon with fewer than 3 points (fewer than 6 numbers) or an odd count is dropped from its
+      instance (pycocotools would crash on it or read past it).
+    * An annotation whose mask is then empty is dropped: no polygon left (or ``segmentation`` ``[]``) or an
+      RLE without a foreground pixel (polygons are not rasterised here: load time stays one cheap pass).
+      Annotations without a ``segmentation`` key are kept as they are (point labels).
+
+    Args:
+        annotations: COCO-style annotations.
+
+    Returns:
+        (kept annotations, Counter with "degenerate_polygons" and "empty_masks").
+    """
+    kept, counts = [], Counter()
+    for ann in annotations:
+        segm = ann.get("segmentation", None)
+        if isinstance(segm, list):
+            polys = [p for p in segm if is_valid_polygon(p)]
+            if len(polys) != len(segm):
+                counts["degenerate_polygons"] += len(segm) - len(polys)
+                ann = dict(ann, segmentation=polys)
+            empty = not polys
+        elif isinstance(segm, dict):
+            empty = _rle_area(segm) == 0
+        else:
+            empty = False
+        if empty:
+            counts["empty_masks"] += 1
+            continue
+        kept.append(ann)
+    return kept, counts
 
 
 def decode_segmentation(segm, height, width):
@@ -18,7 +79,7 @@ def decode_segmentation(segm, height, width):
         np.ndarray: (H, W) bool mask.
     """
     if isinstance(segm, list):
-        polygons = [p for p in segm if len(p) >= 6]
+        polygons = [p for p in segm if is_valid_polygon(p)]
         if not polygons:
             return np.zeros((height, width), bool)
         rle = mask_util.merge(mask_util.frPyObjects(polygons, height, width))
@@ -44,3 +105,25 @@ def encode_masks(masks: np.ndarray) -> list:
     for r in rles:
         r["counts"] = r["counts"].decode("ascii")
     return rles
+
+
+def log_cleaned(counts: Counter, source: str) -> None:
+    """One log line with the counts of :func:`clean_segmentations` (nothing when nothing was dropped)."""
+    if counts:
+        logger.warning(f"{source}: dropped {counts['degenerate_polygons']} polygons with fewer than 3 points and "
+                       f"{counts['empty_masks']} annotations with an empty mask")
+
+
+def clean_mask_records(records: Sequence[dict], source: str) -> List[dict]:
+    """:func:`clean_segmentations` on the annotations of detectron2 dataset dicts of a MASK set, in place;
+    there an annotation without ``segmentation`` (detectron2's loader leaves ``[]`` out) is an empty mask too.
+    Images left without annotations stay (detectron2's ``filter_empty_annotations`` decides). Returns them."""
+    total = Counter()
+    for r in records:
+        anns = r.get("annotations", [])
+        kept, counts = clean_segmentations([a for a in anns if "segmentation" in a])
+        counts["empty_masks"] += sum("segmentation" not in a for a in anns)
+        total += counts
+        r["annotations"] = kept
+    log_cleaned(total, source)
+    return records

@@ -117,5 +117,12 @@ class WSSISDatasetMapper(DatasetMapper):
             dataset_dict.pop("annotations", None)
             return dataset_dict
         if "annotations" in dataset_dict:
+            if self.use_instance_mask and self.instance_mask_format == "polygon":
+                rle = [a for a in dataset_dict["annotations"] if isinstance(a.get("segmentation"), dict)
+                       and not a.get("iscrowd", 0)]
+                if rle:
+                    raise WSSISInputError(f"{dataset_dict['file_name']} (image id {dataset_dict.get('image_id')}): "
+                                          f"{len(rle)} annotations have RLE masks; INPUT.MASK_FORMAT 'polygon' "
+                                          "takes polygons only: set INPUT.MASK_FORMAT bitmask")
             self._transform_annotations(dataset_dict, transforms, image_shape)
         return dataset_dict

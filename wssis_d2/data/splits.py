@@ -3,7 +3,8 @@
 Three outputs, all COCO-style jsons with the source's ``images`` subset, ``categories`` and
 ``licenses``:
 
-* ``<name>_<p>p_s<seed>_full.json``: the fully-labeled images with all their annotations, unchanged.
+* ``<name>_<p>p_s<seed>_full.json``: the fully-labeled images with all their annotations, unchanged
+  (but for the masks that cannot be used, below).
 * ``<name>_<p>p_s<seed>_points.json``: the other images; each annotation reduced to ``id``,
   ``image_id``, ``category_id``, ``point_coords`` ([[x, y]]), ``point_labels`` ([1]) and ``iscrowd``
   (0). No ``segmentation``, ``bbox`` or ``area``. A point annotation keeps the ``id`` of the annotation
@@ -22,6 +23,12 @@ Rules:
 * Crowd annotations (``iscrowd`` 1) are left out of the points file: a crowd region is many objects
   and cannot be clicked as one. They stay in points_gt with ``iscrowd`` 1, so that COCO evaluation
   ignores detections on them as usual.
+* Masks that cannot be used are dropped first, from every output, counted in the log and in ``info``
+  (``dropped_degenerate_polygons``, ``dropped_empty_mask_annotations``): polygons of fewer than 3 points
+  (the rest of the instance kept) and annotations left with an empty mask (``[]``, no valid polygon, an
+  RLE with no pixel); :func:`wssis_d2.data.coco_masks.clean_segmentations`.
+* Images without annotations stay in their set (a full image with no object, a point image with no
+  click): they are valid negatives of the split, whatever the training then does with them.
 * An annotation whose mask rasterises to no pixel cannot get a point: it is left out of the points
   file (kept in points_gt) and its id is listed in ``info["no_point_annotation_ids"]``.
 * Pass-through: a source annotation that already has ``point_coords`` and no ``segmentation``
@@ -33,7 +40,7 @@ import os
 
 import numpy as np
 
-from .coco_masks import decode_segmentation
+from .coco_masks import clean_segmentations, decode_segmentation, log_cleaned
 from .json_io import write_json_atomic
 from .validation import load_coco
 from .point_rules import POINT_RULES, sample_point
@@ -195,12 +202,14 @@ def make_wssis_splits(coco, *, json_file, seed, point_rule="centroid", percent=N
     if point_rule not in POINT_RULES:
         raise ValueError(f"Unknown point rule {point_rule!r}; choose one of {POINT_RULES}")
     validate_coco(coco, json_file)
+    annotations, dropped = clean_segmentations(coco["annotations"])  # degenerate polygons, empty masks
+    log_cleaned(dropped, json_file)
     full_ids, point_ids = split_image_ids([img["id"] for img in coco["images"]],
                                           percent=percent, count=count, seed=seed)
     full_set, point_set = set(full_ids), set(point_ids)
     images = {img["id"]: img for img in coco["images"]}
     full_anns, gt_anns, point_anns, no_point = [], [], [], []
-    for ann in coco["annotations"]:
+    for ann in annotations:
         if ann["image_id"] in full_set:
             if "segmentation" not in ann:
                 raise ValueError(f"{_where(json_file, ann)}: a fully-labeled image needs masks, this "
@@ -230,6 +239,8 @@ def make_wssis_splits(coco, *, json_file, seed, point_rule="centroid", percent=N
         "num_full_images": len(full_ids),
         "num_point_images": len(point_ids),
         "no_point_annotation_ids": no_point,
+        "dropped_degenerate_polygons": dropped["degenerate_polygons"],
+        "dropped_empty_mask_annotations": dropped["empty_masks"],
     }
     has_gt = any("segmentation" in a for a in gt_anns) or not gt_anns
     return {

@@ -1,7 +1,7 @@
 """COCOEvaluator construction with feature detection of detectron2's compiled fast COCOeval."""
 from detectron2.evaluation import COCOEvaluator
 
-from .ids import one_based_annotation_ids
+from .ids import one_based_annotation_ids, usable_gt_masks
 
 
 def has_fast_coco_eval() -> bool:
@@ -22,5 +22,6 @@ def build_coco_evaluator(cfg, dataset_name: str, output_folder: str) -> COCOEval
         output_dir=output_folder,
         use_fast_impl=has_fast_coco_eval(),
     )
+    usable_gt_masks(evaluator._coco_api, dataset_name)  # degenerate polygons would crash pycocotools
     one_based_annotation_ids(evaluator._coco_api, dataset_name)  # GT id 0 would lose its match (ids.py)
     return evaluator

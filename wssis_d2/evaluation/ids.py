@@ -12,7 +12,9 @@ import contextlib
 import io
 import logging
 
-__all__ = ["one_based_annotation_ids"]
+from ..data.coco_masks import clean_segmentations, log_cleaned
+
+__all__ = ["one_based_annotation_ids", "usable_gt_masks"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,4 +29,20 @@ def one_based_annotation_ids(coco_api, name="<gt>"):
         with contextlib.redirect_stdout(io.StringIO()):
             coco_api.createIndex()
         logger.info(f"{name}: annotation ids renumbered 1..{len(anns)} for COCOeval (an id 0 loses its match)")
+    return coco_api
+
+
+def usable_gt_masks(coco_api, name="<gt>"):
+    """Drop what pycocotools cannot rasterise from the GT of ``coco_api`` (polygons of fewer than 3 points:
+    ``annToRLE`` crashes on them) and the annotations left with an empty mask (a GT nothing can match),
+    with a count in the log (:func:`~wssis_d2.data.coco_masks.clean_segmentations`, the rule of the split
+    tool and the loaders); crowd regions stay, as COCOeval's ignore regions. Rebuilds the index when
+    something was dropped. Returns ``coco_api``."""
+    anns = coco_api.dataset.get("annotations") or []
+    kept, counts = clean_segmentations(anns)
+    if counts:
+        coco_api.dataset = {**coco_api.dataset, "annotations": kept}
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_api.createIndex()
+        log_cleaned(counts, f"{name} (evaluation GT)")
     return coco_api

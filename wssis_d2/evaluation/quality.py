@@ -34,7 +34,7 @@ from pycocotools.cocoeval import COCOeval
 
 from ..data.validation import load_coco
 from .coco import has_fast_coco_eval
-from .ids import one_based_annotation_ids
+from .ids import one_based_annotation_ids, usable_gt_masks
 
 __all__ = ["REPORT_KEYS", "pseudo_label_quality", "format_report", "compare_reports"]
 
@@ -52,7 +52,7 @@ def _coco(dataset) -> COCO:
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
-    return one_based_annotation_ids(coco)  # a GT id 0 would lose its match in COCOeval
+    return one_based_annotation_ids(usable_gt_masks(coco))  # a GT id 0 would lose its match in COCOeval
 
 
 def _coco_ap(coco_gt: COCO, dets, image_ids) -> Dict[str, Optional[float]]:

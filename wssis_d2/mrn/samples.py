@@ -19,6 +19,10 @@ Pairing rule (:func:`pair_mrn_samples`):
    mass snapped into the mask (:func:`wssis_d2.data.point_rules.centroid_point`, the rule of the
    published runs). No GT instance of that class in the image: the prediction is dropped (counted).
 
+GT masks that cannot be used (polygons of fewer than 3 points, empty masks) are dropped first with a count
+(:func:`wssis_d2.data.coco_masks.clean_segmentations`); a prediction made for a dropped GT instance is
+counted "unmatched". Images without any GT or pseudo-label give no sample.
+
 Class ids: every json uses original category ids; the contiguous index (which selects the heatmap
 channel) is always :func:`wssis_d2.data.categories.contiguous_category_map` of the categories sorted by
 id, the convention of detectron2's ``load_coco_json``, in training and in refinement alike.
@@ -36,7 +40,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 import numpy as np
 import pycocotools.mask as mask_util
 
-from ..data.coco_masks import decode_segmentation, encode_masks
+from ..data.coco_masks import clean_segmentations, decode_segmentation, encode_masks, log_cleaned
 from ..data.json_io import load_json
 from ..data.validation import load_coco
 from ..data.point_rules import centroid_point
@@ -97,9 +101,12 @@ def pair_mrn_samples(pseudo_jsons: Sequence[Union[str, dict]], gt_json: Union[st
     """
     gt, gt_where = _load(gt_json, "gt")
     gt_images = {img["id"]: img for img in gt["images"]}
-    gt_anns = {a["id"]: a for a in gt["annotations"]}
+    gt_annotations, dropped = clean_segmentations(gt["annotations"])  # degenerate polygons, empty masks
+    log_cleaned(dropped, gt_where)
+    gt_anns = {a["id"]: a for a in gt_annotations}
+    empty_gt = {a["id"] for a in gt["annotations"]} - set(gt_anns)  # no usable mask: no target
     gt_by_image_class = defaultdict(list)
-    for a in gt["annotations"]:
+    for a in gt_annotations:
         if not a.get("iscrowd", 0):
             gt_by_image_class[(a["image_id"], a["category_id"])].append(a)
     gt_cats = sorted(int(c["id"]) for c in gt["categories"])
@@ -135,6 +142,9 @@ def pair_mrn_samples(pseudo_jsons: Sequence[Union[str, dict]], gt_json: Union[st
             src_id = int(ann.get("point_ann_id", -1))
             if src_id != -1:
                 target = gt_anns.get(src_id)
+                if target is None and src_id in empty_gt:
+                    stats["unmatched"] += 1
+                    continue
                 if target is None:
                     raise ValueError(f"{where}: annotation {ann.get('id')} (image {image_id}) has "
                                      f"point_ann_id {src_id}, which is not in {gt_where}")

@@ -20,6 +20,7 @@ from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.coco import load_coco_json
 
 from ..categories import category_metadata
+from ..coco_masks import clean_mask_records
 from ..splits import split_file_names
 from ..synthetic import SHAPE_CATEGORIES
 from .point_instances import register_point_instances
@@ -37,7 +38,7 @@ def default_root():
 def _load_coco_checked(json_file, image_root, name, hint):
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"{json_file} (dataset '{name}') does not exist. {hint}")
-    return load_coco_json(json_file, image_root, name)
+    return clean_mask_records(load_coco_json(json_file, image_root, name), f"{name} ({json_file})")
 
 
 def _register_coco(name, metadata, json_file, image_root, hint, label_kind="full"):

@@ -20,6 +20,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import load_coco_json
 
 from ..categories import category_metadata
+from ..coco_masks import clean_mask_records
 from ..json_io import load_json
 from ..validation import check_coco
 from ...utils.errors import WSSISInputError
@@ -50,7 +51,7 @@ def _load_masks(json_file, image_root, name):
         d["annotations"] = kept
     if flagged:
         logger.info(f"{name}: left out {flagged} flagged annotations (wssis_flag: fallback masks) of {json_file}")
-    return dicts
+    return clean_mask_records(dicts, f"{name} ({json_file})")
 
 
 def register_user_datasets(entries) -> list:
