@@ -6,6 +6,7 @@ The file is what the MaskRefineNet stage and the student training read; its sche
     {"info": {"tool", "mode", "config_file", "weights", "dataset", "image_root", "source_json",
               "num_images", "num_images_processed", "num_points", "num_invalid_points",
               "num_points_without_mask", "num_collisions", "num_points_capped", "num_annotations",
+              "num_images_without_pseudo_labels",
               "settings", "point_convention"},
      "images": [{"id", "file_name", "height", "width"}, ...],        # all images of the source set
      "categories": [{"id", "name", ...}, ...],                         # the source set's, original ids
@@ -189,11 +190,14 @@ class PseudoLabelExporter(DatasetEvaluator):
 
         counted = ("num_points", "num_invalid_points", "num_points_without_mask", "num_collisions",
                    "num_points_capped")
-        totals = {"num_images_processed": 0, "num_annotations": 0, **{k: 0 for k in counted}}
+        # An image without points (or whose points all lost their mask) is an entry with no annotations.
+        totals = {"num_images_processed": 0, "num_annotations": 0, "num_images_without_pseudo_labels": 0,
+                  **{k: 0 for k in counted}}
         for record in read_records(parts):  # pass 1: counts for "info" (records are small lines)
             stats = record["stats"]
             totals["num_images_processed"] += 1
             totals["num_annotations"] += len(record["annotations"])
+            totals["num_images_without_pseudo_labels"] += not record["annotations"]
             for key in counted:
                 if totals[key] is not None:
                     totals[key] = None if stats.get(key) is None else totals[key] + int(stats[key])
@@ -230,7 +234,8 @@ class PseudoLabelExporter(DatasetEvaluator):
             os.remove(part)
         logger.info(
             f"Wrote {totals['num_annotations']} pseudo-labels for {totals['num_images_processed']} images of "
-            f"{self._dataset_name} to {self._output_path} ({totals['num_points']} points, "
+            f"{self._dataset_name} to {self._output_path} ({totals['num_images_without_pseudo_labels']} images "
+            f"without any, {totals['num_points']} points, "
             f"{totals['num_points_without_mask']} without mask, {totals['num_collisions']} lost their first-choice "
             f"cell to a same-class point (same-cell collisions), {totals['num_points_capped']} dropped by MAX_PER_IMAGE)"
         )
