@@ -7,7 +7,6 @@ import torch
 from PIL import Image
 
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
 from wssis_d2 import add_wssis_config
@@ -102,7 +101,7 @@ def test_export_writes_an_empty_entry_and_counts_it(tmp_path):
     full["images"] = [dict(im, id=im["id"] + 10) for im in full["images"]]
     full["annotations"] = [dict(a, image_id=a["image_id"] + 10) for a in full["annotations"]]
     merged = merge_pseudo_labels(full, pseudo)
-    assert len(merged["annotations"]) == 3
+    assert len(merged["annotations"]) == 3 and merged["info"]["num_images_dropped"] == 3  # 11, 13 and 1
     gt = dict(_coco(), images=_coco()["images"][:2], annotations=[a for a in _coco()["annotations"] if a["image_id"] <= 2])
     report = pseudo_label_quality(pseudo, gt)
     assert report["mean_iou"] == 1.0 and report["coverage"] == 1.0
