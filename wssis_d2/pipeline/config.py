@@ -46,6 +46,9 @@ def get_pipeline_cfg():
     # Stages run at once, each in its own process, as their inputs become ready (1: one after the other in
     # this process). For CPU machines: one stage per core with NUM_THREADS 1. Needs --num-gpus 1.
     cfg.PARALLEL_STAGES = 1
+    # With PARALLEL_STAGES > 1: a training stage re-reads how many stages run and takes cores // running
+    # torch threads (at least NUM_THREADS), so one left alone uses every core (pipeline/cores.py).
+    cfg.SHARE_CORES = False
     # detectron2 SEED of every model stage (each process seeds with SEED + rank; < 0: random).
     cfg.SEED = 0
 

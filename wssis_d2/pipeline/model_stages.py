@@ -23,6 +23,7 @@ from ..engine import trainer_class
 from ..mrn.refine import refine_pseudo_labels
 from ..utils.part_files import atomic_output
 from ..checkpoint_check import checked
+from .cores import RUNNING_FILE, CoreShareHook
 from .data import register_datasets, register_json_dataset
 
 __all__ = [
@@ -148,6 +149,9 @@ def train_stage(pcfg, stage_dir: str, spec: dict) -> dict:
     _setup(cfg, stage_dir)
     trainer = trainer_class(cfg)(cfg)
     checked(trainer.checkpointer)  # a checkpoint that does not fit the config raises
+    if pcfg.SHARE_CORES and pcfg.PARALLEL_STAGES > 1:
+        trainer.register_hooks([CoreShareHook(os.path.join(pcfg.OUTPUT_DIR, RUNNING_FILE), os.cpu_count() or 1,
+                                              floor=max(1, pcfg.NUM_THREADS))])
     trainer.resume_or_load(resume=True)
     start_iter = trainer.start_iter
     if start_iter > 0:

@@ -30,6 +30,7 @@ from ..pseudo.merge import merge_pseudo_label_files
 from ..utils.part_files import atomic_output
 from ..utils.preflight import check_output_dir
 from .data import dataset_json, prepare_data, register_datasets
+from .cores import RUNNING_FILE, write_running
 from .model_stages import checkpoint_file, checkpoint_iterations, export_stage, refine_stage, train_stage
 from .results import machine_info, write_results
 from .stages import StageRunner, read_marker, stage_logging
@@ -371,6 +372,7 @@ def _run_parallel(runner, pcfg, stages: List[str]) -> None:
     ``STAGE_PRIORITY`` order. "data" runs first, here. A failed stage stops the scheduling: the stages
     already running finish (and keep their markers), then its error is raised."""
     run_stage(runner, pcfg, "data", stages)
+    running_file = os.path.join(pcfg.OUTPUT_DIR, RUNNING_FILE) if pcfg.SHARE_CORES else None
     pending = sorted((s for s in stages if s != "data"), key=STAGE_PRIORITY.index)
     running, failed = {}, None
     ctx = multiprocessing.get_context("spawn")
@@ -389,6 +391,8 @@ def _run_parallel(runner, pcfg, stages: List[str]) -> None:
                 logger.info(f"[{stage}] starting in a worker process ({len(running) + 1} of "
                             f"{pcfg.PARALLEL_STAGES} running) -> {runner.stage_dir(stage)}")
                 running[pool.submit(_stage_process, pcfg, stage, stages, runner.num_threads)] = stage
+                if running_file:
+                    write_running(running_file, running.values())
             if not running:
                 if failed is not None or not pending:
                     break
@@ -396,6 +400,8 @@ def _run_parallel(runner, pcfg, stages: List[str]) -> None:
             done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
                 stage = running.pop(future)
+                if running_file:
+                    write_running(running_file, running.values())
                 try:
                     runner.ran.extend(future.result())
                 except Exception as e:  # noqa: BLE001 - re-raised once the running stages are done
