@@ -152,7 +152,7 @@ def test_train_mapper_skips_bad_images_when_asked(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="wssis_d2.data.dataset_mapper"):
         assert mapper(_point_record(str(tmp_path / "trunc.png"))) is None
         assert mapper(_point_record(str(tmp_path / "missing.png"))) is None
-    assert mapper.num_skipped == 2 and "2 bad images so far" in caplog.text
+    assert mapper.bad_images.num_skipped == 2 and "2 bad images so far" in caplog.text
     assert mapper(_point_record(str(tmp_path / "good.png")))["image"].shape == (3, H, W)
     # At inference nothing is skipped by the mapper (the loader filters first): it raises.
     inference = WSSISDatasetMapper(False, augmentations=[], image_format="BGR", skip_bad_images=True)

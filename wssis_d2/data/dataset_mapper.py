@@ -10,7 +10,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from ..utils.errors import WSSISInputError
-from .images import read_image
+from .images import BadImageSkipper, read_image
 from .point_utils import is_point_labeled, point_annotations_to_instances
 
 __all__ = ["WSSISDatasetMapper"]
@@ -66,8 +66,7 @@ class WSSISDatasetMapper(DatasetMapper):
                                  "can separate a point from its object. Disable INPUT.CROP.")
         super().__init__(is_train, augmentations=augmentations, image_format=image_format,
                          use_instance_mask=use_instance_mask, instance_mask_format=instance_mask_format)
-        self.skip_bad_images = bool(skip_bad_images) and is_train
-        self.num_skipped = 0  # bad images skipped by this process's copy of the mapper
+        self.bad_images = BadImageSkipper(bool(skip_bad_images) and is_train)  # counts what it skips
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
@@ -94,14 +93,10 @@ class WSSISDatasetMapper(DatasetMapper):
             dict: see the class docstring (None: a bad image skipped).
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        try:
-            image = read_image(dataset_dict["file_name"], self.image_format, dataset_dict.get("image_id"))
-        except WSSISInputError as e:
-            if not self.skip_bad_images:
-                raise
-            self.num_skipped += 1
-            logger.warning(f"skipped ({self.num_skipped} bad images so far in this process): {e}")
-            return None
+        image = self.bad_images.read(read_image, dataset_dict["file_name"], self.image_format,
+                                     dataset_dict.get("image_id"))
+        if image is None:
+            return None  # skipped (DATALOADER.WSSIS_SKIP_BAD_IMAGES), counted in the log
         utils.check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)

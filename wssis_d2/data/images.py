@@ -79,6 +79,27 @@ def read_image(file_name: str, format: Optional[str] = None, image_id=None) -> n
         raise WSSISInputError(image_error(file_name, image_id, e)) from e
 
 
+class BadImageSkipper:
+    """The mappers' handling of ``DATALOADER.WSSIS_SKIP_BAD_IMAGES``: ``read(fn, *args)`` returns
+    ``fn(*args)``, or, when ``skip`` is set and ``fn`` raises :class:`WSSISInputError` (a missing,
+    truncated or unreadable image), logs it with a running count (``num_skipped``, per process) and
+    returns None (detectron2's training loader then draws another image)."""
+
+    def __init__(self, skip: bool):
+        self.skip = bool(skip)
+        self.num_skipped = 0
+
+    def read(self, fn, *args):
+        try:
+            return fn(*args)
+        except WSSISInputError as e:
+            if not self.skip:
+                raise
+            self.num_skipped += 1
+            logger.warning(f"skipped ({self.num_skipped} bad images so far in this process): {e}")
+            return None
+
+
 def image_error(file_name: str, image_id, error: BaseException) -> str:
     """The message of an image that cannot be read (missing, not an image, truncated)."""
     where = _where(file_name, image_id)

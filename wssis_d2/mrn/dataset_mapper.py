@@ -16,8 +16,7 @@ from detectron2.config import configurable
 from detectron2.structures import BitMasks
 
 from ..data.coco_masks import decode_segmentation
-from ..data.images import read_image
-from ..utils.errors import WSSISInputError
+from ..data.images import BadImageSkipper, read_image
 from .boxes import crop_boxes
 from .inputs import make_mrn_inputs
 
@@ -90,8 +89,7 @@ class MRNDatasetMapper:
         self.point_margin = point_margin
         self.empty_box_size = empty_box_size
         self.flip_dim = {"horizontal": -1, "vertical": -2}.get(flip)
-        self.skip_bad_images = bool(skip_bad_images) and is_train
-        self.num_skipped = 0
+        self.bad_images = BadImageSkipper(bool(skip_bad_images) and is_train)  # counts what it skips
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -112,14 +110,9 @@ class MRNDatasetMapper:
 
     def __call__(self, dataset_dict: dict) -> dict:
         d = copy.deepcopy(dataset_dict)
-        try:
-            image = read_mrn_image(d["file_name"], self.image_format, d.get("image_id"))
-        except WSSISInputError as e:
-            if not self.skip_bad_images:
-                raise
-            self.num_skipped += 1
-            logger.warning(f"skipped ({self.num_skipped} bad image reads so far in this process): {e}")
-            return None
+        image = self.bad_images.read(read_mrn_image, d["file_name"], self.image_format, d.get("image_id"))
+        if image is None:
+            return None  # skipped (DATALOADER.WSSIS_SKIP_BAD_IMAGES), counted in the log
         h, w = image.shape[-2:]
         if (h, w) != (d["height"], d["width"]):
             raise ValueError(f"{d['file_name']}: image is {h}x{w}, the dataset says "
