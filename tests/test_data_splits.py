@@ -3,7 +3,6 @@ import copy
 import json
 import os
 
-import numpy as np
 import pytest
 
 from wssis_d2.data.coco_masks import decode_segmentation

@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-import torch
 from pycocotools.coco import COCO
 
 from detectron2.data import DatasetCatalog, MetadataCatalog

@@ -206,7 +206,7 @@ def make_wssis_splits(coco, *, json_file, seed, point_rule="centroid", percent=N
     log_cleaned(dropped, json_file)
     full_ids, point_ids = split_image_ids([img["id"] for img in coco["images"]],
                                           percent=percent, count=count, seed=seed)
-    full_set, point_set = set(full_ids), set(point_ids)
+    full_set = set(full_ids)
     images = {img["id"]: img for img in coco["images"]}
     full_anns, gt_anns, point_anns, no_point = [], [], [], []
     for ann in annotations:
