@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,21 +33,33 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "WSSIS_TRACEBACK": "1"}
 
 
-def _kill_when(cmd, ready, timeout=240):
-    """Start ``cmd``, SIGKILL it once ``ready()`` holds plus a random 0-0.3 s; returns True when it was
-    killed (False: it finished first)."""
+def _kill_when(cmd, ready, timeout=240, max_delay=0.3):
+    """Start ``cmd``, SIGKILL it once ``ready()`` holds plus a random 0-``max_delay`` s; returns True when it
+    was killed (False: it finished first)."""
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), cwd=REPO)
     t0 = time.monotonic()
     while child.poll() is None and not ready():
         assert time.monotonic() - t0 < timeout, "child made no progress"
         time.sleep(0.005)
-    time.sleep(random.uniform(0, 0.3))
+    time.sleep(random.uniform(0, max_delay))
     if child.poll() is not None:
         assert child.returncode == 0, child.stderr.read()[-3000:]
         return False
     child.send_signal(signal.SIGKILL)
     child.wait()
     return True
+
+
+def _kill_midway(cmd, make_ready, finished, folder):
+    """SIGKILL ``cmd`` midway: once ``make_ready()`` holds plus a random delay. On a quiet machine the run can
+    finish within the delay (``finished()``: the kill landed after the output was complete, not the case
+    under test): then ``folder`` is removed and it is tried again with a shorter delay, 5 times at most."""
+    for attempt in range(5):
+        shutil.rmtree(folder, ignore_errors=True)
+        killed = _kill_when(cmd, make_ready(), max_delay=0.3 / (attempt + 1))
+        if killed and not finished():
+            return
+    raise AssertionError(f"no kill landed before {cmd[1]} finished, in 5 tries")
 
 
 def _run(cmd):
@@ -95,8 +108,8 @@ def test_pseudo_label_export_killed_and_rerun(data):
            "MODEL.WEIGHTS", weights, "OUTPUT_DIR", str(root / "export"), "MODEL.WSSIS.EXPORT_PATH", out,
            "DATASETS.WSSIS_REGISTER", f"[['kill_src', '{gt}', '{images}']]", "DATASETS.TEST", "('kill_src',)",
            "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96"]
-    killed = _kill_when(cmd, _lines(out + ".part0.jsonl", random.randint(1, NUM_IMAGES // 2)))
-    assert killed and not os.path.exists(out), "killed midway: no output under the final name"
+    _kill_midway(cmd, lambda: _lines(out + ".part0.jsonl", random.randint(1, NUM_IMAGES // 2)),
+                 lambda: os.path.exists(out), str(root / "export"))  # killed midway: no output under the final name
     _run(cmd)
     result = json.load(open(out))
     source = json.load(open(gt))
@@ -131,8 +144,8 @@ def test_refinement_killed_and_rerun(data):
     out = str(root / "refine" / "refined.json")
     cmd = [sys.executable, "tools/refine_pseudo_labels.py", "--config-file", "configs/MRN/MRN_R18_cpu.yaml",
            "--pseudo", pseudo, "--output", out, "--log-period", "1", "MODEL.WEIGHTS", weights]
-    killed = _kill_when(cmd, _lines(os.path.join(out + ".parts", "rank0.jsonl"), random.randint(1, NUM_IMAGES // 2)))
-    assert killed and not os.path.exists(out)
+    _kill_midway(cmd, lambda: _lines(os.path.join(out + ".parts", "rank0.jsonl"), random.randint(1, NUM_IMAGES // 2)),
+                 lambda: os.path.exists(out), os.path.dirname(out))
     _run(cmd)
     result = json.load(open(out))
     assert result["info"]["mrn_refinement"]["complete"]
@@ -152,9 +165,9 @@ def test_training_killed_and_resumed(data):
            "INPUT.MAX_SIZE_TRAIN", "96", "SOLVER.MAX_ITER", "16", "SOLVER.CHECKPOINT_PERIOD", "4",
            "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()", "INPUT.MASK_FORMAT", "bitmask"]
     first = random.choice([4, 8])
-    killed = _kill_when(cmd, lambda: os.path.isfile(out / "last_checkpoint")
-                        and (out / "last_checkpoint").read_text().strip() >= f"model_{first - 1:07d}.pth")
-    assert killed and not os.path.exists(out / "model_final.pth")
+    _kill_midway(cmd, lambda: lambda: os.path.isfile(out / "last_checkpoint")
+                 and (out / "last_checkpoint").read_text().strip() >= f"model_{first - 1:07d}.pth",
+                 lambda: os.path.exists(out / "model_final.pth"), str(out))
     res = _run(cmd)
     assert "Starting training from iteration 0" not in res.stderr + res.stdout, "resumed, not restarted"
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
