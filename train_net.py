@@ -60,7 +60,6 @@ def main(args):
             verify_results(cfg, res)
         return res
     trainer = trainer_cls(cfg)
-    checked(trainer.checkpointer)  # a checkpoint that does not fit the config raises, naming keys / shapes
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

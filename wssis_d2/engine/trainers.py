@@ -6,13 +6,15 @@
   with ``MODEL.WSSIS.EXPORT_PSEUDO_LABELS``) exports point-guided pseudo-labels: ``--eval-only`` with a
   ``configs/pseudo/`` config is the export entry.
 
-All three build the optimizer of ``SOLVER.OPTIMIZER`` (detectron2's SGD, or Adam).
+All three build the optimizer of ``SOLVER.OPTIMIZER`` (detectron2's SGD, or Adam), and their checkpointer
+raises when a checkpoint does not fit the config (:func:`wssis_d2.checkpoint_check.checked`).
 """
 import os
 
 from detectron2.data import MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer
 
+from ..checkpoint_check import checked
 from ..data.dataset_mapper import WSSISDatasetMapper
 from ..data.images import check_image_files
 from ..evaluation import build_coco_evaluator, build_pseudo_label_exporter
@@ -31,7 +33,16 @@ def train_dataset_dicts(cfg):
     return check_image_files(dicts, ", ".join(cfg.DATASETS.TRAIN), skip=cfg.DATALOADER.WSSIS_SKIP_BAD_IMAGES)
 
 
-class Trainer(DefaultTrainer):
+class _CheckedTrainer(DefaultTrainer):
+    """DefaultTrainer whose checkpointer refuses a checkpoint that does not fit the config (keys / shapes
+    named) on ``resume_or_load``, instead of detectron2's silent partial load."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        checked(self.checkpointer)
+
+
+class Trainer(_CheckedTrainer):
     """SOLOv2: DefaultTrainer with the point-aware dataset mapper and COCO mask evaluation."""
 
     @classmethod
@@ -70,7 +81,7 @@ class PseudoLabelTrainer(Trainer):
         return super().build_test_loader(cfg, dataset_name)
 
 
-class MRNTrainer(DefaultTrainer):
+class MRNTrainer(_CheckedTrainer):
     """MaskRefineNet: per-sample train / test loaders and the MRN evaluator (docs/MRN.md)."""
 
     @classmethod

@@ -148,7 +148,6 @@ def train_stage(pcfg, stage_dir: str, spec: dict) -> dict:
                             forced=forced + ["SOLVER.CHECKPOINT_PERIOD", period])
     _setup(cfg, stage_dir)
     trainer = trainer_class(cfg)(cfg)
-    checked(trainer.checkpointer)  # a checkpoint that does not fit the config raises
     if pcfg.SHARE_CORES and pcfg.PARALLEL_STAGES > 1:
         trainer.register_hooks([CoreShareHook(os.path.join(pcfg.OUTPUT_DIR, RUNNING_FILE), os.cpu_count() or 1,
                                               floor=max(1, pcfg.NUM_THREADS))])
