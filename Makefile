@@ -31,10 +31,17 @@ test: install
 demo: install
 	$(PY) tools/demo.py --output-dir output/demo
 
-# The full table at 5% (configs/pipeline/shapes_benchmark.yaml, <= 90 min on 2 CPU cores; resumable) into
-# output/benchmark/results.{md,json}, then the speed benchmarks.
+# The full table at 5% on the ImageNet MobileNetV2-FPN (configs/pipeline/shapes_benchmark.yaml) into
+# output/benchmark/results.{md,json}, its "no pretraining" ablation (shapes_benchmark_scratch.yaml, R-18 from
+# scratch, same data) into output/benchmark/no_pretraining/, both side by side in
+# output/benchmark/comparison.md, then the speed benchmarks. <= 90 min on 2 CPU cores; resumable.
 benchmark: install
 	$(PY) -m wssis_d2.pipeline --config-file configs/pipeline/shapes_benchmark.yaml --output-dir output/benchmark
+	$(PY) -m wssis_d2.pipeline --config-file configs/pipeline/shapes_benchmark_scratch.yaml \
+		--output-dir output/benchmark/no_pretraining
+	$(PY) tools/compare_results.py --run "ImageNet MobileNetV2-FPN" output/benchmark/results.json \
+		--run "no pretraining (R-18)" output/benchmark/no_pretraining/results.json \
+		--output output/benchmark/comparison.md
 	$(PY) tools/benchmark.py --json output/benchmark/model_speed.json
 	$(PY) tools/benchmark_pseudo_labels.py --json output/benchmark/pseudo_speed.json
 

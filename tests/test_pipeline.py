@@ -16,6 +16,7 @@ from wssis_d2.pipeline import (MARKER, MODEL_ROWS, PSEUDO_ROWS, load_pipeline_cf
 from wssis_d2.pipeline import run as run_module
 from wssis_d2.pipeline import stages as stages_module
 from wssis_d2.pipeline.model_stages import checkpoint_file, checkpoint_iterations, teacher_checkpoint_period
+from wssis_d2.pipeline.compare import HEADLINES, format_comparison, headline_figures
 from wssis_d2.pipeline.results import best_fixed_level
 
 from conftest import REPO, saved_catalogs
@@ -93,6 +94,44 @@ def test_results_json_schema_every_row_filled(tiny_run):
     assert results["meta"]["machine"]["cpu_count"] >= 1 and results["meta"]["stages_run"] == ALL_STAGES
     md = open(os.path.join(pcfg.OUTPUT_DIR, "results.md")).read()
     assert "student: full + points + MRN" in md and "Wall time per stage" in md and "adaptive + MRN" in md
+
+
+def test_comparison_of_two_runs(tiny_run, tmp_path):
+    """tools/compare_results.py on a real run and a run that lacks rows: one column each, the headline
+    figures computed from the rows (and "-" where a row is missing), the paper's values beside."""
+    import subprocess
+    import sys
+
+    pcfg, _ = tiny_run
+    path = os.path.join(pcfg.OUTPUT_DIR, "results.json")
+    results = json.load(open(path))
+    fig = headline_figures(results)
+    m, p = results["models"], results["pseudo_labels"]
+    assert fig["student_gain"] == pytest.approx(m["student_points_mrn"] - m["teacher"])
+    assert fig["adaptive_vs_fixed"] == pytest.approx(p["adaptive"]["AP"] - p["fixed_best"]["AP"])
+    assert fig["oracle_gap"] == pytest.approx(p["oracle"]["AP"] - p["adaptive"]["AP"])
+    partial = {"models": {"teacher": 5.0, "full_100": 20.0, "student_points_mrn": None},
+               "pseudo_labels": {"adaptive": {"AP": 30.0, "mean_iou": 0.5}, "threshold": {"AP": 12.5}}}
+    fig2 = headline_figures(partial)
+    assert fig2["teacher_vs_full"] == 25.0 and fig2["adaptive_vs_threshold"] == 17.5
+    assert fig2["student_vs_full"] is None and fig2["mrn_gain"] is None
+    assert headline_figures({"models": {"teacher": 1.0, "full_100": 0.0}})["teacher_vs_full"] is None
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(partial))
+    md_path = tmp_path / "comparison.md"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compare_results.py"), "--run", "real", path,
+                           "--run", "partial", str(other), "--output", str(md_path)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    md = md_path.read_text()
+    assert md == format_comparison([("real", results), ("partial", partial)])
+    assert "| | real | partial |" in md and "| teacher (full labels only) | " + f"{m['teacher']:.1f} | 5.0 | 20.1 |" in md
+    assert "| teacher / 100% model (%) | " in md and "| 25.0 | 50.6 |" in md
+    assert "| adaptive | " + f"{p['adaptive']['AP']:.2f}" in md and "30.00 / 0.500 |" in md
+    assert len([line for line in md.splitlines() if line.startswith("| pseudo-labels:")]) == 4 == len(HEADLINES) - 3
+    missing = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compare_results.py"), "--run", "x",
+                              str(tmp_path / "nope.json")], capture_output=True, text=True, cwd=REPO)
+    assert missing.returncode == 2 and "nope.json" in missing.stderr
 
 
 def test_rerun_skips_finished_stages(tiny_run, monkeypatch):
