@@ -11,7 +11,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from .config import MODEL_ROWS, PSEUDO_ROWS
 from .demo_figures import PAPER_5P
-from .results import MODEL_LABELS
+from .results import MODEL_LABELS, _fmt
 
 __all__ = ["HEADLINES", "headline_figures", "format_comparison"]
 
@@ -54,10 +54,6 @@ def headline_figures(results: Mapping) -> Dict[str, Optional[float]]:
     }
 
 
-def _fmt(v, digits=1):
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
 def format_comparison(runs: Sequence[Tuple[str, Mapping]]) -> str:
     """Markdown tables of ``runs`` = [(column name, results.json content)], rows present in any run."""
     names = [name for name, _ in runs]
@@ -69,13 +65,13 @@ def format_comparison(runs: Sequence[Tuple[str, Mapping]]) -> str:
         if any(v is not None for v in values):
             lines.append(f"| {MODEL_LABELS[row]} | " + " | ".join(_fmt(v) for v in values) + f" | {_P[row]:.1f} |")
     lines += ["", "## Pseudo-labels of the point images (mask AP / mean IoU)", "", head, rule]
+    levels = sorted({r.get("fixed_best_level") for _, r in runs if r.get("fixed_best_level") is not None})
     for row in PSEUDO_ROWS:
         reports = [(r.get("pseudo_labels") or {}).get(row) for _, r in runs]
         if any(rep is not None for rep in reports):
             cells = ["-" if rep is None else f"{_fmt(rep.get('AP'), 2)} / {_fmt(rep.get('mean_iou'), 3)}"
                      for rep in reports]
             label = PSEUDO_LABELS[row]
-            levels = sorted({r.get("fixed_best_level") for _, r in runs if r.get("fixed_best_level") is not None})
             if row == "fixed_best" and levels:
                 label += f" (level {', '.join(str(l) for l in levels)})"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
