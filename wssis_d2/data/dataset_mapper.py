@@ -1,6 +1,5 @@
 """Dataset mapper for a mix of fully-labeled and point-labeled images."""
 import copy
-import logging
 
 import numpy as np
 import torch
@@ -15,7 +14,6 @@ from .point_utils import is_point_labeled, point_annotations_to_instances
 
 __all__ = ["WSSISDatasetMapper"]
 
-logger = logging.getLogger(__name__)
 
 _CROPS = (T.RandomCrop, T.RandomCrop_CategoryAreaConstraint, T.FixedSizeCrop, T.CropTransform,
           T.RandomExtent, T.ExtentTransform)

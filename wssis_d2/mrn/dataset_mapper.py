@@ -6,7 +6,6 @@ scale differs: uniform per sample in ``MODEL.MRN.TRAIN_BOX_SCALE_RANGE`` while t
 torch's global RNG, which detectron2 seeds per data-loader worker), ``MODEL.MRN.BOX_SCALE`` otherwise.
 """
 import copy
-import logging
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -21,8 +20,6 @@ from .boxes import crop_boxes
 from .inputs import make_mrn_inputs
 
 __all__ = ["MRNDatasetMapper", "read_mrn_image"]
-
-logger = logging.getLogger(__name__)
 
 
 def read_mrn_image(file_name: str, image_format: str, image_id=None) -> torch.Tensor:
