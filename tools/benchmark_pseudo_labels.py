@@ -11,7 +11,11 @@ Three measurements, all on one CPU/GPU process with random inputs:
    ratio at 100 points against the light regime (the stricter one).
 2. The batched point filter against the per-point loop at 100 points (functions of
    ``tools/benchmark_point_filter.py``: C = 80, E = 256, stock grids, ``--filter-feat`` mask features).
-3. Peak resident memory of a complete export (model + ``PseudoLabelExporter``, 10 points per image,
+3. Tiles (``INPUT.TILE``): one ``--tiled-size`` image (default 1024 px) with 50 and 500 clicks, decoded
+   whole and on tiles of ``--tile`` px (default 256, overlap 32), model + conversion to export
+   annotations: seconds per image and per click (best of ``--repeats``). ``tiled_500_vs_50`` shows
+   that the tiled cost grows with the image, not with clicks x tiles.
+4. Peak resident memory of a complete export (model + ``PseudoLabelExporter``, 10 points per image,
    tiny images fed directly) over 100 and over 1000 images, each in a fresh subprocess: the peak RSS
    during the export itself (``VmHWM`` reset after the model is built and warmed up, Linux) and the
    whole process's ``ru_maxrss``. ``rss_1000_vs_100`` is the ratio of the former (the latter where the
@@ -19,7 +23,7 @@ Three measurements, all on one CPU/GPU process with random inputs:
 
     python tools/benchmark_pseudo_labels.py [--size 256] [--images 8] [--rss-images 100 1000] [--json out.json]
 
-``--json`` writes {"aps_vs_plain", "batched_vs_loop", "rss_1000_vs_100", "details"}. Timings on a shared
+``--json`` writes {"aps_vs_plain", "batched_vs_loop", "tiled_500_vs_50", "rss_1000_vs_100", "details"}. Timings on a shared
 machine are noisy: compare numbers from one run only.
 """
 import argparse
@@ -128,6 +132,28 @@ def bench_filter(args):
     return {"batched_s": t_batched, "loop_s": t_loop, "speedup": t_loop / t_batched, "feat": args.filter_feat}
 
 
+def bench_tiled(args):
+    """Seconds per image and per click, whole vs tiled (module docstring, item 3)."""
+    from wssis_d2.evaluation.pseudo_labels import instances_to_pseudo_annotations
+
+    rows = {}
+    for name, opts in (("untiled", []), ("tiled", ["INPUT.TILE.SIZE", args.tile, "INPUT.TILE.OVERLAP", 32.0])):
+        cfg, model = build(args.config, list(args.opts) + opts)
+        ids = {c: c + 1 for c in range(cfg.MODEL.SOLOV2.NUM_CLASSES)}
+        for clicks in (50, 500):
+            x = make_image(args.tiled_size, clicks, cfg.MODEL.SOLOV2.NUM_CLASSES, 7)
+            best, kept = float("inf"), 0
+            with torch.no_grad():
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    kept = len(instances_to_pseudo_annotations(model([x])[0]["instances"], 1, ids))
+                    best = min(best, time.perf_counter() - start)
+            rows[f"{name}_{clicks}"] = {"s_per_image": best, "ms_per_click": 1e3 * best / clicks, "annotations": kept}
+            print(f"[tiles] {args.tiled_size} px, {clicks:3d} clicks, {name:7s}: {best:6.2f} s/image, "
+                  f"{1e3 * best / clicks:6.1f} ms/click, {kept} annotations")
+    return rows
+
+
 def rss_child(args):
     """Export ``args.rss_child`` images end to end in this process; print peak RSS (MiB) as json."""
     cfg, model = build(args.config, args.opts)
@@ -214,8 +240,10 @@ def main():
     parser.add_argument("--filter-feat", type=int, nargs=2, default=[200, 200], metavar=("HF", "WF"))
     parser.add_argument("--rss-images", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--rss-size", type=int, default=64, help="image side of the memory runs")
+    parser.add_argument("--tiled-size", type=int, default=1024, help="image side of the tile runs")
+    parser.add_argument("--tile", type=int, default=256, help="tile side of the tile runs")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "filter", "rss"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "filter", "tiled", "rss"])
     parser.add_argument("--json", default=None)
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,7 +253,7 @@ def main():
 
     details = {"threads": args.threads, "size": args.size, "images": args.images, "config": args.config}
     print(f"config {os.path.relpath(args.config, ROOT)}, {args.size} px, threads {args.threads}")
-    result = {"aps_vs_plain": None, "batched_vs_loop": None, "rss_1000_vs_100": None}
+    result = {"aps_vs_plain": None, "batched_vs_loop": None, "tiled_500_vs_50": None, "rss_1000_vs_100": None}
     if "throughput" not in args.skip:
         cfg, model = build(args.config, args.opts)
         details["throughput"] = bench_throughput(args, model, cfg.MODEL.SOLOV2.NUM_CLASSES)
@@ -233,6 +261,12 @@ def main():
     if "filter" not in args.skip:
         details["filter"] = bench_filter(args)
         result["batched_vs_loop"] = details["filter"]["speedup"]
+    if "tiled" not in args.skip:
+        details["tiled"] = bench_tiled(args)
+        t = details["tiled"]
+        result["tiled_500_vs_50"] = t["tiled_500"]["s_per_image"] / t["tiled_50"]["s_per_image"]
+        print(f"[tiles] tiled 500 vs 50 clicks: x{result['tiled_500_vs_50']:.2f} time for x10 clicks; tiled vs "
+              f"untiled at 500 clicks: x{t['tiled_500']['s_per_image'] / t['untiled_500']['s_per_image']:.2f}")
     if "rss" not in args.skip:
         rows = bench_rss(args)
         details["rss"] = rows

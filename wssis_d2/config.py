@@ -158,6 +158,29 @@ def add_wssis_config(cfg):
     cfg.MODEL.MRN.ENCODER = "resnet"
     # --------------------------------------- end of ImageNet MobileNetV2 (MODEL.MOBILENET, MODEL.MRN.ENCODER)
 
+    # ---------------------------------------------------------------- tiles (INPUT.TILE)
+    # Large images with small objects are seen through square tiles (SOLOv2's grid is relative to its
+    # input). Training: a random SIZE x SIZE crop of the image at its own resolution, scaled by SCALE.
+    # Inference (plain, threshold and point-guided): overlapping tiles covering the image, each scaled by
+    # SCALE; clicks are decoded in the tile where they lie farthest from a tile border, plain detections of
+    # all tiles are merged (docs/TILES.md). With tiles on, INPUT.MIN_SIZE_* / MAX_SIZE_* are not applied.
+    cfg.INPUT.TILE = CN()
+    # Tile side in pixels of the image's own resolution; 0 = off (whole images resized by INPUT.MIN_SIZE_*).
+    cfg.INPUT.TILE.SIZE = 0
+    # Overlap of neighbouring inference tiles: pixels if >= 1, else a fraction of SIZE (keep it >= the
+    # largest objects' size, so that each object lies whole inside some tile).
+    cfg.INPUT.TILE.OVERLAP = 0.25
+    # Resize factor applied to each tile before the model (model input side = SIZE x SCALE).
+    cfg.INPUT.TILE.SCALE = 1.0
+    # Training: SCALE is multiplied by a factor drawn uniformly from this (lo, hi) range per crop.
+    cfg.INPUT.TILE.TRAIN_SCALE_RANGE = (1.0, 1.0)
+    # Inference: tiles per forward pass (bounds memory; results do not depend on it).
+    cfg.INPUT.TILE.BATCH = 4
+    # Plain inference: a detection is a duplicate of one from another tile (same class) when their masks'
+    # intersection over the smaller mask exceeds this; the one farther from its tile's inner borders stays.
+    cfg.INPUT.TILE.MERGE_THRESHOLD = 0.5
+    # ------------------------------------------------------------ end of tiles (INPUT.TILE)
+
     # ---------------------------------------------------------------- your own datasets (DATASETS.*)
     # Datasets train_net.py registers before training, so that your COCO files need no Python: a list of
     # [name, json_file, image_root]. A json whose annotations have "point_coords" is a points set (loader

@@ -31,6 +31,12 @@ def _rle_area(segm: dict) -> int:
     return int(mask_util.area(rle))
 
 
+def rle_areas(rles: Sequence[dict]) -> List[int]:
+    """Pixel counts of compressed RLEs (as ``mask_util.encode`` returns them), in chunks of 255: pycocotools
+    2.0.x's ``area()`` fails on longer lists under numpy 2 (its list length goes through a uint8)."""
+    return [int(a) for i in range(0, len(rles), 255) for a in mask_util.area(list(rles[i:i + 255]))]
+
+
 def clean_segmentations(annotations: Sequence[dict]) -> Tuple[List[dict], Counter]:
     """Drop what cannot be a mask, with counts (the annotations given are not modified).
 

@@ -7,10 +7,13 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
 
 from ..utils.errors import WSSISInputError
+from .coco_masks import decode_segmentation, encode_masks
 from .images import BadImageSkipper, read_image
 from .point_utils import is_point_labeled, point_annotations_to_instances
+from .tiles import TinyInstanceFilter, build_tile_augmentation, crop_of, tiles_enabled
 
 __all__ = ["WSSISDatasetMapper"]
 
@@ -38,7 +41,11 @@ class WSSISDatasetMapper(DatasetMapper):
       kept at inference; a separate key lets the model tell point guidance from full GT. No
       ``"instances"`` is produced for a point-labeled image.
 
-    Crop augmentations are refused: a crop can cut the clicked object away from its point.
+    Crop augmentations are refused: a crop can cut the clicked object away from its point. Tiles
+    (``INPUT.TILE.SIZE`` > 0, :mod:`wssis_d2.data.tiles`) are the exception: in training, a random tile of
+    the image at its own resolution, scaled by ``INPUT.TILE.SCALE``; instances cut by it keep their visible
+    part (boxes recomputed from the masks), too small ones are dropped and counted; annotations outside
+    the tile are not decoded. At inference the image stays whole at its own resolution: the model tiles it.
 
     Images are read by :func:`wssis_d2.data.images.read_image` (EXIF orientation, 16-bit scaled); a
     missing, unreadable or truncated file raises ``WSSISInputError`` naming it and its image id, or, in
@@ -48,7 +55,7 @@ class WSSISDatasetMapper(DatasetMapper):
 
     @configurable
     def __init__(self, is_train, *, augmentations, image_format, use_instance_mask=False,
-                 instance_mask_format="polygon", skip_bad_images=False):
+                 instance_mask_format="polygon", skip_bad_images=False, tiles=False):
         """
         Args:
             is_train (bool): training (full images get "instances") or inference.
@@ -57,23 +64,32 @@ class WSSISDatasetMapper(DatasetMapper):
             use_instance_mask (bool): keep masks of fully-labeled images.
             instance_mask_format (str): "polygon" or "bitmask" (RLE masks need "bitmask").
             skip_bad_images (bool): training only: skip an unreadable image (class docstring).
+            tiles (bool): ``augmentations`` hold a ``RandomTileCrop`` (``data.tiles.build_tile_augmentation``):
+                masks must be bitmasks; boxes are recomputed from the cropped masks.
         """
         for aug in augmentations:
             if isinstance(aug, _CROPS):
                 raise ValueError(f"WSSISDatasetMapper does not support crop augmentation ({aug}): a crop "
                                  "can separate a point from its object. Disable INPUT.CROP.")
+        if tiles and is_train and use_instance_mask and instance_mask_format != "bitmask":
+            raise WSSISInputError("INPUT.TILE.SIZE > 0 needs INPUT.MASK_FORMAT bitmask (tiles crop the masks)")
         super().__init__(is_train, augmentations=augmentations, image_format=image_format,
-                         use_instance_mask=use_instance_mask, instance_mask_format=instance_mask_format)
+                         use_instance_mask=use_instance_mask, instance_mask_format=instance_mask_format,
+                         recompute_boxes=bool(tiles) and use_instance_mask)
         self.bad_images = BadImageSkipper(bool(skip_bad_images) and is_train)  # counts what it skips
+        self.tiles = bool(tiles)
+        self.tiny_instances = TinyInstanceFilter()  # counts what it drops
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
         if cfg.INPUT.CROP.ENABLED:
             raise ValueError("WSSISDatasetMapper does not support crop augmentation: set "
                              "INPUT.CROP.ENABLED False (a crop can separate a point from its object)")
+        tiles = tiles_enabled(cfg)
         return {
             "is_train": is_train,
-            "augmentations": utils.build_augmentation(cfg, is_train),
+            "augmentations": build_tile_augmentation(cfg, is_train) if tiles else utils.build_augmentation(cfg, is_train),
+            "tiles": tiles,
             "image_format": cfg.INPUT.FORMAT,
             "use_instance_mask": cfg.MODEL.MASK_ON,
             "instance_mask_format": cfg.INPUT.MASK_FORMAT,
@@ -117,5 +133,26 @@ class WSSISDatasetMapper(DatasetMapper):
                     raise WSSISInputError(f"{dataset_dict['file_name']} (image id {dataset_dict.get('image_id')}): "
                                           f"{len(rle)} annotations have RLE masks; INPUT.MASK_FORMAT 'polygon' "
                                           "takes polygons only: set INPUT.MASK_FORMAT bitmask")
+            if self.tiles:
+                self._inside_tile(dataset_dict, transforms)
             self._transform_annotations(dataset_dict, transforms, image_shape)
+            if self.tiles and "instances" in dataset_dict and dataset_dict["instances"].has("gt_masks"):
+                dataset_dict["instances"] = self.tiny_instances(dataset_dict["instances"], dataset_dict["file_name"])
         return dataset_dict
+
+    @staticmethod
+    def _inside_tile(dataset_dict, transforms):
+        """Keep the annotations whose box meets the training tile, with polygons as RLE (cropping polygons
+        would need shapely; a bitmask crop is exact)."""
+        crop = crop_of(transforms)
+        h, w = dataset_dict["height"], dataset_dict["width"]
+        kept = []
+        for ann in dataset_dict["annotations"]:
+            if crop is not None and "bbox" in ann:
+                x0, y0, x1, y1 = BoxMode.convert(ann["bbox"], ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS)
+                if x1 <= crop.x0 or y1 <= crop.y0 or x0 >= crop.x0 + crop.w or y0 >= crop.y0 + crop.h:
+                    continue  # wholly outside the tile
+            if isinstance(ann.get("segmentation"), list):
+                ann["segmentation"] = encode_masks(decode_segmentation(ann["segmentation"], h, w)[None])[0]
+            kept.append(ann)
+        dataset_dict["annotations"] = kept

@@ -11,7 +11,8 @@ raises when a checkpoint does not fit the config (:func:`wssis_d2.checkpoint_che
 """
 import os
 
-from detectron2.data import MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import (MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
+                             get_detection_dataset_dicts)
 from detectron2.engine import DefaultTrainer
 
 from ..checkpoint_check import checked
@@ -58,6 +59,12 @@ class Trainer(_CheckedTrainer):
     def build_train_loader(cls, cfg):
         return build_detection_train_loader(cfg, mapper=WSSISDatasetMapper(cfg, is_train=True),
                                             dataset=train_dataset_dicts(cfg))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        # The project's mapper at test time too: images read as in training (16-bit scaled) and, with
+        # INPUT.TILE, kept at their own resolution for the model's tiles.
+        return build_detection_test_loader(cfg, dataset_name, mapper=WSSISDatasetMapper(cfg, is_train=False))
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -41,6 +41,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 
+from ..data.coco_masks import rle_areas
 from ..data.json_io import load_json
 from ..pseudo.data import default_export_path
 from ..utils.part_files import atomic_output, open_part, read_records, write_record
@@ -79,8 +80,8 @@ def instances_to_pseudo_annotations(instances, image_id: int, contiguous_to_id: 
         return []
     rles = [d["segmentation"] for d in coco]
     boxes = mask_util.toBbox(rles)  # the tight box of the RLE, not the scaled pred_boxes
-    # pixel counts from the masks: pycocotools 2.0.x's area() overflows beyond 255 RLEs under numpy 2
-    areas = instances.pred_masks.flatten(1).sum(dim=1).tolist()
+    # pixel counts of the encoded RLEs (summing K full-size masks took seconds on large crowded images)
+    areas = rle_areas([{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in rles])
     points = instances.pred_points.tolist()
     levels = instances.pred_levels.tolist()
     point_ids = instances.point_ids.tolist()

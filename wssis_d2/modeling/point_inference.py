@@ -51,7 +51,8 @@ from .point_filter import select_point_masks
 from .point_postprocess import postprocess_point_masks
 from .postprocess import mask_boxes
 
-__all__ = ["DECODER_OF_MODE", "PointLevelDecoder", "ScoreThresholdDecoder", "build_point_decoder"]
+__all__ = ["DECODER_OF_MODE", "PointLevelDecoder", "ScoreThresholdDecoder", "build_point_decoder",
+           "empty_point_instances"]
 
 
 def _instances(output_hw, masks, boxes, scores, classes, points, levels, point_ids) -> Instances:
@@ -66,8 +67,18 @@ def _instances(output_hw, masks, boxes, scores, classes, points, levels, point_i
     return result
 
 
+def empty_point_instances(output_hw, device) -> Instances:
+    """Zero pseudo-labels with every field of the point decoders' output (masks (0, oh, ow))."""
+    zeros = torch.zeros(0, dtype=torch.long, device=device)
+    return _instances(output_hw, torch.zeros((0,) + tuple(output_hw), dtype=torch.bool, device=device),
+                      torch.zeros((0, 4), device=device), torch.zeros(0, device=device), zeros,
+                      torch.zeros((0, 2), device=device), zeros, zeros)
+
+
 class PointLevelDecoder:
     """Point-guided pseudo-labels: one grid cell per point (modes adaptive, fixed, oracle)."""
+
+    uses_points = True  # each output comes from a point (tiles: each point is decoded in one tile)
 
     @configurable
     def __init__(
@@ -123,7 +134,10 @@ class PointLevelDecoder:
             "tiny_mask_rule": w.TINY_MASK_RULE,
         }
 
-    def __call__(self, heads: ImageHeads, points: Instances) -> Dict[str, object]:
+    def __call__(self, heads: ImageHeads, points: Instances, max_per_image: Optional[int] = None
+                 ) -> Dict[str, object]:
+        """Pseudo-labels of one image (module docstring); ``max_per_image`` replaces the configured cap
+        for this call (tiles: 0 per tile, the cap is applied to the whole image)."""
         device = heads.mask_feats.device
         num_points = len(points)
         valid = points.gt_point_valid.to(device=device, dtype=torch.bool)
@@ -164,7 +178,7 @@ class PointLevelDecoder:
             heads.output_hw,
             mask_thr=self.mask_thr,
             nms_iou=self.nms_iou,
-            max_per_image=self.max_per_image,
+            max_per_image=self.max_per_image if max_per_image is None else int(max_per_image),
         )
         boxes = mask_boxes(labels.masks)
         keep = boxes[:, 2] > 0  # a mask can vanish when resized to the output size
@@ -194,6 +208,8 @@ class PointLevelDecoder:
 
 class ScoreThresholdDecoder:
     """SSIS baseline ("+unlabeled"): ordinary inference, points ignored, detections with score >= thr."""
+
+    uses_points = False  # tiles: decoded on every tile, duplicates across tiles merged like plain inference
 
     @configurable
     def __init__(self, *, plain_decoder: PlainDecoder, threshold: float = 0.1, max_per_image: int = 100):
@@ -235,12 +251,16 @@ class ScoreThresholdDecoder:
             torch.full((num,), -1, dtype=torch.long, device=masks.device),
             torch.full((num,), -1, dtype=torch.long, device=masks.device),
         )
-        stats = {
+        return {"instances": instances, "point_stats": self.stats(points)}
+
+    @staticmethod
+    def stats(points: Instances) -> Dict[str, object]:
+        """``point_stats`` of an image: the points are counted, not used."""
+        return {
             "num_points": len(points),
             "num_invalid_points": int((~points.gt_point_valid.bool()).sum()),
             "num_points_without_mask": None,
         }
-        return {"instances": instances, "point_stats": stats}
 
 
 # PSEUDO_LABEL_MODE -> decoder class (the one dispatch; a level-choice mode is passed on as ``mode``).

@@ -11,6 +11,7 @@ import torch
 
 from .point_filter import PointMaskSelection
 from .postprocess import masks_to_output
+from .tiling import greedy_keep
 
 __all__ = ["PointPseudoLabels", "point_mask_nms", "postprocess_point_masks"]
 
@@ -43,11 +44,9 @@ def point_mask_nms(
 ) -> torch.Tensor:
     """Exact greedy class-aware mask NMS, vectorised.
 
-    Greedy NMS (visit masks by decreasing score; a kept mask suppresses the later ones of its class with
-    IoU > ``iou_threshold``) is the unique solution of keep[i] = not any(keep[j] and suppresses(j, i) for
-    j before i). It is found by iterating that equation from all-kept: each iteration is one (K, K)
-    tensor op and the loop stops at the fixed point, after (suppression chain depth + 1) iterations,
-    usually 2-3, never more than K + 1. Ties in score keep the lower index first.
+    Greedy NMS: visit masks by decreasing score; a kept mask suppresses the later ones of its class with
+    IoU > ``iou_threshold`` (``tiling.greedy_keep``, exact and vectorised). Ties in score keep the lower
+    index first.
 
     Args:
         masks: (K, ...) bool or {0, 1} float binary masks (any spatial size, flattened).
@@ -71,13 +70,7 @@ def point_mask_nms(
     suppresses = (iou > iou_threshold) & (cls[:, None] == cls[None, :])  # (i, j): j may suppress i
     if exempt is not None:
         suppresses &= ~exempt[order][:, order]
-    suppresses = torch.tril(suppresses, diagonal=-1)  # only earlier (higher-score) masks suppress
-    keep = torch.ones(num, dtype=torch.bool, device=masks.device)
-    for _ in range(num + 1):
-        new_keep = ~(suppresses & keep[None, :]).any(dim=1)
-        if torch.equal(new_keep, keep):
-            break
-        keep = new_keep
+    keep = greedy_keep(suppresses)  # only earlier (higher-score) masks suppress
     out = torch.empty_like(keep)
     out[order] = keep
     return out

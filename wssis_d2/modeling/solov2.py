@@ -9,7 +9,9 @@ returns ``[{"instances": Instances(pred_masks, scores, pred_classes, pred_boxes)
 At inference an input that carries ``"point_instances"`` (a point-labeled image, see
 ``WSSISDatasetMapper``) is decoded by the model's point decoder instead (``point_inference``: APS,
 fixed level, oracle or the SSIS score threshold, chosen once by ``MODEL.WSSIS.PSEUDO_LABEL_MODE``); its
-output adds ``pred_points``, ``pred_levels``, ``point_ids`` and a ``"point_stats"`` entry.
+output adds ``pred_points``, ``pred_levels``, ``point_ids`` and a ``"point_stats"`` entry. With
+``INPUT.TILE.SIZE`` > 0 every decoder runs through overlapping tiles (``tiled_inference``); the inputs
+then come at the image's own resolution.
 """
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
@@ -26,6 +28,7 @@ from .plain_inference import ImageHeads, PlainDecoder
 from .point_inference import PointLevelDecoder, build_point_decoder
 from .postprocess import dynamic_masks
 from .targets import assign_level_targets, downsample_masks
+from .tiled_inference import TiledInference, build_tiled_inference
 
 __all__ = ["WSSISSOLOv2", "HeadOutputs"]
 
@@ -70,6 +73,7 @@ class WSSISSOLOv2(nn.Module):
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         point_decoder: Optional[object] = None,
+        tiler: Optional[TiledInference] = None,
     ):
         """
         Args:
@@ -90,6 +94,8 @@ class WSSISSOLOv2(nn.Module):
             point_decoder: decoder of inputs with "point_instances" (``point_inference``); default
                 ``PointLevelDecoder`` with this model's strides, scale ranges and mask threshold (adaptive
                 pyramid-level selection).
+            tiler: inference through overlapping tiles (``tiled_inference``, ``INPUT.TILE``); None
+                (default): each input is decoded whole.
         """
         super().__init__()
         self.backbone = backbone
@@ -112,6 +118,7 @@ class WSSISSOLOv2(nn.Module):
                 strides=self.strides, scale_ranges=self.scale_ranges, mask_thr=plain_decoder.mask_thr
             )
         self.point_decoder = point_decoder
+        self.tiler = tiler
         if not (len(self.num_grids) == len(self.strides) == len(self.scale_ranges) == len(self.instance_in_features)):
             raise ValueError(
                 "SOLOv2 needs one grid, stride and scale range per instance level; got "
@@ -124,8 +131,10 @@ class WSSISSOLOv2(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         s = cfg.MODEL.SOLOV2
+        backbone = build_backbone(cfg)
+        largest_stride = max(spec.stride for spec in backbone.output_shape().values())
         return {
-            "backbone": build_backbone(cfg),
+            "backbone": backbone,
             "ins_head": SOLOv2InstanceHead(cfg),
             "mask_head": SOLOv2MaskHead(cfg),
             "instance_in_features": s.INSTANCE_IN_FEATURES,
@@ -143,6 +152,7 @@ class WSSISSOLOv2(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "point_decoder": build_point_decoder(cfg),
+            "tiler": build_tiled_inference(cfg, min_input_side=largest_stride),
         }
 
     @property
@@ -164,6 +174,8 @@ class WSSISSOLOv2(nn.Module):
         return HeadOutputs(cate_logits, kernels, mask_feats)
 
     def forward(self, batched_inputs: List[dict]):
+        if self.tiler is not None and not self.training:
+            return [self.tiler(self, x) for x in batched_inputs]  # one image at a time, tiles batched
         images = self.preprocess_image(batched_inputs)
         heads = self.forward_heads(images)
         if self.training:

@@ -1,0 +1,283 @@
+"""Inference of one large image through overlapping tiles (``INPUT.TILE``), for every decoder of
+``WSSISSOLOv2``: plain inference, the SSIS threshold baseline and the point-guided pseudo-labels.
+
+The image comes at its own resolution (the mapper applies no resize when tiles are on). It is covered by
+``tiling.tile_boxes``; each tile is cropped, normalised, scaled by ``INPUT.TILE.SCALE`` and run through the
+backbone and heads in batches of ``INPUT.TILE.BATCH`` tiles (one forward pass per tile); the tile's own
+decoder output (at the tile's size in image pixels) is then placed back into the image:
+
+- **points** (``decoder.uses_points``): every valid click is decoded in its best tile
+  (``tiling.best_tiles``); only tiles that host a click are run, and each runs once for all its clicks.
+  Every click keeps exactly one output row, as without tiles; the order is the click order. A
+  ``MODEL.WSSIS.MAX_PER_IMAGE`` cap applies to the whole image, collisions are resolved inside a tile.
+- **plain and threshold**: every tile is decoded (its own Matrix NMS and ``MAX_PER_IMG`` per tile), then
+  cross-tile duplicates are removed (``tiling`` module docstring: intersection over the smaller mask >
+  ``INPUT.TILE.MERGE_THRESHOLD``, same class, whole detections first, then by score). Greedy removal on
+  the smaller mask, rather than Matrix NMS on the IoU, because the copies to remove are *cut* copies
+  of an object at a tile border: their IoU with the whole copy can be far below any NMS threshold, while
+  they lie inside it. The survivors are sorted by score; COCOEvaluator sees ordinary Instances.
+
+Outputs are the decoders' own (``point_inference``, ``plain_inference``) at the output size
+(``"height"``/``"width"`` of the input).
+"""
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from detectron2.config import configurable
+from detectron2.structures import Boxes, ImageList, Instances
+
+from .plain_inference import ImageHeads
+from .point_inference import empty_point_instances
+from .tiling import (best_tiles, border_margins, check_tile_settings, cross_tile_intersections, greedy_keep,
+                     merge_order, overlap_pixels, paste_tile_masks, tile_boxes)
+
+__all__ = ["TiledInference", "build_tiled_inference"]
+
+
+class TiledInference:
+    """Decodes one image tile by tile (module docstring). Called by ``WSSISSOLOv2`` at inference."""
+
+    @configurable
+    def __init__(self, *, size: int, overlap: float, scale: float = 1.0, batch: int = 4,
+                 merge_threshold: float = 0.5, min_input_side: int = 1):
+        """
+        Args:
+            size: tile side in image pixels (> 0).
+            overlap: pixels (>= 1) or a fraction of ``size``.
+            scale: resize factor of each tile before the model.
+            batch: tiles per forward pass.
+            merge_threshold: cross-tile duplicates: intersection over the smaller mask above this.
+            min_input_side: the model's largest stride (a scaled tile must be at least that large).
+        """
+        check_tile_settings(size, overlap, scale, min_input_side)
+        self.size = int(size)
+        self.overlap = overlap_pixels(size, overlap)
+        self.scale = float(scale)
+        self.batch = max(1, int(batch))
+        self.merge_threshold = float(merge_threshold)
+
+    @classmethod
+    def from_config(cls, cfg, min_input_side: int = 1):
+        t = cfg.INPUT.TILE
+        check_tile_settings(t.SIZE, t.OVERLAP, t.SCALE, min_input_side, t.TRAIN_SCALE_RANGE)
+        return {"size": t.SIZE, "overlap": t.OVERLAP, "scale": t.SCALE, "batch": t.BATCH,
+                "merge_threshold": t.MERGE_THRESHOLD, "min_input_side": min_input_side}
+
+    # ------------------------------------------------------------------ tiles through the model
+    def _tile_heads(self, model, image: torch.Tensor, tiles: torch.Tensor, ids: Sequence[int]
+                    ) -> Iterator[Tuple[int, ImageHeads]]:
+        """(tile index, its ``ImageHeads``) for the tiles ``ids``, ``self.batch`` per forward pass.
+
+        ``image``: (3, H, W) uint8 at the image's own resolution. Each head's ``output_hw`` is the tile's
+        size in image pixels, so decoders return tile-local masks of that size."""
+        th, tw = (int(v) for v in (tiles[0, 3] - tiles[0, 1], tiles[0, 2] - tiles[0, 0]))
+        sh, sw = max(1, int(round(th * self.scale))), max(1, int(round(tw * self.scale)))
+        for start in range(0, len(ids), self.batch):
+            chunk = list(ids[start: start + self.batch])
+            crops = torch.stack([image[:, y0:y1, x0:x1] for x0, y0, x1, y1 in tiles[chunk].tolist()])
+            crops = (crops.to(model.device).float() - model.pixel_mean) / model.pixel_std
+            if (sh, sw) != (th, tw):
+                crops = F.interpolate(crops, size=(sh, sw), mode="bilinear", align_corners=False,
+                                      antialias=self.scale < 1)
+            images = ImageList.from_tensors(list(crops), model.backbone.size_divisibility)
+            heads = model.forward_heads(images)
+            for i, t in enumerate(chunk):
+                yield t, ImageHeads(
+                    cate_logits=[c[i] for c in heads.cate_logits],
+                    kernels=[k[i] for k in heads.kernels],
+                    mask_feats=heads.mask_feats[i],
+                    input_hw=tuple(images.tensor.shape[-2:]),
+                    image_hw=(sh, sw),
+                    output_hw=(th, tw),
+                )
+
+    @staticmethod
+    def _place(parts: List[Instances], part_tiles: List[int], tiles: torch.Tensor, image_hw: Tuple[int, int],
+               rows: List[torch.Tensor], num: int) -> Instances:
+        """Tile-local Instances -> one Instances at the image size: masks pasted, boxes and points moved
+        by the tile origin, part i's detections written to output rows ``rows[i]``."""
+        out = Instances(tuple(image_hw))
+        origins = tiles[:, :2].to(torch.float32)
+        order = torch.empty(num, dtype=torch.long)
+        offsets, start = [], 0
+        for part, t, r in zip(parts, part_tiles, rows):
+            order[r.cpu()] = torch.arange(start, start + len(part))
+            offsets.append(origins[t].expand(len(part), 2))
+            start += len(part)
+        merged = Instances.cat(parts)
+        if num == 0:
+            return _empty_like(merged, image_hw)
+        device = merged.pred_masks.device
+        order, offset = order.to(device), torch.cat(offsets).to(device)[order]
+        for name, value in merged.get_fields().items():
+            if name == "pred_masks":
+                continue
+            value = value[order]
+            if name == "pred_boxes":
+                value = Boxes(value.tensor + offset.repeat(1, 2))
+            elif name == "pred_points":
+                value = value + offset
+            out.set(name, value)
+        out.pred_masks = paste_tile_masks([p.pred_masks for p in parts], rows, tiles[part_tiles], image_hw, num)
+        return out
+
+    # ------------------------------------------------------------------ the three decodings
+    def decode_points(self, model, image: torch.Tensor, points: Instances) -> Dict[str, object]:
+        """Point-guided pseudo-labels of one image (module docstring, "points")."""
+        decoder = model.point_decoder
+        h, w = image.shape[-2:]
+        tiles = tile_boxes(h, w, self.size, self.overlap)
+        device = model.device
+        valid = points.gt_point_valid.to(device=device, dtype=torch.bool)
+        pts = points.gt_points.to(device)
+        best = best_tiles(pts, tiles.to(device), (h, w))
+        best[~valid] = -1
+        ids = points.gt_point_ids.to(device) if points.has("gt_point_ids") else torch.full_like(best, -1)
+        used = [int(t) for t in torch.unique(best[best >= 0]).tolist()]
+        parts, part_tiles, stats = [], [], {"num_collisions": 0, "num_points_capped": 0}
+        for t, heads in self._tile_heads(model, image, tiles, used):
+            sel = torch.nonzero(best == t).squeeze(1)
+            (sh, sw), (th, tw) = heads.image_hw, heads.output_hw
+            scale = pts.new_tensor([sw / tw, sh / th])  # tile pixels -> model input pixels, per axis
+            sub = Instances(heads.image_hw)
+            sub.gt_points = (pts[sel] - tiles[t, :2].to(pts)) * scale
+            sub.gt_classes = points.gt_classes.to(device)[sel]
+            sub.gt_point_valid = torch.ones(len(sel), dtype=torch.bool, device=device)
+            sub.gt_point_ids = sel  # the row of each point: mapped back to its annotation id below
+            if points.has("gt_sizes"):
+                sub.gt_sizes = points.gt_sizes.to(device)[sel] * scale.mean()
+            out = decoder(heads, sub, max_per_image=0)
+            parts.append(out["instances"])
+            part_tiles.append(t)
+            for key in stats:
+                stats[key] += int(out["point_stats"].get(key) or 0)
+        # Click order: each output's source row, then at most MAX_PER_IMAGE of them by score.
+        src = torch.cat([p.point_ids for p in parts]) if parts else torch.zeros(0, dtype=torch.long)
+        keep = torch.sort(src).indices
+        cap = int(getattr(decoder, "max_per_image", 0) or 0)
+        if 0 < cap < len(keep):
+            scores = torch.cat([p.scores for p in parts])[keep]
+            top = torch.sort(scores, descending=True, stable=True).indices[:cap]
+            stats["num_points_capped"] = len(keep) - cap
+            keep = keep[top.sort().values]
+        if parts:
+            rows, _ = self._rows(parts, keep)
+            result = self._place(parts, part_tiles, tiles, (h, w), rows, len(keep))
+            result.point_ids = ids[result.point_ids]
+        else:  # no valid click: no tile is run
+            result = empty_point_instances((h, w), device)
+        stats = {
+            "num_points": len(points),
+            "num_invalid_points": int((~valid).sum()),
+            "num_points_without_mask": len(points) - len(result),
+            **stats,
+        }
+        return {"instances": result, "point_stats": stats}
+
+    @staticmethod
+    def _rows(parts: List[Instances], keep: torch.Tensor) -> Tuple[List[torch.Tensor], int]:
+        """Output row of every kept detection, per part (dropped ones are removed from the parts)."""
+        total = sum(len(p) for p in parts)
+        row_of = torch.full((total,), -1, dtype=torch.long, device=keep.device)
+        row_of[keep] = torch.arange(len(keep), device=keep.device)
+        rows, start = [], 0
+        for i, p in enumerate(parts):
+            r = row_of[start: start + len(p)]
+            kept = r >= 0
+            parts[i] = p[kept]
+            rows.append(r[kept])
+            start += len(p)
+        return rows, start
+
+    def decode_plain(self, model, image: torch.Tensor, decode) -> Instances:
+        """Detections of every tile (``decode(heads) -> Instances``), cross-tile duplicates merged."""
+        h, w = image.shape[-2:]
+        tiles = tile_boxes(h, w, self.size, self.overlap)
+        parts = [decode(heads) for _, heads in self._tile_heads(model, image, tiles, list(range(len(tiles))))]
+        return self.combine(parts, tiles, (h, w))
+
+    def combine(self, parts: List[Instances], tiles: torch.Tensor, image_hw: Tuple[int, int]) -> Instances:
+        """One Instances at the image size from the detections of every tile (``parts[t]`` of tile t, in
+        tile pixels): cross-tile duplicates removed (``merge``), masks pasted, by decreasing score."""
+        keep = self.merge(parts, tiles, image_hw)
+        parts = list(parts)
+        rows, _ = self._rows(parts, keep)
+        return self._place(parts, list(range(len(parts))), tiles, image_hw, rows, len(keep))
+
+    def merge(self, parts: List[Instances], tiles: torch.Tensor, image_hw: Tuple[int, int]) -> torch.Tensor:
+        """Indices (into the concatenated parts) of the detections that stay, by decreasing score.
+
+        Args:
+            parts: per tile, Instances with pred_masks (K_t, th, tw), scores, pred_classes, pred_boxes.
+            tiles: (T, 4) the tile of each part.
+        """
+        device = parts[0].pred_masks.device if parts else torch.device("cpu")
+        if not sum(len(p) for p in parts):
+            return torch.zeros(0, dtype=torch.long, device=device)
+        counts = [len(p) for p in parts]
+        tile_of = torch.repeat_interleave(torch.arange(len(parts), device=device), torch.tensor(counts, device=device))
+        tiles = tiles.to(device)
+        boxes = torch.cat([p.pred_boxes.tensor for p in parts]) + tiles[tile_of, :2].to(torch.float32).repeat(1, 2)
+        scores = torch.cat([p.scores for p in parts])
+        classes = torch.cat([p.pred_classes for p in parts])
+        area = torch.cat([p.pred_masks.flatten(1).sum(dim=1) for p in parts]).float()
+        inter = cross_tile_intersections([p.pred_masks for p in parts], tiles)
+        smaller = torch.minimum(area[:, None], area[None, :]).clamp(min=1)
+        duplicate = (inter / smaller > self.merge_threshold) & (classes[:, None] == classes[None, :])
+        order = merge_order(border_margins(boxes, tiles[tile_of], image_hw), scores)
+        kept = order[greedy_keep(duplicate[order][:, order])]
+        return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
+
+    def __call__(self, model, x: dict) -> dict:
+        """The output dict of one input (``WSSISSOLOv2.inference`` conventions)."""
+        image = x["image"]
+        h, w = image.shape[-2:]
+        output_hw = (int(x.get("height", h)), int(x.get("width", w)))
+        points = x.get("point_instances")
+        decoder = model.point_decoder
+        if points is not None and getattr(decoder, "uses_points", False):
+            result = self.decode_points(model, image, points)
+        elif points is not None:  # SSIS threshold baseline: every tile, merged
+            result = {"instances": self.decode_plain(model, image, lambda heads: decoder(heads, points)["instances"]),
+                      "point_stats": decoder.stats(points)}
+        else:
+            result = {"instances": self.decode_plain(model, image, model.plain_decoder)}
+        result["instances"] = _resize_instances(result["instances"], output_hw)
+        return result
+
+
+def _empty_like(instances: Instances, image_hw: Tuple[int, int]) -> Instances:
+    """Zero detections with the fields of ``instances``, masks at ``image_hw``."""
+    out = Instances(tuple(image_hw))
+    for name, value in instances.get_fields().items():
+        out.set(name, value[:0])
+    out.pred_masks = instances.pred_masks.new_zeros((0,) + tuple(image_hw))
+    return out
+
+
+def _resize_instances(instances: Instances, output_hw: Tuple[int, int]) -> Instances:
+    """Instances at the input image size -> at ``output_hw`` (no-op when equal, the usual case with tiles)."""
+    h, w = instances.image_size
+    if (h, w) == tuple(output_hw):
+        return instances
+    oh, ow = output_hw
+    out = Instances(tuple(output_hw))
+    for name, value in instances.get_fields().items():
+        if name == "pred_masks":
+            value = F.interpolate(value[:, None].float(), size=(oh, ow), mode="nearest")[:, 0] > 0.5
+        elif name == "pred_boxes":
+            value = Boxes(value.tensor * value.tensor.new_tensor([ow / w, oh / h, ow / w, oh / h]))
+        elif name == "pred_points":
+            value = value * value.new_tensor([ow / w, oh / h])
+        out.set(name, value)
+    return out
+
+
+def build_tiled_inference(cfg, min_input_side: int = 1) -> Optional[TiledInference]:
+    """``TiledInference`` of ``cfg.INPUT.TILE``, or None when tiles are off (SIZE 0)."""
+    if cfg.INPUT.TILE.SIZE == 0:
+        check_tile_settings(0, cfg.INPUT.TILE.OVERLAP, cfg.INPUT.TILE.SCALE)
+        return None
+    return TiledInference(cfg, min_input_side=min_input_side)
