@@ -329,3 +329,28 @@ def test_tiles_need_bitmask_masks():
     cfg.INPUT.MASK_FORMAT = "polygon"
     with pytest.raises(WSSISInputError, match="bitmask"):
         WSSISDatasetMapper(cfg, is_train=True)
+
+
+def test_training_tile_without_objects_is_an_empty_example(tmp_path):
+    import cv2
+    from wssis_d2.data.coco_masks import encode_masks
+    cfg = _cfg(SIZE=64)
+    mapper = WSSISDatasetMapper(cfg, is_train=True)
+    mask = np.zeros((1, 300, 300), bool)
+    mask[0, 280:290, 280:290] = True  # one object in a corner: most 64 px tiles miss it
+    path = str(tmp_path / "im.png")
+    cv2.imwrite(path, np.zeros((300, 300, 3), np.uint8))
+    record = {"file_name": path, "height": 300, "width": 300, "image_id": 1,
+              "annotations": [{"bbox": [280.0, 280.0, 290.0, 290.0], "bbox_mode": 0, "category_id": 0,
+                               "segmentation": encode_masks(mask)[0], "iscrowd": 0}]}
+    np.random.seed(1)
+    sizes = [len(mapper(record)["instances"]) for _ in range(20)]
+    assert 0 in sizes  # empty tiles happen and give empty Instances with every field
+    out = mapper(record)
+    assert out["instances"].gt_masks.tensor.shape[1:] == (64, 64)
+    # and the model trains on a batch of empty tiles
+    model = build_model(cfg)
+    model.train()
+    empty = [x for x in (mapper(record) for _ in range(20)) if len(x["instances"]) == 0][:2]
+    losses = model(empty)
+    assert all(torch.isfinite(v) for v in losses.values())

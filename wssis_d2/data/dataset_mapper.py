@@ -7,7 +7,7 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.structures import BoxMode
+from detectron2.structures import BitMasks, Boxes, BoxMode, Instances
 
 from ..utils.errors import WSSISInputError
 from .coco_masks import decode_segmentation, encode_masks
@@ -135,6 +135,14 @@ class WSSISDatasetMapper(DatasetMapper):
                                           "takes polygons only: set INPUT.MASK_FORMAT bitmask")
             if self.tiles:
                 self._inside_tile(dataset_dict, transforms)
+            if self.tiles and not dataset_dict["annotations"]:  # a tile without objects: a negative example
+                dataset_dict.pop("annotations")
+                empty = Instances(image_shape, gt_boxes=Boxes(torch.zeros(0, 4)),
+                                  gt_classes=torch.zeros(0, dtype=torch.int64))
+                if self.use_instance_mask:
+                    empty.gt_masks = BitMasks(torch.zeros((0,) + tuple(image_shape), dtype=torch.bool))
+                dataset_dict["instances"] = empty
+                return dataset_dict
             self._transform_annotations(dataset_dict, transforms, image_shape)
             if self.tiles and "instances" in dataset_dict and dataset_dict["instances"].has("gt_masks"):
                 dataset_dict["instances"] = self.tiny_instances(dataset_dict["instances"], dataset_dict["file_name"])
@@ -148,6 +156,8 @@ class WSSISDatasetMapper(DatasetMapper):
         h, w = dataset_dict["height"], dataset_dict["width"]
         kept = []
         for ann in dataset_dict["annotations"]:
+            if ann.get("iscrowd", 0):
+                continue  # never a training target (detectron2's mapper drops them too)
             if crop is not None and "bbox" in ann:
                 x0, y0, x1, y1 = BoxMode.convert(ann["bbox"], ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS)
                 if x1 <= crop.x0 or y1 <= crop.y0 or x0 >= crop.x0 + crop.w or y0 >= crop.y0 + crop.h:

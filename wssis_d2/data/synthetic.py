@@ -117,9 +117,9 @@ def _draw_shape(kind, size, center, angle_deg, rng, height, width):
 
 
 def _sample_layout(rng, height, width, max_instances=MAX_INSTANCES, min_size=MIN_SIZE,
-                   max_size_fraction=MAX_SIZE_FRACTION):
+                   max_size_fraction=MAX_SIZE_FRACTION, min_instances=MIN_INSTANCES):
     """Random shapes, back to front: list of (class index, size, (cx, cy), angle)."""
-    n = int(rng.integers(min(MIN_INSTANCES, max_instances), max_instances + 1))
+    n = int(rng.integers(min(min_instances, max_instances), max_instances + 1))
     max_size = max_size_fraction * min(height, width)
     shapes = []
     for _ in range(n):
@@ -263,7 +263,7 @@ STYLES = tuple(_APPEARANCES)
 
 
 def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES, min_size=MIN_SIZE,
-                        style="cluttered", max_size_fraction=MAX_SIZE_FRACTION):
+                        style="cluttered", max_size_fraction=MAX_SIZE_FRACTION, min_instances=MIN_INSTANCES):
     """Render one synthetic image.
 
     Args:
@@ -273,6 +273,8 @@ def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES, min_siz
         min_size (float): smallest instance scale in pixels (larger: an easier image).
         style (str): one of ``STYLES`` (appearance only; shapes and masks do not depend on it).
         max_size_fraction (float): largest instance scale, as a fraction of the shorter image side.
+        min_instances (int): at least this many shapes are drawn (the count is uniform in
+            [min_instances, max_instances]; crowded sets raise it).
 
     Returns:
         image (np.ndarray): (H, W, 3) uint8, BGR (cv2 order; colours are random anyway).
@@ -284,7 +286,7 @@ def render_shapes_image(rng, height, width, max_instances=MAX_INSTANCES, min_siz
     if not 0 < min_size < max_size_fraction * min(height, width):
         raise ValueError(f"Need 0 < min_size ({min_size}) < max_size_fraction ({max_size_fraction}) x "
                          f"image side ({min(height, width)})")
-    shapes = _sample_layout(rng, height, width, max_instances, min_size, max_size_fraction)
+    shapes = _sample_layout(rng, height, width, max_instances, min_size, max_size_fraction, min_instances)
     drawn = [
         _draw_shape(SHAPE_CLASSES[cls], size, center, angle, rng, height, width)
         for cls, size, center, angle in shapes
@@ -321,7 +323,8 @@ def _mask_annotation(mask, ann_id, image_id, category_id):
 
 def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, split="train",
                             json_name=None, jpeg_quality=92, max_instances=MAX_INSTANCES,
-                            min_size=MIN_SIZE, style="cluttered", max_size_fraction=MAX_SIZE_FRACTION):
+                            min_size=MIN_SIZE, style="cluttered", max_size_fraction=MAX_SIZE_FRACTION,
+                            min_instances=MIN_INSTANCES):
     """Generate ``num_images`` images and their COCO instances json.
 
     Args:
@@ -339,6 +342,7 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
         style (str): appearance, one of ``STYLES``.
         max_size_fraction (float): largest instance scale, fraction of the shorter side (scales are
             log-uniform from ``min_size`` to it; 0.9 with ``min_size`` 8 spans COCO's relative range).
+        min_instances (int): fewest shapes drawn per image (before occlusion drops).
 
     Returns:
         str: path of the written json (written atomically, after all images).
@@ -354,7 +358,7 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
     for index in range(num_images):
         rng = np.random.default_rng([seed, split_key, index])
         image, instances = render_shapes_image(rng, height, width, max_instances, min_size, style,
-                                               max_size_fraction)
+                                               max_size_fraction, min_instances)
         image_id = index + 1
         file_name = f"{split}_{index:06d}.jpg"
         cv2.imwrite(os.path.join(image_dir, file_name), image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
@@ -373,6 +377,7 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
             "num_images": num_images,
             "image_size": [height, width],
             "max_instances": max_instances,
+            "min_instances": min_instances,
             "min_size": min_size,
             "max_size_fraction": max_size_fraction,
             "style": style,

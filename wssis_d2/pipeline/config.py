@@ -73,6 +73,8 @@ def get_pipeline_cfg():
     cfg.DATA.SHAPES.SEED = 0
     # At most this many shapes per image; smallest instance scale in pixels.
     cfg.DATA.SHAPES.MAX_INSTANCES = 9
+    # At least this many shapes per image (the count is uniform in [MIN_INSTANCES, MAX_INSTANCES]).
+    cfg.DATA.SHAPES.MIN_INSTANCES = 3
     cfg.DATA.SHAPES.MIN_SIZE = 10.0
     # Largest instance scale, fraction of the image side (scales are log-uniform from MIN_SIZE to it).
     cfg.DATA.SHAPES.MAX_SIZE_FRACTION = 0.85

@@ -142,7 +142,7 @@ def _generate_shapes(pcfg) -> Dict[str, float]:
         logger.info(f"Generating {num} {s.SIZE}-px shapes images ({split}) under {root} (seed {s.SEED})")
         generate_shapes_dataset(root, num, image_size=s.SIZE, seed=s.SEED, split=split,
                                 max_instances=s.MAX_INSTANCES, min_size=s.MIN_SIZE, style=s.STYLE,
-                                max_size_fraction=s.MAX_SIZE_FRACTION)
+                                max_size_fraction=s.MAX_SIZE_FRACTION, min_instances=s.MIN_INSTANCES)
         seconds[split] = round(time.perf_counter() - t0, 2)
     split_dir = os.path.join(root, "splits")
     files = split_file_names("train", pcfg.DATA.SPLIT_SEED, percent=pcfg.DATA.PERCENT)
