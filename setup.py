@@ -38,6 +38,6 @@ setup(
     packages=find_packages(include=("wssis_d2", "wssis_d2.*")),
     python_requires=">=3.9",
     # detectron2 itself is not listed: it has no PyPI distribution under that name (checked above).
-    install_requires=["torch", "fvcore", "pycocotools", "opencv-python", "numpy"],
+    install_requires=["torch", "fvcore", "pycocotools", "opencv-python", "numpy", "tifffile", "imagecodecs"],
     extras_require={"dev": ["pytest"]},
 )

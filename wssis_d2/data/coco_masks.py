@@ -13,7 +13,8 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import pycocotools.mask as mask_util
 
-__all__ = ["decode_segmentation", "encode_masks", "clean_segmentations", "clean_mask_records", "is_valid_polygon"]
+__all__ = ["decode_segmentation", "encode_masks", "mask_annotation", "clean_segmentations", "clean_mask_records",
+           "is_valid_polygon"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,21 @@ def encode_masks(masks: np.ndarray) -> list:
     for r in rles:
         r["counts"] = r["counts"].decode("ascii")
     return rles
+
+
+def mask_annotation(mask, ann_id, image_id, category_id):
+    """COCO annotation of an (H, W) bool mask: compressed RLE, ``bbox`` [x, y, w, h] and ``area`` in pixels
+    (both from the RLE, by pycocotools), ``iscrowd`` 0."""
+    rle = encode_masks(mask[None])[0]
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "segmentation": rle,
+        "bbox": [float(v) for v in mask_util.toBbox(rle)],
+        "area": float(mask_util.area(rle)),
+        "iscrowd": 0,
+    }
 
 
 def log_cleaned(counts: Counter, source: str) -> None:

@@ -50,6 +50,8 @@ __all__ = [
     "split_image_ids",
     "validate_coco",
     "point_annotation",
+    "split_annotations",
+    "subset",
     "make_wssis_splits",
     "split_file_names",
     "write_wssis_splits",
@@ -174,7 +176,43 @@ def point_annotation(ann, image, rule, seed, json_file="<json>"):
     return out
 
 
-def _subset(coco, image_ids, annotations, info):
+def split_annotations(images, annotations, full_ids, *, point_rule, seed, json_file="<json>"):
+    """Sort annotations into the full set and the point set (module docstring's rules).
+
+    Args:
+        images (list[dict]): COCO images (``id``, ``height``, ``width``).
+        annotations (list[dict]): cleaned annotations (``clean_segmentations``).
+        full_ids (iterable[int]): the fully-labeled image ids; every other image is a point image.
+        point_rule (str), seed (int): see :func:`point_annotation`.
+
+    Returns:
+        (full annotations, point images' true annotations (points_gt), point annotations, ids of the
+        annotations whose mask has no pixel).
+    """
+    full_set = set(full_ids)
+    images = {img["id"]: img for img in images}
+    full_anns, gt_anns, point_anns, no_point = [], [], [], []
+    for ann in annotations:
+        if ann["image_id"] in full_set:
+            if "segmentation" not in ann:
+                raise ValueError(f"{_where(json_file, ann)}: a fully-labeled image needs masks, this "
+                                 "annotation has no segmentation")
+            full_anns.append(ann)
+            continue
+        gt_anns.append(ann)
+        if ann.get("iscrowd", 0):
+            continue  # crowd regions are not clickable objects: points_gt only
+        pt = point_annotation(ann, images[ann["image_id"]], point_rule, seed, json_file)
+        if pt is None:
+            no_point.append(ann["id"])
+        else:
+            point_anns.append(pt)
+    return full_anns, gt_anns, point_anns, no_point
+
+
+def subset(coco, image_ids, annotations, info):
+    """A COCO dict of ``coco``'s images ``image_ids`` (in its order) with ``annotations``, its categories and
+    licenses, and ``info``."""
     keep = set(image_ids)
     return {
         "info": info,
@@ -206,24 +244,9 @@ def make_wssis_splits(coco, *, json_file, seed, point_rule="centroid", percent=N
     log_cleaned(dropped, json_file)
     full_ids, point_ids = split_image_ids([img["id"] for img in coco["images"]],
                                           percent=percent, count=count, seed=seed)
-    full_set = set(full_ids)
-    images = {img["id"]: img for img in coco["images"]}
-    full_anns, gt_anns, point_anns, no_point = [], [], [], []
-    for ann in annotations:
-        if ann["image_id"] in full_set:
-            if "segmentation" not in ann:
-                raise ValueError(f"{_where(json_file, ann)}: a fully-labeled image needs masks, this "
-                                 "annotation has no segmentation")
-            full_anns.append(ann)
-            continue
-        gt_anns.append(ann)
-        if ann.get("iscrowd", 0):
-            continue  # crowd regions are not clickable objects: points_gt only
-        pt = point_annotation(ann, images[ann["image_id"]], point_rule, seed, json_file)
-        if pt is None:
-            no_point.append(ann["id"])
-        else:
-            point_anns.append(pt)
+    full_anns, gt_anns, point_anns, no_point = split_annotations(coco["images"], annotations, full_ids,
+                                                                 point_rule=point_rule, seed=seed,
+                                                                 json_file=json_file)
     info = {
         "tool": TOOL,
         "source": os.path.abspath(json_file),
@@ -244,9 +267,9 @@ def make_wssis_splits(coco, *, json_file, seed, point_rule="centroid", percent=N
     }
     has_gt = any("segmentation" in a for a in gt_anns) or not gt_anns
     return {
-        "full": _subset(coco, full_ids, full_anns, dict(info, subset="full")),
-        "points": _subset(coco, point_ids, point_anns, dict(info, subset="points")),
-        "points_gt": _subset(coco, point_ids, gt_anns, dict(info, subset="points_gt")) if has_gt else None,
+        "full": subset(coco, full_ids, full_anns, dict(info, subset="full")),
+        "points": subset(coco, point_ids, point_anns, dict(info, subset="points")),
+        "points_gt": subset(coco, point_ids, gt_anns, dict(info, subset="points_gt")) if has_gt else None,
     }
 
 

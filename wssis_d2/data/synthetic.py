@@ -29,9 +29,8 @@ import zlib
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_util
 
-from .coco_masks import encode_masks
+from .coco_masks import mask_annotation
 from .json_io import write_json_atomic
 
 __all__ = [
@@ -307,20 +306,6 @@ def _as_hw(image_size):
     return int(h), int(w)
 
 
-def _mask_annotation(mask, ann_id, image_id, category_id):
-    """COCO annotation of a visible mask: compressed RLE, bbox [x, y, w, h] and area in pixels."""
-    rle = encode_masks(mask[None])[0]
-    return {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": category_id,
-        "segmentation": rle,
-        "bbox": [float(v) for v in mask_util.toBbox(rle)],
-        "area": float(mask_util.area(rle)),
-        "iscrowd": 0,
-    }
-
-
 def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, split="train",
                             json_name=None, jpeg_quality=92, max_instances=MAX_INSTANCES,
                             min_size=MIN_SIZE, style="cluttered", max_size_fraction=MAX_SIZE_FRACTION,
@@ -365,7 +350,7 @@ def generate_shapes_dataset(output_dir, num_images, image_size=320, seed=0, spli
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for inst in instances:
             annotations.append(
-                _mask_annotation(inst["mask"], len(annotations) + 1, image_id, inst["category_id"])
+                mask_annotation(inst["mask"], len(annotations) + 1, image_id, inst["category_id"])
             )
     coco = {
         "info": {

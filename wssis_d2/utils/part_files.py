@@ -19,16 +19,16 @@ logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[IO[str]]:
-    """A text file to write ``path`` through: a temporary file in the same directory (created with its
-    parents), moved over ``path`` when the block ends without an exception, removed otherwise (an
-    earlier ``path`` is then left intact)."""
+def atomic_output(path: str, mode: str = "w") -> Iterator[IO]:
+    """A file to write ``path`` through (text; ``mode="wb"``: bytes): a temporary file in the same directory
+    (created with its parents), moved over ``path`` when the block ends without an exception, removed
+    otherwise (an earlier ``path`` is then left intact)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, mode) as f:
             yield f
         os.replace(tmp, path)
     except BaseException:
