@@ -8,7 +8,8 @@ import os
 
 from fvcore.common.config import CfgNode as CN
 
-__all__ = ["CUSTOM_NAMES", "PSEUDO_ROWS", "MODEL_ROWS", "get_pipeline_cfg", "load_pipeline_cfg", "resolve_path"]
+__all__ = ["CUSTOM_NAMES", "PSEUDO_ROWS", "MODEL_ROWS", "get_pipeline_cfg", "load_pipeline_cfg", "node_values",
+           "resolve_path"]
 
 # Rows of the results table, in table order (results.json keys).
 PSEUDO_ROWS = ("threshold", "fixed_best", "adaptive", "adaptive_mrn", "oracle")
@@ -93,6 +94,9 @@ def get_pipeline_cfg():
     # Optional COCO json with the true masks of (some of) the clicked images, matched by file_name and by
     # the mask under each click: pseudo-label quality rows only ("" = those rows are skipped).
     cfg.DATA.CUSTOM.POINTS_GT_JSON = ""
+    # Choose the input scale and tiles from FULL_JSON's instance sizes (pipeline/scale.py) for the teacher,
+    # its exports, the students and the 100% model; a node whose OPTS set INPUT sizes or tiles keeps those.
+    cfg.DATA.CUSTOM.AUTO_SCALE = True
 
     cfg.LABELS = CN()
     # labels.json (DATA.KIND custom): a click without a pseudo-label gets a disk of this radius (pixels,
@@ -141,6 +145,16 @@ def get_pipeline_cfg():
     cfg.ROWS.PSEUDO_LABELS = list(PSEUDO_ROWS)
     cfg.ROWS.MODELS = list(MODEL_ROWS)
     return cfg
+
+
+def node_values(pcfg, node: str):
+    """(config file, MAX_ITER, STEPS, OPTS) of a training node; FULL_100 falls back on STUDENT."""
+    n = pcfg[node]
+    if node != "FULL_100":
+        return n.CONFIG, n.MAX_ITER, list(n.STEPS), list(n.OPTS)
+    s = pcfg.STUDENT
+    return (n.CONFIG or s.CONFIG, n.MAX_ITER or s.MAX_ITER, list(n.STEPS or s.STEPS),
+            list(s.OPTS) + list(n.OPTS))
 
 
 def resolve_path(path):

@@ -20,6 +20,7 @@ from ..mrn.datasets import register_mrn_dataset
 from ..pseudo.labels import check_disjoint
 from ..pseudo.merge import register_pseudo_label_dataset
 from .config import CUSTOM_NAMES
+from .scale import run_scale_choice
 
 __all__ = ["shapes_root", "custom_gt_json", "prepare_data", "register_datasets", "register_json_dataset", "dataset_json", "unregister"]
 
@@ -195,7 +196,7 @@ def _prepare_custom(pcfg) -> Dict[str, float]:
 def prepare_data(pcfg) -> dict:
     """The ``data`` stage: generate the shapes dataset if asked and missing (or the COCO split files when
     missing), register the names, check that every ``DATASETS`` entry has its file. Returns the stage
-    result (json files and, for shapes, image and instance counts)."""
+    result (json files; for shapes and custom, image and instance counts; for custom, ``scale_choice``)."""
     generated = {}
     if pcfg.DATA.KIND == "shapes" and pcfg.DATA.SHAPES.GENERATE:
         generated = _generate_shapes(pcfg)
@@ -225,6 +226,8 @@ def prepare_data(pcfg) -> dict:
                                     "instances": len(coco["annotations"])}
         else:
             metrics[key.lower()] = {"name": name}
+    if pcfg.DATA.KIND == "custom":  # input scale and tiles from FULL_JSON's instance sizes (pipeline/scale.py)
+        metrics["scale_choice"] = run_scale_choice(pcfg)
     return {"outputs": outputs, "metrics": metrics}
 
 

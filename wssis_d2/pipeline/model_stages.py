@@ -23,8 +23,10 @@ from ..engine import trainer_class
 from ..mrn.refine import refine_pseudo_labels
 from ..utils.part_files import atomic_output
 from ..checkpoint_check import checked
+from .config import node_values
 from .cores import RUNNING_FILE, CoreShareHook
 from .data import register_datasets, register_json_dataset
+from .scale import explicit_input_keys
 
 __all__ = [
     "stage_cfg",
@@ -39,25 +41,18 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _node_values(pcfg, node: str):
-    """(config file, MAX_ITER, STEPS, OPTS) of a training node; FULL_100 falls back on STUDENT."""
-    n = pcfg[node]
-    if node != "FULL_100":
-        return n.CONFIG, n.MAX_ITER, list(n.STEPS), list(n.OPTS)
-    s = pcfg.STUDENT
-    return (n.CONFIG or s.CONFIG, n.MAX_ITER or s.MAX_ITER, list(n.STEPS or s.STEPS),
-            list(s.OPTS) + list(n.OPTS))
-
-
 def stage_cfg(pcfg, node: str, stage_dir: str, *, train: Sequence[str] = (), test: Sequence[str] = (),
-              num_classes: Optional[int] = None, opts: Sequence = (), forced: Sequence = ()):
+              num_classes: Optional[int] = None, opts: Sequence = (), forced: Sequence = (),
+              auto_opts: Sequence = ()):
     """The detectron2 config of a stage, frozen.
 
     Order: the node's model config <- SOLVER.MAX_ITER / STEPS of the node (STEPS scaled with MAX_ITER when
-    not given) <- NUM_CLASSES (SOLOv2 or MRN, from the data) and SEED <- the node's OPTS <- ``opts`` <-
-    DATASETS, OUTPUT_DIR and ``forced`` (never overridden).
+    not given) <- NUM_CLASSES (SOLOv2 or MRN, from the data) and SEED <- ``auto_opts`` (the input scale the
+    data stage chose, ``pipeline/scale.py``; left out entirely when the node's OPTS or ``opts`` set any
+    INPUT size or tile key) <- the node's OPTS <- ``opts`` <- DATASETS, OUTPUT_DIR and ``forced`` (never
+    overridden).
     """
-    config_file, max_iter, steps, node_opts = _node_values(pcfg, node)
+    config_file, max_iter, steps, node_opts = node_values(pcfg, node)
     cfg = get_cfg()
     add_wssis_config(cfg)
     cfg.merge_from_file(config_file)
@@ -75,6 +70,8 @@ def stage_cfg(pcfg, node: str, stage_dir: str, *, train: Sequence[str] = (), tes
         else:
             cfg.MODEL.SOLOV2.NUM_CLASSES = num_classes
     cfg.SEED = pcfg.SEED
+    if auto_opts and not explicit_input_keys(node_opts + list(opts)):
+        cfg.merge_from_list(list(auto_opts))
     cfg.merge_from_list(node_opts + list(opts))
     cfg.merge_from_list(["DATASETS.TRAIN", tuple(train), "DATASETS.TEST", tuple(test), "OUTPUT_DIR", stage_dir]
                         + list(forced))
@@ -129,13 +126,15 @@ def train_stage(pcfg, stage_dir: str, spec: dict) -> dict:
 
     spec: ``node`` (TEACHER / STUDENT / FULL_100 / MRN), ``train``, ``test`` (dataset names),
     ``classes_from`` (dataset whose class count sets NUM_CLASSES), optional ``register``
-    ([(name, json, kind)]), ``metadata``, ``opts``, ``forced``, ``checkpoint_fractions`` (fractions of
-    the schedule whose checkpoints must be saved: CHECKPOINT_PERIOD is lowered to divide them).
+    ([(name, json, kind)]), ``metadata``, ``opts``, ``forced``, ``auto_opts`` (``stage_cfg``),
+    ``checkpoint_fractions`` (fractions of the schedule whose checkpoints must be saved: CHECKPOINT_PERIOD is
+    lowered to divide them).
     """
     _register(pcfg, spec)
     forced = list(spec.get("forced", []))
     cfg = stage_cfg(pcfg, spec["node"], stage_dir, train=spec["train"], test=spec.get("test", ()),
-                    num_classes=_num_classes(spec["classes_from"]), opts=spec.get("opts", ()), forced=forced)
+                    num_classes=_num_classes(spec["classes_from"]), opts=spec.get("opts", ()), forced=forced,
+                    auto_opts=spec.get("auto_opts", ()))
     fractions = spec.get("checkpoint_fractions") or []
     if fractions:
         n = checkpoint_iterations(cfg.SOLVER.MAX_ITER, fractions)
@@ -145,7 +144,7 @@ def train_stage(pcfg, stage_dir: str, spec: dict) -> dict:
                         f"after {n} iterations are saved")
             cfg = stage_cfg(pcfg, spec["node"], stage_dir, train=spec["train"], test=spec.get("test", ()),
                             num_classes=_num_classes(spec["classes_from"]), opts=spec.get("opts", ()),
-                            forced=forced + ["SOLVER.CHECKPOINT_PERIOD", period])
+                            forced=forced + ["SOLVER.CHECKPOINT_PERIOD", period], auto_opts=spec.get("auto_opts", ()))
     _setup(cfg, stage_dir)
     trainer = trainer_class(cfg)(cfg)
     if pcfg.SHARE_CORES and pcfg.PARALLEL_STAGES > 1:
@@ -176,7 +175,8 @@ def export_stage(pcfg, stage_dir: str, spec: dict) -> dict:
 
     spec: ``jobs``, a list of {``name``, ``dataset``, ``mode``, ``weights``, ``output``, ``opts``}. A job
     whose output exists is skipped (the exporter writes it atomically, last); otherwise it runs from the
-    start (the exporter truncates its part files). Also ``classes_from``.
+    start (the exporter truncates its part files). Also ``classes_from`` and optional ``auto_opts``
+    (``stage_cfg``; the exports use the teacher's).
     """
     _register(pcfg, spec)
     outputs, metrics = {}, {}
@@ -190,7 +190,7 @@ def export_stage(pcfg, stage_dir: str, spec: dict) -> dict:
             "MODEL.WSSIS.EXPORT_PATH", job["output"], "MODEL.WEIGHTS", job["weights"]]
         job_dir = stage_dir if len(spec["jobs"]) == 1 else os.path.join(stage_dir, job["name"])
         cfg = stage_cfg(pcfg, "TEACHER", job_dir, test=[job["dataset"]],
-                        num_classes=_num_classes(spec["classes_from"]), opts=opts)
+                        num_classes=_num_classes(spec["classes_from"]), opts=opts, auto_opts=spec.get("auto_opts", ()))
         _setup(cfg, job_dir)
         trainer_cls = trainer_class(cfg)  # PseudoLabelTrainer: MODEL.WSSIS.EXPORT_PSEUDO_LABELS is set
         model = trainer_cls.build_model(cfg)

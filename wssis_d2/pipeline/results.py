@@ -10,6 +10,7 @@
      "no_predictions": [model rows whose model predicted nothing on the test set: AP 0],
      "labels": counts of OUTPUT_DIR/labels.json (DATA.KIND custom) and, with POINTS_GT, its quality; or null,
      "skipped_rows": {row: why} (DATA.KIND custom: rows that need data the run does not have),
+     "scale_choice": DATA.KIND custom: the input scale and tiles chosen per node (pipeline/scale.py); else null,
      "meta": {...how it was measured...}, "timings": {stage: seconds}}
 
 null where the profile's ROWS skip a row (or its stage has not run).
@@ -113,6 +114,7 @@ def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None
         "no_predictions": no_predictions,
         "labels": (records.get("labels") or {}).get("metrics"),
         "skipped_rows": dict((meta or {}).get("skipped_rows") or {}),
+        "scale_choice": ((records.get("data") or {}).get("metrics") or {}).get("scale_choice"),
         "meta": dict(meta or {}),
         "timings": timings,
     }
@@ -127,6 +129,22 @@ def _iterations(rec):
         return "-"
     resumed = f" (resumed at {rec['start_iter']})" if rec.get("start_iter") else ""
     return f"{rec['max_iter']} x {rec.get('ims_per_batch', '?')} images{resumed}"
+
+
+def _scale_line(choice: Optional[dict]) -> str:
+    """results.md: the input scale of each node (DATA.KIND custom)."""
+    if not choice or not choice.get("enabled"):
+        return "- Input scale: the model configs' own (DATA.CUSTOM.AUTO_SCALE off)."
+    parts = []
+    for node, c in (choice.get("nodes") or {}).items():
+        if c["mode"] == "tiles":
+            what = f"tiles of {c['tile_size']} px (overlap {c['tile_overlap']}) scaled by {c['scale']:.3g}"
+        elif c["mode"] == "whole":
+            what = f"whole images, MIN_SIZE_TEST {c['input_side']}"
+        else:
+            what = "nothing chosen"
+        parts.append(f"{node} {what}" + ("" if c["applied"] else " (not applied)"))
+    return f"- Input scale chosen from FULL_JSON (DATA.CUSTOM.AUTO_SCALE): {'; '.join(parts)}."
 
 
 def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
@@ -147,6 +165,7 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                   f"- Models are evaluated on `{c.VAL_JSON}` ({count('test')}) with detectron2's COCOEvaluator "
                   "(segm mask AP, ordinary inference, no points)." if c.VAL_JSON else
                   "- Models are not evaluated (no DATA.CUSTOM.VAL_JSON)."]
+        lines.append(_scale_line(results.get("scale_choice")))
     else:
         lines += [
             f"- Data: `{d.FULL}` ({count('full')}) fully labeled, `{d.POINTS}` ({count('points')}) point-labeled, "

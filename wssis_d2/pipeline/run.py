@@ -33,6 +33,7 @@ from .data import dataset_json, prepare_data, register_datasets
 from .cores import RUNNING_FILE, write_running
 from .model_stages import checkpoint_file, checkpoint_iterations, export_stage, refine_stage, train_stage
 from .results import machine_info, write_results
+from .scale import auto_opts
 from .stages import StageRunner, read_marker, stage_logging
 
 __all__ = ["plan_stages", "row_plan", "labels_source", "run_pipeline", "run_stage", "stage_status", "STAGE_NEEDS",
@@ -157,7 +158,7 @@ def _export(runner, pcfg, stage, jobs):
         job.setdefault("dataset", pcfg.DATASETS.POINTS)
         job.setdefault("weights", weights)
         job.setdefault("output", os.path.join(d, f"{job['name']}.json" if len(jobs) > 1 else "pseudo_labels.json"))
-    spec = {"jobs": jobs, "classes_from": pcfg.DATASETS.FULL}
+    spec = {"jobs": jobs, "classes_from": pcfg.DATASETS.FULL, "auto_opts": auto_opts(pcfg, runner.records, "TEACHER")}
     return runner.run(stage, export_stage, (pcfg, d, spec), launched=True,
                       post=_report_post(pcfg, [j["name"] for j in jobs]))
 
@@ -174,7 +175,7 @@ def _mrn_data(runner, pcfg):
             raise FileNotFoundError(f"Teacher checkpoint {weights} (after {n} of {max_iter} iterations) is missing")
         jobs.append({"name": f"iter_{n}", "dataset": pcfg.DATASETS.FULL, "mode": pcfg.MRN.DATA_MODE,
                      "weights": weights, "output": os.path.join(d, f"iter_{n}.json")})
-    spec = {"jobs": jobs, "classes_from": pcfg.DATASETS.FULL}
+    spec = {"jobs": jobs, "classes_from": pcfg.DATASETS.FULL, "auto_opts": auto_opts(pcfg, runner.records, "TEACHER")}
 
     def post(result):
         out = make_mrn_sample_jsons([j["output"] for j in jobs], dataset_json(pcfg.DATASETS.FULL),
@@ -235,7 +236,8 @@ def _student(runner, pcfg, stage, stages):
                         f"({full_json} + {pseudo_json})")
     name = f"wssis_pipeline_{stage}_train"
     spec = {"node": "STUDENT", "train": [name], "test": _test(pcfg), "classes_from": pcfg.DATASETS.FULL,
-            "register": [(name, train_json, "train")], "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
+            "register": [(name, train_json, "train")], "forced": ["INPUT.MASK_FORMAT", "bitmask"],
+            "auto_opts": auto_opts(pcfg, runner.records, "STUDENT")}
     return runner.run(stage, train_stage, (pcfg, d, spec), launched=True, pre=pre)
 
 
@@ -310,7 +312,7 @@ def run_stage(runner, pcfg, stage: str, stages: List[str]) -> dict:
         register_datasets(pcfg)  # also when the stage was skipped
     elif stage == "teacher":
         spec = {"node": "TEACHER", "train": [d.FULL], "test": _test(pcfg), "classes_from": d.FULL,
-                "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
+                "forced": ["INPUT.MASK_FORMAT", "bitmask"], "auto_opts": auto_opts(pcfg, runner.records, "TEACHER")}
         if "mrn_data" in stages:
             spec["checkpoint_fractions"] = list(pcfg.MRN.TEACHER_CHECKPOINTS)
         runner.run("teacher", train_stage, (pcfg, runner.stage_dir("teacher"), spec), launched=True)
@@ -349,7 +351,7 @@ def run_stage(runner, pcfg, stage: str, stages: List[str]) -> dict:
         _student(runner, pcfg, stage, stages)
     elif stage == "full_100":
         spec = {"node": "FULL_100", "train": [d.TRAIN_ALL], "test": _test(pcfg), "classes_from": d.FULL,
-                "forced": ["INPUT.MASK_FORMAT", "bitmask"]}
+                "forced": ["INPUT.MASK_FORMAT", "bitmask"], "auto_opts": auto_opts(pcfg, runner.records, "FULL_100")}
         runner.run("full_100", train_stage, (pcfg, runner.stage_dir("full_100"), spec), launched=True)
     return runner.records[stage]
 

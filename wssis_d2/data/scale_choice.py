@@ -1,0 +1,292 @@
+"""Input scale and tiles that fit a dataset's instance sizes to a SOLOv2 config (pure: numbers in, a
+:class:`ScaleChoice` out; no model, no file).
+
+Notation: s = model-input pixels per image pixel; D = the config's design input side (INPUT.MIN_SIZE_TEST),
+D32 = D rounded to a multiple of SIZE_DIVISIBILITY; S0 = the finest grid (NUM_GRIDS[0]); [lo_l, hi_l] =
+FPN_SCALE_RANGES[l] in input pixels; m = an instance's size sqrt(box w * box h) in image pixels.
+
+Why: SOLOv2 lays its S x S grids over the input and sends each instance to the levels whose range holds its
+size in input pixels. A 700 x 1100 microscopy frame with 150 nuclei of 25 px, resized to D = 192, gives 7-px
+nuclei at 0.4 per finest cell: under the ranges the config expects, and crowded. Tiles at the image's own
+resolution, scaled by s, put both back where the config expects them.
+
+The rule (:func:`choose_scale`):
+
+1. s0 = D / (median shorter image side): what the config does by itself.
+2. Size: s_size = max(A / median m, 8 / p10 of m), A = lo_1 (the lower bound of the second-finest level's
+   range, where the two finest levels overlap: 24 px in configs/CPU/SOLOv2_shapes.yaml): the median
+   instance at >= A px and 90% of the instances at >= 8 px (2 pixels of the stride-4 mask features).
+3. Density: s_density = (D32 / S0) * sqrt(rho / 0.1), rho = instances per image pixel: the least s at
+   which D32-px tiles expect <= 0.1 instances per cell of the finest grid.
+4. s = max(s0, min(max(s_size, s_density), B / median m, 4)), B = hi_1: never below the config's own scale
+   (large objects are what the coarse levels are for), the median never pushed above the second-finest
+   level's range, at most 4x upscaling (it invents no detail and costs s^2 pixels). Allowed range: [s0, 4]
+   (s0 itself when s0 > 4).
+5. Tiles when the scaled shorter side s * side exceeds 1.25 D, or exceeds D32 while whole images would
+   hold more than 0.1 instances per finest cell (objects per image / S0^2): TILE.SIZE T = floor(D32 / s)
+   image pixels, TILE.SCALE = D32 / T (D32-px inputs), TILE.OVERLAP = min(ceil(1.5 * p95 of m), T // 2)
+   pixels (an instance up to 1.5 p95 lies whole in some tile). Else whole images, TILE.SIZE 0:
+   MIN_SIZE_TEST = round(s * side) (D when s = s0) and the config's MIN_SIZE_TRAIN, MAX_SIZE_TRAIN,
+   MAX_SIZE_TEST scaled by MIN_SIZE_TEST / D (unchanged when s = s0).
+
+With fewer than 10 instances (or no image) nothing is chosen: mode "config", no OPTS, a warning.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["ModelFacts", "ScaleChoice", "choose_scale", "coco_size_stats", "format_choice",
+           "MAX_SCALE", "MAX_PER_CELL", "MIN_INSTANCES", "TILE_ABOVE", "MIN_BULK_PX", "TOO_SMALL_PX"]
+
+# Largest scale the rule picks (upscaling further invents no detail and costs s^2 pixels).
+MAX_SCALE = 4.0
+# Expected instances per cell of the finest grid that the density step allows.
+MAX_PER_CELL = 0.1
+# Fewer instances than this in the fully-labelled json: nothing is chosen (the config's own sizes).
+MIN_INSTANCES = 10
+# Tiles when the scaled image's shorter side exceeds this many design sides.
+TILE_ABOVE = 1.25
+# The 10th percentile of the instance sizes at the chosen scale should reach this (input pixels).
+MIN_BULK_PX = 8.0
+# Instances under this many input pixels (one pixel of the stride-4 mask features) are counted as too small.
+TOO_SMALL_PX = 4.0
+# Tile overlap = this x the 95th percentile of the sizes (at most half the tile).
+OVERLAP_FACTOR = 1.5
+# Warn when more than these fractions of the instances are too small / outside every level's range.
+WARN_TOO_SMALL, WARN_OUTSIDE = 0.05, 0.1
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the rule needs of a SOLOv2 model config (sizes in input pixels)."""
+    num_grids: Tuple[int, ...]                      # MODEL.SOLOV2.NUM_GRIDS, finest first
+    scale_ranges: Tuple[Tuple[float, float], ...]   # MODEL.SOLOV2.FPN_SCALE_RANGES
+    design_side: int                                # INPUT.MIN_SIZE_TEST (D)
+    max_size_test: int                              # INPUT.MAX_SIZE_TEST
+    min_size_train: Tuple[int, ...]                 # INPUT.MIN_SIZE_TRAIN
+    max_size_train: int                             # INPUT.MAX_SIZE_TRAIN
+    size_divisibility: int = 32                     # inputs are padded to a multiple of this (FPN)
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "ModelFacts":
+        s, i = cfg.MODEL.SOLOV2, cfg.INPUT
+        return cls(tuple(int(g) for g in s.NUM_GRIDS), tuple((float(lo), float(hi)) for lo, hi in s.FPN_SCALE_RANGES),
+                   int(i.MIN_SIZE_TEST), int(i.MAX_SIZE_TEST), tuple(int(v) for v in i.MIN_SIZE_TRAIN),
+                   int(i.MAX_SIZE_TRAIN))
+
+    @property
+    def median_band(self) -> Tuple[float, float]:
+        """(A, B): the range the median instance is brought into (module docstring, steps 2 and 4)."""
+        if len(self.scale_ranges) > 1:
+            return self.scale_ranges[1]
+        return self.scale_ranges[0][1] / 2, self.scale_ranges[0][1]
+
+    @property
+    def tile_input_side(self) -> int:
+        """D32: the design side rounded to a multiple of ``size_divisibility``."""
+        k = self.size_divisibility
+        return max(k, int(round(self.design_side / k)) * k)
+
+
+@dataclass(frozen=True)
+class ScaleChoice:
+    """The choice and its reasons. Sizes are sqrt(box w * box h); "image px" = the image's own pixels."""
+    mode: str                  # "tiles", "whole" (whole images) or "config" (too little data: nothing chosen)
+    scale: float               # s: input px per image px (tiles: INPUT.TILE.SCALE)
+    base_scale: float          # s0: the config's own scale for the median image
+    tile_size: int             # INPUT.TILE.SIZE in image px (0: whole images)
+    tile_overlap: int          # INPUT.TILE.OVERLAP in image px (0: whole images)
+    input_side: int            # shorter side of the model input: D32 with tiles, MIN_SIZE_TEST without
+    num_images: int
+    num_instances: int
+    image_side: float          # median shorter image side, image px
+    median_size: float         # median instance size, image px
+    p10_size: float
+    p95_size: float
+    median_input_size: float   # median instance size at the chosen scale, input px
+    objects_per_image: float
+    objects_per_cell: float    # expected instances per cell of the finest grid (per tile with tiles)
+    frac_outside_ranges: float  # instances outside every FPN_SCALE_RANGES range at the chosen scale
+    frac_too_small: float      # instances under TOO_SMALL_PX input px at the chosen scale
+    reasons: Tuple[str, ...] = ()
+    warnings: Tuple[str, ...] = ()
+    # Model-config overrides that apply the choice, KEY VALUE ... (empty in mode "config").
+    opts: Tuple = field(default=())
+
+
+def coco_size_stats(coco: dict) -> Tuple[List[Tuple[int, int]], List[float], List[int]]:
+    """(image (height, width) list, instance sizes sqrt(box w * box h) in image px, instances per image in
+    image order) of a COCO instances dict. Crowd annotations are left out; a box is taken from ``bbox``,
+    else from the polygons' extent (an RLE without ``bbox`` is left out)."""
+    images = coco.get("images") or []
+    counts: Dict[int, int] = {img["id"]: 0 for img in images}
+    sizes = []
+    for ann in coco.get("annotations") or []:
+        if ann.get("iscrowd", 0):
+            continue
+        box = ann.get("bbox")
+        if box is None and isinstance(ann.get("segmentation"), list) and ann["segmentation"]:
+            xy = np.concatenate([np.asarray(p, float).reshape(-1, 2) for p in ann["segmentation"]])
+            box = [0, 0, *(xy.max(0) - xy.min(0))]
+        if box is None:
+            continue
+        sizes.append(math.sqrt(max(box[2], 0) * max(box[3], 0)))
+        if ann.get("image_id") in counts:
+            counts[ann["image_id"]] += 1
+    return [(int(img["height"]), int(img["width"])) for img in images], sizes, [counts[img["id"]] for img in images]
+
+
+def _config_choice(facts, image_side, sizes, counts, s0, warning) -> ScaleChoice:
+    """Mode "config": nothing chosen, the statistics still reported."""
+    x = np.asarray(sizes, float)
+    pct = (lambda q: round(float(np.percentile(x, q)), 3)) if len(x) else (lambda q: 0.0)
+    per_image = float(np.mean(counts)) if len(counts) else 0.0
+    return ScaleChoice(
+        mode="config", scale=round(s0, 6), base_scale=round(s0, 6), tile_size=0, tile_overlap=0,
+        input_side=facts.design_side, num_images=len(counts), num_instances=len(x), image_side=image_side,
+        median_size=pct(50), p10_size=pct(10), p95_size=pct(95), median_input_size=round(pct(50) * s0, 3),
+        objects_per_image=round(per_image, 3), objects_per_cell=round(per_image / facts.num_grids[0] ** 2, 5),
+        frac_outside_ranges=round(_outside(x, s0, facts), 4),
+        frac_too_small=round(float(np.mean(x * s0 < TOO_SMALL_PX)), 4) if len(x) else 0.0,
+        reasons=("nothing chosen: the model config's own input sizes are kept",), warnings=(warning,))
+
+
+def _outside(sizes, s, facts) -> float:
+    if not len(sizes):
+        return 0.0
+    x = np.asarray(sizes, float) * s
+    inside = np.zeros(len(x), bool)
+    for lo, hi in facts.scale_ranges:
+        inside |= (x >= lo) & (x <= hi)
+    return float(1.0 - inside.mean())
+
+
+def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[float],
+                 objects_per_image: Sequence[int], facts: ModelFacts) -> ScaleChoice:
+    """The input scale and tiles of the module docstring's rule.
+
+    Args:
+        image_hw: (height, width) of each fully-labelled image, image px.
+        instance_sizes: sqrt(box w * box h) of each instance, image px.
+        objects_per_image: instances of each image (same order as ``image_hw``).
+        facts: the model config's grids, scale ranges and input sizes.
+
+    Returns:
+        ScaleChoice, whose ``opts`` are the INPUT.TILE.* (tiles) or INPUT.MIN/MAX_SIZE_* (whole images) keys.
+    """
+    sizes = np.asarray(instance_sizes, float)
+    sizes = sizes[sizes > 0]
+    n_img = len(image_hw)
+    D, D32, S0 = facts.design_side, facts.tile_input_side, facts.num_grids[0]
+    if not n_img:
+        return _config_choice(facts, 0.0, sizes, [], 1.0, "no images in the fully-labelled json: nothing to "
+                              "choose the input scale from")
+    hw = np.asarray(image_hw, float)
+    shorter = hw.min(1)
+    side = float(np.median(shorter))
+    s0 = D / side
+    if len(sizes) < MIN_INSTANCES:
+        return _config_choice(facts, side, sizes, objects_per_image, s0,
+                              f"only {len(sizes)} instances in the fully-labelled json (< {MIN_INSTANCES}): too few "
+                              "to choose the input scale; the model config's own input sizes are kept")
+    m, p10, p95 = (float(np.percentile(sizes, q)) for q in (50, 10, 95))
+    A, B = facts.median_band
+    rho = float(np.sum(objects_per_image)) / float(np.sum(hw[:, 0] * hw[:, 1]))
+    s_size = max(A / m, MIN_BULK_PX / p10)
+    s_density = D32 / S0 * math.sqrt(rho / MAX_PER_CELL)
+    wanted = max(s_size, s_density)
+    s_up = min(wanted, B / m, MAX_SCALE)
+    s = max(s0, s_up)
+    reasons = [f"the config's own scale {s0:.3g} ({D} px / median shorter side {side:.0f} px) puts the median "
+               f"instance ({m:.1f} px) at {m * s0:.1f} px; wanted: median in [{A:g}, {B:g}] px (the second-finest "
+               f"level's range), 10th percentile >= {MIN_BULK_PX:g} px, <= {MAX_PER_CELL:g} instances per cell of "
+               f"the {S0} x {S0} grid"]
+    if s_size > s0:
+        reasons.append(f"size: scale >= {s_size:.3g} (median >= {A:g} px, 10th percentile {p10:.1f} px >= "
+                       f"{MIN_BULK_PX:g} px)")
+    if s_density > s0:
+        reasons.append(f"density: {rho * 1e6:.0f} instances per megapixel need scale >= {s_density:.3g} "
+                       f"({D32}-px tiles of {D32 / s_density:.0f} image px)")
+    if s == s0:
+        reasons.append("the config's own scale already fits: kept")
+    elif s_up < wanted:
+        reasons.append(f"capped at {s_up:.3g} (" + ("the largest scale allowed" if s_up == MAX_SCALE else
+                                                  f"median at most {B:g} px") + ")")
+    warnings = []
+    if n_img > 1 and shorter.max() > 2 * shorter.min():
+        warnings.append(f"image shorter sides range from {shorter.min():.0f} to {shorter.max():.0f} px: one scale is "
+                        f"chosen for the median ({side:.0f} px)")
+    crowded_whole = float(np.mean(objects_per_image)) / S0 ** 2 > MAX_PER_CELL
+    if s * side > TILE_ABOVE * D or (crowded_whole and s * side > D32):
+        tile = max(1, int(D32 / s))  # rounded down: the final scale D32 / tile is >= s
+        s = D32 / tile
+        want = int(math.ceil(OVERLAP_FACTOR * p95))
+        overlap = min(want, tile // 2)
+        per_cell = rho * tile * tile / S0 ** 2
+        input_side = D32
+        why = (f"exceeds {TILE_ABOVE:g} x {D} px" if s * side > TILE_ABOVE * D else
+               f"exceeds {D32} px and whole images would put {np.mean(objects_per_image) / S0 ** 2:.2f} instances "
+               "in each finest cell")
+        reasons.append(f"tiles: the scaled image ({s * side:.0f} px shorter side) {why}; "
+                       f"tiles of {tile} px scaled by {s:.4g} -> {D32}-px inputs, overlap {overlap} px "
+                       f"(~{OVERLAP_FACTOR:g} x the 95th percentile, {p95:.1f} px)")
+        if want > overlap:
+            warnings.append(f"large instances (95th percentile {p95:.0f} px) need an overlap of {want} px, more than "
+                            f"half the {tile}-px tile: some will be cut at tile borders")
+        opts = ("INPUT.TILE.SIZE", tile, "INPUT.TILE.OVERLAP", float(overlap), "INPUT.TILE.SCALE", round(s, 6))
+        mode = "tiles"
+    else:
+        tile = overlap = 0
+        min_test = D if s == s0 else int(round(s * side))
+        k = min_test / D
+        per_cell = float(np.mean(objects_per_image)) / S0 ** 2
+        input_side = min_test
+        reasons.append(f"whole images: the scaled image ({s * side:.0f} px shorter side) is within {TILE_ABOVE:g} x "
+                       f"{D} px; MIN_SIZE_TEST {min_test}")
+        opts = ("INPUT.TILE.SIZE", 0, "INPUT.MIN_SIZE_TRAIN", tuple(int(round(v * k)) for v in facts.min_size_train),
+                "INPUT.MAX_SIZE_TRAIN", int(round(facts.max_size_train * k)), "INPUT.MIN_SIZE_TEST", min_test,
+                "INPUT.MAX_SIZE_TEST", int(round(facts.max_size_test * k)))
+        mode = "whole"
+    x = sizes * s
+    too_small = float(np.mean(x < TOO_SMALL_PX))
+    outside = _outside(sizes, s, facts)
+    if m * s < A * (1 - 1e-6):
+        warnings.append(f"instances too small: the median ({m:.1f} px) reaches only {m * s:.1f} px at scale {s:.3g} "
+                        f"(at most {MAX_SCALE:g}); the config expects >= {A:g} px. Expect missed instances: label "
+                        "at a higher resolution or use a config with finer scale ranges")
+    if too_small > WARN_TOO_SMALL:
+        warnings.append(f"{100 * too_small:.0f}% of the instances are under {TOO_SMALL_PX:g} px at scale {s:.3g} "
+                        "(less than a pixel of the stride-4 mask features): they will be missed")
+    if outside > WARN_OUTSIDE:
+        warnings.append(f"{100 * outside:.0f}% of the instances are outside every level's scale range at scale "
+                        f"{s:.3g}: no level learns them")
+    if per_cell > MAX_PER_CELL * (1 + 1e-6):
+        warnings.append(f"crowded: {per_cell:.2f} instances expected per cell of the {S0} x {S0} grid (> "
+                        f"{MAX_PER_CELL:g}): instances will share cells")
+    return ScaleChoice(
+        mode=mode, scale=round(s, 6), base_scale=round(s0, 6), tile_size=tile, tile_overlap=overlap,
+        input_side=input_side, num_images=n_img, num_instances=len(sizes), image_side=side, median_size=round(m, 3),
+        p10_size=round(p10, 3), p95_size=round(p95, 3), median_input_size=round(m * s, 3),
+        objects_per_image=round(float(np.mean(objects_per_image)), 3), objects_per_cell=round(per_cell, 5),
+        frac_outside_ranges=round(outside, 4), frac_too_small=round(too_small, 4), reasons=tuple(reasons),
+        warnings=tuple(warnings), opts=opts)
+
+
+def format_choice(c: ScaleChoice) -> List[str]:
+    """Lines that say what was chosen (the reasons and warnings are separate fields)."""
+    data = (f"{c.num_images} images (median shorter side {c.image_side:.0f} px), {c.num_instances} instances "
+            f"({c.objects_per_image:.1f} per image), size sqrt(w h): median {c.median_size:.1f} px, 10th percentile "
+            f"{c.p10_size:.1f}, 95th {c.p95_size:.1f}")
+    if c.mode == "tiles":
+        what = (f"tiles of {c.tile_size} px (overlap {c.tile_overlap} px) scaled by {c.scale:.4g} -> {c.input_side}-px "
+                "inputs")
+    elif c.mode == "whole":
+        what = f"whole images scaled by {c.scale:.4g} (MIN_SIZE_TEST {c.input_side})"
+    else:
+        what = "nothing chosen (the model config's own input sizes)"
+    return [f"data: {data}",
+            f"choice: {what}; median instance {c.median_input_size:.1f} px, {c.objects_per_cell:.3f} instances per "
+            f"finest cell, {100 * c.frac_outside_ranges:.1f}% outside every level's range, "
+            f"{100 * c.frac_too_small:.1f}% under {TOO_SMALL_PX:g} px"]
