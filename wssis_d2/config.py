@@ -191,13 +191,3 @@ def add_wssis_config(cfg):
     # True = skip them with a warning and a count (training: another image is drawn; export: left out).
     cfg.DATALOADER.WSSIS_SKIP_BAD_IMAGES = False
     # ------------------------------------------------------------ end of your own datasets (DATASETS.*)
-
-    # ---------------------------------------------------------------- tiles (INPUT.TILE)
-    cfg.INPUT.TILE = CN()
-    # Tile side in pixels of the image's own resolution; 0 = off (whole images resized by INPUT.MIN_SIZE_*).
-    cfg.INPUT.TILE.SIZE = 0
-    # Overlap of neighbouring tiles: pixels if >= 1, else a fraction of SIZE.
-    cfg.INPUT.TILE.OVERLAP = 0.25
-    # Resize factor of each tile before the model (tiles on: INPUT.MIN_SIZE_* / MAX_SIZE_* are not used).
-    cfg.INPUT.TILE.SCALE = 1.0
-    # ------------------------------------------------------------ end of tiles (INPUT.TILE)
