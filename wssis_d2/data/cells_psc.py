@@ -33,7 +33,7 @@ import numpy as np
 from ..utils.part_files import atomic_output
 from .json_io import load_json, write_json_atomic
 from .label_images import labels_to_coco, single_category
-from .splits import split_annotations, subset
+from .splits import SEQUENCE_OUTPUTS, split_sequence
 from .validation import load_coco
 
 __all__ = ["PACKAGE", "SDIST", "SDIST_SIZE", "SDIST_SHA256", "MEMBERS", "SPLIT_FRAMES", "OUTPUTS",
@@ -58,7 +58,7 @@ MANIFEST = "source_files.json"
 POINT_RULE = "centroid"
 # Split -> (first frame, last frame + 1), in time order.
 SPLIT_FRAMES = {"full": (0, 2), "points": (2, 45), "test": (45, 50)}
-OUTPUTS = ("full", "points", "points_gt", "test", "train_all")
+OUTPUTS = SEQUENCE_OUTPUTS
 CATEGORY = "cell"
 GROUND_TRUTH = ("Cell Tracking Challenge silver truth (ST, 02_ST/SEG): a consensus of the segmentations of "
                 "several automatic methods, not manual annotation; a few cells are unlabelled")
@@ -159,51 +159,21 @@ def extracted_ok(root, members=None):
 
 
 def psc_splits(coco, split_frames=None, point_rule=POINT_RULE):
-    """The five jsons (:data:`OUTPUTS`) of a sequence's COCO dict (image id = frame + 1).
+    """The five jsons (:data:`OUTPUTS`) of the sequence's COCO dict (image id = frame + 1):
+    :func:`~wssis_d2.data.splits.split_sequence` with this source's ``info`` (silver truth, sdist, citation).
 
     Args:
         coco: the COCO dict of all frames (:func:`~wssis_d2.data.label_images.labels_to_coco`).
-        split_frames: {"full", "points", "test": (first frame, last frame + 1)}, default :data:`SPLIT_FRAMES`;
-            "full" and "points" are the training frames (train_all), "test" is held out.
+        split_frames: {"full", "points", "test": (first frame, last frame + 1)}, default :data:`SPLIT_FRAMES`.
         point_rule: the rule of the clicks (points carry the ids of their masks in points_gt).
 
     Returns:
-        {name: COCO dict} for :data:`OUTPUTS`; each ``info`` has the split's frames and counts.
+        {name: COCO dict} for :data:`OUTPUTS`.
     """
-    split_frames = SPLIT_FRAMES if split_frames is None else split_frames
-    frames = {name: [img["id"] for img in coco["images"] if lo <= img["id"] - 1 < hi]
-              for name, (lo, hi) in split_frames.items()}
-    train_ids = sorted(set(frames["full"]) | set(frames["points"]))
-    by_image = {}
-    for a in coco["annotations"]:
-        by_image.setdefault(a["image_id"], []).append(a)
-    train_anns = [a for i in train_ids for a in by_image.get(i, [])]
-    full_anns, gt_anns, point_anns, no_point = split_annotations(
-        coco["images"], train_anns, frames["full"], point_rule=point_rule, seed=0, json_file="cells_psc")
-    assert not no_point  # every label value has a pixel
-    multi_piece = set(coco["info"].get("multi_piece_annotation_ids", []))
-    source_info = {k: v for k, v in coco["info"].items() if not k.startswith(("num_", "multi_piece"))}
-    image_ids = {"full": frames["full"], "points": frames["points"], "points_gt": frames["points"],
-                 "test": frames["test"], "train_all": train_ids}
-    anns = {"full": full_anns, "points": point_anns, "points_gt": gt_anns,
-            "test": [a for i in frames["test"] for a in by_image.get(i, [])], "train_all": train_anns}
-    out = {}
-    for name in OUTPUTS:
-        ids = image_ids[name]
-        info = dict(source_info, description="Cell Tracking Challenge PhC-C2DL-PSC/02, split in time order",
-                    tool=TOOL, version=VERSION, ground_truth=GROUND_TRUTH, source=SOURCE,
-                    source_sha256=SDIST_SHA256, subset=name,
-                    frames=[ids[0] - 1, ids[-1] - 1] if ids else [],
-                    split_frames={k: list(v) for k, v in split_frames.items()},
-                    num_images=len(ids), num_annotations=len(anns[name]))
-        if name == "points":
-            info.update(point_rule=point_rule, point_convention="continuous pixel coordinates: pixel (row i, "
-                        "col j) centre = (j + 0.5, i + 0.5)")
-        else:
-            info["multi_piece_annotation_ids"] = [a["id"] for a in anns[name] if a["id"] in multi_piece]
-            info["num_multi_piece_labels"] = len(info["multi_piece_annotation_ids"])
-        out[name] = subset(coco, ids, anns[name], info)
-    return out
+    info = dict(description="Cell Tracking Challenge PhC-C2DL-PSC/02, split in time order", tool=TOOL,
+                version=VERSION, ground_truth=GROUND_TRUTH, source=SOURCE, source_sha256=SDIST_SHA256)
+    return split_sequence(coco, SPLIT_FRAMES if split_frames is None else split_frames, point_rule=point_rule,
+                          info=info, json_file="cells_psc")
 
 
 def split_stats(splits):

@@ -34,6 +34,10 @@ Rules:
 * Pass-through: a source annotation that already has ``point_coords`` and no ``segmentation``
   (PointSup style, possibly several points with 0/1 labels) keeps its points as they are. If no
   point image has a mask, there is nothing to evaluate against and no points_gt is produced.
+
+A sequence (frames of a time-lapse, e.g. label images imported by :mod:`wssis_d2.data.label_images`) is
+split by frame ranges instead, unsampled (:func:`split_sequence`): full / points / points_gt / test /
+train_all.
 """
 import math
 import os
@@ -55,9 +59,12 @@ __all__ = [
     "make_wssis_splits",
     "split_file_names",
     "write_wssis_splits",
+    "SEQUENCE_OUTPUTS",
+    "split_sequence",
 ]
 
 TOOL = "wssis_d2.data.splits (datasets/prepare_wssis_splits.py)"
+SEQUENCE_OUTPUTS = ("full", "points", "points_gt", "test", "train_all")
 COUNT_RULE = "count = max(1, floor(percent / 100 * N + 0.5))"
 
 
@@ -299,3 +306,73 @@ def write_wssis_splits(json_file, output_dir, *, seed, percent=None, count=None,
         if splits[kind] is not None:
             paths[kind] = write_json_atomic(splits[kind], os.path.join(output_dir, fname))
     return paths
+
+
+def split_sequence(coco, split_frames, *, point_rule="centroid", info=None, json_file="<sequence>"):
+    """The :data:`SEQUENCE_OUTPUTS` of a sequence's COCO dict, split by frame ranges (no sampling).
+
+    Frame ``k`` is the ``k``-th image of ``coco["images"]`` (a :func:`~wssis_d2.data.label_images.labels_to_coco`
+    dict: image id ``k + 1``). Outputs: ``full`` (the "full" frames, masks), ``points`` (the "points" frames,
+    one click per annotation by ``point_rule``, keeping the annotation's id) and ``points_gt`` (their masks),
+    ``test`` (the "test" frames, masks), ``train_all`` (full + points frames, masks). Images outside every
+    range are in no output.
+
+    Args:
+        coco: COCO instances dict with masks (cleaned: every mask has a pixel).
+        split_frames: {"full", "points", "test": (first frame, last frame + 1)}; disjoint ranges.
+        point_rule: a rule of :data:`~wssis_d2.data.point_rules.POINT_RULES` (seed 0 for random rules).
+        info: added to every output's ``info`` (over the source's ``info`` less its counts).
+        json_file: names the source in errors.
+
+    Returns:
+        {name: COCO dict}; each ``info`` has ``subset``, ``frames`` ([first, last] or []), ``split_frames``,
+        ``num_images``, ``num_annotations``; the points output ``point_rule`` / ``point_convention``, the
+        others the source's multi-piece label ids among their annotations (``multi_piece_annotation_ids``,
+        ``num_multi_piece_labels``).
+
+    Raises:
+        ValueError: a range is missing, empty or overlaps another; an annotation without a pixel to click.
+    """
+    ranges = {k: tuple(int(v) for v in split_frames[k]) if k in split_frames else None
+              for k in ("full", "points", "test")}
+    bad = [k for k, r in ranges.items() if r is None or len(r) != 2 or not 0 <= r[0] < r[1]]
+    if bad:
+        raise ValueError(f"split_frames needs non-empty ranges (first, last + 1) for {bad}, got {split_frames}")
+    spans = sorted(ranges.values())
+    if any(a[1] > b[0] for a, b in zip(spans, spans[1:])):
+        raise ValueError(f"split_frames overlap: {split_frames}")
+    frames = {name: [img["id"] for k, img in enumerate(coco["images"]) if lo <= k < hi]
+              for name, (lo, hi) in ranges.items()}
+    position = {img["id"]: k for k, img in enumerate(coco["images"])}
+    train_ids = sorted(set(frames["full"]) | set(frames["points"]), key=position.get)
+    by_image = {}
+    for a in coco["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    train_anns = [a for i in train_ids for a in by_image.get(i, [])]
+    full_anns, gt_anns, point_anns, no_point = split_annotations(
+        coco["images"], train_anns, frames["full"], point_rule=point_rule, seed=0, json_file=json_file)
+    if no_point:
+        raise ValueError(f"{json_file}: annotations {no_point[:5]} have no pixel to click")
+    multi_piece = set(coco.get("info", {}).get("multi_piece_annotation_ids", []))
+    source_info = {k: v for k, v in coco.get("info", {}).items() if not k.startswith(("num_", "multi_piece"))}
+    source_info.update(tool=TOOL)
+    source_info.update(info or {})
+    image_ids = {"full": frames["full"], "points": frames["points"], "points_gt": frames["points"],
+                 "test": frames["test"], "train_all": train_ids}
+    anns = {"full": full_anns, "points": point_anns, "points_gt": gt_anns,
+            "test": [a for i in frames["test"] for a in by_image.get(i, [])], "train_all": train_anns}
+    out = {}
+    for name in SEQUENCE_OUTPUTS:
+        ids = image_ids[name]
+        out_info = dict(source_info, subset=name,
+                        frames=[position[ids[0]], position[ids[-1]]] if ids else [],
+                        split_frames={k: list(v) for k, v in ranges.items()},
+                        num_images=len(ids), num_annotations=len(anns[name]))
+        if name == "points":
+            out_info.update(point_rule=point_rule, point_convention="continuous pixel coordinates: pixel (row i, "
+                            "col j) centre = (j + 0.5, i + 0.5)")
+        else:
+            out_info["multi_piece_annotation_ids"] = [a["id"] for a in anns[name] if a["id"] in multi_piece]
+            out_info["num_multi_piece_labels"] = len(out_info["multi_piece_annotation_ids"])
+        out[name] = subset(coco, ids, anns[name], out_info)
+    return out

@@ -17,7 +17,8 @@ MODEL_ROWS = ("teacher", "student_threshold", "student_points", "student_points_
 
 # DATASETS names of a DATA.KIND custom run ("" where the file is not given).
 CUSTOM_NAMES = {"FULL": "wssis_custom_full", "POINTS": "wssis_custom_points",
-                "POINTS_GT": "wssis_custom_points_gt", "TEST": "wssis_custom_val"}
+                "POINTS_GT": "wssis_custom_points_gt", "TEST": "wssis_custom_val",
+                "TRAIN_ALL": "wssis_custom_train_all"}
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -94,6 +95,8 @@ def get_pipeline_cfg():
     # Optional COCO json with the true masks of (some of) the clicked images, matched by file_name and by
     # the mask under each click: pseudo-label quality rows only ("" = those rows are skipped).
     cfg.DATA.CUSTOM.POINTS_GT_JSON = ""
+    # Optional COCO json with the true masks of every training image, full + clicked: enables the full_100 row.
+    cfg.DATA.CUSTOM.TRAIN_ALL_JSON = ""
     # Choose the input scale and tiles from FULL_JSON's instance sizes (pipeline/scale.py) for the teacher,
     # its exports, the students and the 100% model; a node whose OPTS set INPUT sizes or tiles keeps those.
     cfg.DATA.CUSTOM.AUTO_SCALE = True
@@ -207,14 +210,14 @@ def load_pipeline_cfg(config_file=None, opts=(), output_dir=None):
     for node in ("TEACHER", "MRN", "STUDENT", "FULL_100"):
         cfg[node].CONFIG = resolve_path(cfg[node].CONFIG)
     if cfg.DATA.KIND == "custom":
-        for key in ("FULL_JSON", "POINTS_JSON", "IMAGE_ROOT", "VAL_JSON", "POINTS_GT_JSON"):
+        for key in ("FULL_JSON", "POINTS_JSON", "IMAGE_ROOT", "VAL_JSON", "POINTS_GT_JSON", "TRAIN_ALL_JSON"):
             value = cfg.DATA.CUSTOM[key].replace("{OUTPUT_DIR}", cfg.OUTPUT_DIR)
             cfg.DATA.CUSTOM[key] = os.path.abspath(value) if value else ""
         c = cfg.DATA.CUSTOM
         cfg.DATASETS.FULL, cfg.DATASETS.POINTS = CUSTOM_NAMES["FULL"], CUSTOM_NAMES["POINTS"]
         cfg.DATASETS.POINTS_GT = CUSTOM_NAMES["POINTS_GT"] if c.POINTS_GT_JSON else ""
         cfg.DATASETS.TEST = CUSTOM_NAMES["TEST"] if c.VAL_JSON else ""
-        cfg.DATASETS.TRAIN_ALL = ""  # no true masks of the clicked images to train a 100% model on
+        cfg.DATASETS.TRAIN_ALL = CUSTOM_NAMES["TRAIN_ALL"] if c.TRAIN_ALL_JSON else ""
     _check(cfg)
     cfg.freeze()
     return cfg

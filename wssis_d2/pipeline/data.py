@@ -40,7 +40,7 @@ def _custom_files(pcfg) -> Dict[str, str]:
     """DATASETS key -> the json registered under that key's name (DATA.KIND custom; given files only)."""
     c = pcfg.DATA.CUSTOM
     files = {"FULL": c.FULL_JSON, "POINTS": c.POINTS_JSON, "TEST": c.VAL_JSON,
-             "POINTS_GT": custom_gt_json(pcfg) if c.POINTS_GT_JSON else ""}
+             "POINTS_GT": custom_gt_json(pcfg) if c.POINTS_GT_JSON else "", "TRAIN_ALL": c.TRAIN_ALL_JSON}
     return {k: v for k, v in files.items() if v}
 
 
@@ -177,7 +177,7 @@ def _prepare_custom(pcfg) -> Dict[str, float]:
     """DATA.KIND custom: every given file exists, full and clicked images are disjoint, and the true masks
     of clicked images (POINTS_GT_JSON) are aligned to the clicks (``custom_gt_json``)."""
     c = pcfg.DATA.CUSTOM
-    for key in ("FULL_JSON", "POINTS_JSON", "VAL_JSON", "POINTS_GT_JSON"):
+    for key in ("FULL_JSON", "POINTS_JSON", "VAL_JSON", "POINTS_GT_JSON", "TRAIN_ALL_JSON"):
         if c[key] and not os.path.isfile(c[key]):
             raise FileNotFoundError(f"DATA.CUSTOM.{key} = {c[key]} does not exist")
     if not os.path.isdir(c.IMAGE_ROOT):

@@ -165,6 +165,8 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                   f"- Models are evaluated on `{c.VAL_JSON}` ({count('test')}) with detectron2's COCOEvaluator "
                   "(segm mask AP, ordinary inference, no points)." if c.VAL_JSON else
                   "- Models are not evaluated (no DATA.CUSTOM.VAL_JSON)."]
+        if c.TRAIN_ALL_JSON:
+            lines.append(f"- The 100% model trains on `{c.TRAIN_ALL_JSON}` ({count('train_all')}).")
         lines.append(_scale_line(results.get("scale_choice")))
     else:
         lines += [

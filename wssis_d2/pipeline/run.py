@@ -75,7 +75,7 @@ LABELS_FILE = "labels.json"
 def row_plan(pcfg) -> Tuple[List[str], List[str], Dict[str, str]]:
     """(pseudo-label rows, model rows, {skipped row: reason}) of the profile. Only a custom run skips rows:
     pseudo-label quality needs DATA.CUSTOM.POINTS_GT_JSON (the adaptive rows' stages still run: they make
-    labels.json), the 100% model needs true masks of every training image, model AP needs VAL_JSON (the
+    labels.json), the 100% model needs DATA.CUSTOM.TRAIN_ALL_JSON, model AP needs VAL_JSON (the
     models still train, their rows stay empty)."""
     pseudo, models = list(pcfg.ROWS.PSEUDO_LABELS), list(pcfg.ROWS.MODELS)
     skipped = {}
@@ -85,8 +85,8 @@ def row_plan(pcfg) -> Tuple[List[str], List[str], Dict[str, str]]:
         for row in pseudo:
             skipped[row] = "no DATA.CUSTOM.POINTS_GT_JSON (true masks of clicked images) to score pseudo-labels"
         pseudo = [r for r in pseudo if r in ("adaptive", "adaptive_mrn")]  # still made, for labels.json
-    if "full_100" in models:
-        skipped["full_100"] = "a custom dataset has no true masks of its clicked images to train a 100% model"
+    if "full_100" in models and not pcfg.DATASETS.TRAIN_ALL:
+        skipped["full_100"] = "no DATA.CUSTOM.TRAIN_ALL_JSON (true masks of every training image) to train a 100% model"
         models.remove("full_100")
     if not pcfg.DATASETS.TEST:
         for row in models:
