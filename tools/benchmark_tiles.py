@@ -94,7 +94,8 @@ def main(argv=None):
                          f"{_fmt(f['seconds_per_image'])} |")
     adaptive = {n: rows["adaptive"]["AP"] for n, rows in table.items()}
     if adaptive["tiled"] is not None and adaptive["whole_config"]:
-        lines.append(f"\nadaptive AP, tiled / whole at the config's size: x{adaptive['tiled'] / adaptive['whole_config']:.1f}")
+        lines.append(f"\nadaptive pseudo-label AP: tiled {adaptive['tiled']:.2f} vs whole at the config's size "
+                     f"{adaptive['whole_config']:.4f} (x{adaptive['tiled'] / adaptive['whole_config']:.0f})")
     text = "\n".join(lines) + "\n"
     print(text)
     with atomic_output(os.path.join(out, "tiles.md")) as f:
