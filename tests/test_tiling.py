@@ -143,6 +143,9 @@ def test_plain_merge_gives_one_whole_detection_per_object():
         assert torch.equal(out.pred_masks[k], masks[c])  # pasted back whole, at the right place
         assert out.pred_boxes.tensor[k].tolist() == [float(v) for v in _box(masks[c])]
     assert torch.all(out.scores[:-1] >= out.scores[1:])
+    # at most max_per_image stay, the best scores (as the untiled decoders keep per image)
+    capped = tiler.combine(parts, tiles, (128, 200), max_per_image=2)
+    assert len(capped) == 2 and capped.scores.tolist() == pytest.approx(out.scores[:2].tolist())
     # two different classes at the same place are not duplicates
     parts = _perfect_tile_detections(masks, tiles, torch.tensor([0, 1, 2]), torch.tensor([0.9, 0.8, 0.7]))
     parts[1].pred_classes[:] = 5

@@ -11,7 +11,8 @@ decoder output (at the tile's size in image pixels) is then placed back into the
   Every click keeps exactly one output row, as without tiles; the order is the click order. A
   ``MODEL.WSSIS.MAX_PER_IMAGE`` cap applies to the whole image, collisions are resolved inside a tile.
 - **plain and threshold**: every tile is decoded (its own Matrix NMS and ``MAX_PER_IMG`` per tile), then
-  cross-tile duplicates are removed (``tiling`` module docstring: intersection over the smaller mask >
+  cross-tile duplicates are removed and at most ``MAX_PER_IMG`` (threshold mode: its own cap) stay per image,
+  as without tiles. Duplicates are removed (``tiling`` module docstring: intersection over the smaller mask >
   ``INPUT.TILE.MERGE_THRESHOLD``, same class, whole detections first, then by score). Greedy removal on
   the smaller mask, rather than Matrix NMS on the IoU, because the copies to remove are *cut* copies
   of an object at a tile border: their IoU with the whole copy can be far below any NMS threshold, while
@@ -191,17 +192,22 @@ class TiledInference:
             start += len(p)
         return rows, start
 
-    def decode_plain(self, model, image: torch.Tensor, decode) -> Instances:
-        """Detections of every tile (``decode(heads) -> Instances``), cross-tile duplicates merged."""
+    def decode_plain(self, model, image: torch.Tensor, decode, max_per_image: int = 0) -> Instances:
+        """Detections of every tile (``decode(heads) -> Instances``), cross-tile duplicates merged, at most
+        ``max_per_image`` (> 0) of them by score, as the untiled decoders keep per image."""
         h, w = image.shape[-2:]
         tiles = tile_boxes(h, w, self.size, self.overlap)
         parts = [decode(heads) for _, heads in self._tile_heads(model, image, tiles, list(range(len(tiles))))]
-        return self.combine(parts, tiles, (h, w))
+        return self.combine(parts, tiles, (h, w), max_per_image)
 
-    def combine(self, parts: List[Instances], tiles: torch.Tensor, image_hw: Tuple[int, int]) -> Instances:
+    def combine(self, parts: List[Instances], tiles: torch.Tensor, image_hw: Tuple[int, int],
+                max_per_image: int = 0) -> Instances:
         """One Instances at the image size from the detections of every tile (``parts[t]`` of tile t, in
-        tile pixels): cross-tile duplicates removed (``merge``), masks pasted, by decreasing score."""
+        tile pixels): cross-tile duplicates removed (``merge``), the top ``max_per_image`` (> 0) kept,
+        masks pasted, by decreasing score."""
         keep = self.merge(parts, tiles, image_hw)
+        if max_per_image > 0:
+            keep = keep[:max_per_image]
         parts = list(parts)
         rows, _ = self._rows(parts, keep)
         return self._place(parts, list(range(len(parts))), tiles, image_hw, rows, len(keep))
@@ -240,10 +246,12 @@ class TiledInference:
         if points is not None and getattr(decoder, "uses_points", False):
             result = self.decode_points(model, image, points)
         elif points is not None:  # SSIS threshold baseline: every tile, merged
-            result = {"instances": self.decode_plain(model, image, lambda heads: decoder(heads, points)["instances"]),
+            decode = lambda heads: decoder(heads, points)["instances"]  # noqa: E731
+            result = {"instances": self.decode_plain(model, image, decode, decoder.max_per_image),
                       "point_stats": decoder.stats(points)}
         else:
-            result = {"instances": self.decode_plain(model, image, model.plain_decoder)}
+            result = {"instances": self.decode_plain(model, image, model.plain_decoder,
+                                                     model.plain_decoder.args["max_per_img"])}
         result["instances"] = _resize_instances(result["instances"], output_hw)
         return result
 
