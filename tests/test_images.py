@@ -230,3 +230,35 @@ def test_visualize_cli_one_line_error_and_skip(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "skipped 1 images that cannot be read" in r.stdout + r.stderr
     assert os.listdir(tmp_path / "vis") == ["good.png"]
+
+
+def test_compressed_tiff_is_decoded_without_closing_a_descriptor_twice(tmp_path, monkeypatch):
+    """Pillow < 10 + libtiff closes a dup of the file's descriptor twice (libtiff, then Pillow): in a
+    DataLoader worker the second close can hit another thread's descriptor. read_image decodes from memory:
+    no descriptor is closed that was already closed."""
+    import errno
+    from PIL import Image
+    from wssis_d2.data.images import read_image
+
+    path = str(tmp_path / "lzw.tif")
+    arr = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20)
+    Image.fromarray(arr).save(path, compression="tiff_lzw")
+    bad_closes = []
+    real_close = os.close
+
+    def close(fd):
+        try:
+            real_close(fd)
+        except OSError as e:
+            if e.errno == errno.EBADF:
+                bad_closes.append(fd)
+            raise
+
+    monkeypatch.setattr(os, "close", close)
+    image = read_image(path, "RGB")
+    assert image.shape == (48, 64, 3)
+    assert bad_closes == []
+    # the same file through Pillow's own file path does close a descriptor twice (the bug worked around)
+    with open(path, "rb") as f:
+        Image.open(f).load()
+    assert bad_closes

@@ -19,6 +19,7 @@ file fails before training, not hours into it; with ``skip`` (``DATALOADER.WSSIS
 ``--skip-bad-images``) the records are dropped with a warning and a count instead, and ``decode`` also reads
 every image once (truncated files too; used where a bad image cannot be skipped at read time).
 """
+import io
 import logging
 import os
 from typing import List, Optional, Sequence
@@ -67,14 +68,21 @@ def read_image(file_name: str, format: Optional[str] = None, image_id=None) -> n
     where = _where(file_name, image_id)
     try:
         with open(file_name, "rb") as f:
-            image = Image.open(f)
-            if image.mode in SIXTEEN_BIT_MODES:
-                image = _to_8bit(image, where)
-            elif image.mode == "F":
-                raise WSSISInputError(f"{where}: floating-point (mode F) images are not supported; convert it "
-                                      "to 8-bit RGB")
-            image = d2_utils._apply_exif_orientation(image)  # detectron2's work-around of a Pillow bug
-            return d2_utils.convert_PIL_to_numpy(image, format)
+            data = f.read()
+        # Decoded from memory, not from the file: Pillow < 10 decodes compressed (LZW, deflate) TIFFs with
+        # libtiff on a dup of the file's descriptor, which libtiff closes and Pillow then closes again. In a
+        # multithreaded process (a DataLoader worker) that second close can hit a descriptor another thread
+        # has just opened: torch's shared-memory tensors then fail with "Bad file descriptor" (seen on the
+        # Cell Tracking Challenge TIFFs). Pillow 10 fixed it ("Do not close provided file handles with
+        # libtiff"); requirements.txt pins Pillow < 10 for detectron2 0.6.
+        image = Image.open(io.BytesIO(data))
+        if image.mode in SIXTEEN_BIT_MODES:
+            image = _to_8bit(image, where)
+        elif image.mode == "F":
+            raise WSSISInputError(f"{where}: floating-point (mode F) images are not supported; convert it "
+                                  "to 8-bit RGB")
+        image = d2_utils._apply_exif_orientation(image)  # detectron2's work-around of a Pillow bug
+        return d2_utils.convert_PIL_to_numpy(image, format)
     except OSError as e:
         raise WSSISInputError(image_error(file_name, image_id, e)) from e
 
