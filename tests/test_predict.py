@@ -38,6 +38,7 @@ MRN_CFG = os.path.join(REPO, "configs", "MRN", "MRN_R18_cpu.yaml")
 NUM_IMAGES = 12
 RESIZED = ["INPUT.MIN_SIZE_TEST", "120", "INPUT.MAX_SIZE_TEST", "200"]  # images are 80 x 112: scale 1.5
 TILED = ["INPUT.TILE.SIZE", "64", "INPUT.TILE.OVERLAP", "16.0"]
+CAPPED = RESIZED + ["MODEL.WSSIS.MAX_PER_IMAGE", "2"]  # clicks beyond 2 per image get no mask
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def _clicks(points, image_id):
 def _assert_equal_to_export(predictor, trained, export_json, refined=False):
     export = json.load(open(export_json))
     by_point = {a["point_ann_id"]: a for a in export["annotations"]}
-    num_masks = num_refined = 0
+    num_masks = num_refined = num_without = 0
     for img in trained["coco"]["images"]:
         image = read_image(os.path.join(trained["images"], img["file_name"]), "BGR")
         pts, classes, ids = _clicks(trained["coco"], img["id"])
@@ -118,7 +119,9 @@ def _assert_equal_to_export(predictor, trained, export_json, refined=False):
         assert np.allclose(out.pred_points.numpy(), pts) and out.pred_classes.tolist() == classes  # click order
         for k, ann_id in enumerate(ids):
             if ann_id not in by_point:
-                assert out.no_mask[k] and not out.pred_masks[k].any() and out.scores[k] == 0 and out.pred_levels[k] == -1
+                num_without += 1
+                assert out.no_mask[k] and not out.pred_masks[k].any()
+                assert out.scores[k] == 0 and out.pred_levels[k] == -1
                 continue
             ann = by_point[ann_id]
             num_masks += 1
@@ -134,16 +137,19 @@ def _assert_equal_to_export(predictor, trained, export_json, refined=False):
             x, y, w, h = ann["bbox"]
             assert out.pred_boxes.tensor[k].tolist() == pytest.approx([x, y, x + w, y + h])
     assert num_masks == len(export["annotations"]) > 0
+    assert num_without == export["info"]["num_points_without_mask"]
     return num_refined
 
 
-@pytest.mark.parametrize("opts", [RESIZED, TILED], ids=["resized", "tiled"])
+@pytest.mark.parametrize("opts", [RESIZED, TILED, CAPPED], ids=["resized", "tiled", "capped"])
 def test_predictor_masks_equal_the_export(trained, tmp_path, opts):
     export = _export(trained, tmp_path, opts)
     predictor = PointPredictor(_cfg(trained, *opts))
     if opts is TILED:
         assert predictor.model.tiler is not None and not predictor.mapper.augmentations.augs  # the model tiles
     _assert_equal_to_export(predictor, trained, export)
+    if opts is CAPPED:
+        assert json.load(open(export))["info"]["num_points_capped"] > 0
 
 
 def test_refinement_equals_the_pipelines(trained, tmp_path):
@@ -276,7 +282,7 @@ def test_killed_folder_run_resumes_without_duplicates(trained, tmp_path):
     pred = json.load(open(out / "predictions.json"))
     assert pred["info"]["num_images_processed"] == NUM_IMAGES
     assert pred["info"]["num_points"] == len(trained["coco"]["annotations"])  # every click once
-    keys = [a["point_ann_id"] for a in pred["annotations"]] + [c["point_ann_id"] for c in pred["info"]["clicks_without_mask"]]
+    keys = [a["point_ann_id"] for a in pred["annotations"] + pred["info"]["clicks_without_mask"]]
     assert sorted(keys) == sorted(a["id"] for a in trained["coco"]["annotations"])
     assert [a["id"] for a in pred["annotations"]] == list(range(1, len(pred["annotations"]) + 1))
     _no_partial_files(str(out))

@@ -43,7 +43,8 @@ def get_parser():
     p.add_argument("--image", default=None, help="one image file (with --points)")
     p.add_argument("--points", default=None, help='clicks on --image: "x,y,label;x,y,label;..." (pixels)')
     p.add_argument("--images", default=None, help="image folder (with --clicks and --format)")
-    p.add_argument("--clicks", default=None, help="the labeling tool's export of the clicks (file, or folder for labelme)")
+    p.add_argument("--clicks", default=None,
+                   help="the labeling tool's export of the clicks (file, or folder for labelme)")
     p.add_argument("--format", default=None, choices=CLICK_FORMATS, help="format of --clicks")
     p.add_argument("--categories", default=None,
                    help="COCO json whose categories (names, ids) the model was trained on; default: the "
@@ -84,7 +85,8 @@ def main(argv=None):
     mrn_cfg = _cfg(args.mrn_config, args.mrn_weights, []) if args.mrn_config else None
     num_classes = cfg.MODEL.SOLOV2.NUM_CLASSES
     if args.image:
-        points = single_image_points(args.image, args.points, args.categories, num_classes)
+        points = single_image_points(args.image, args.points, args.categories, num_classes,
+                                     skip_unknown=args.skip_unknown)
         image_root, source = os.path.dirname(os.path.abspath(args.image)), "--points"
     else:
         points = export_points(args.format, args.clicks, args.images, args.categories, num_classes,

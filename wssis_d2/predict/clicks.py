@@ -68,7 +68,8 @@ def parse_points(text: str) -> List[tuple]:
     return clicks
 
 
-def single_image_points(image: str, text: str, categories_json: Optional[str], num_classes: int) -> dict:
+def single_image_points(image: str, text: str, categories_json: Optional[str], num_classes: int, *,
+                        skip_unknown: bool = False) -> dict:
     """The point-label json of one image file and its ``--points`` clicks (image root: its folder), with
     the categories of :func:`load_categories`."""
     categories = load_categories(categories_json, num_classes)
@@ -78,7 +79,7 @@ def single_image_points(image: str, text: str, categories_json: Optional[str], n
              "clicks": [(x, y, label, f"--points click {k} ({x:g}, {y:g}, {label!r})")
                         for k, (x, y, label) in enumerate(parse_points(text))]}
     return build_point_json([entry], categories, os.path.dirname(os.path.abspath(image)),
-                            categories_source=categories_json or "the model's class indices",
+                            skip_unknown=skip_unknown, categories_source=categories_json or "the model's class indices",
                             info={"format": "--points"})
 
 
