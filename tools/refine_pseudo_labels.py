@@ -15,8 +15,6 @@ import argparse
 import logging
 import os
 
-import torch
-
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
@@ -26,6 +24,7 @@ from detectron2.utils.logger import setup_logger
 
 from wssis_d2.config import add_wssis_config
 from wssis_d2.mrn import MaskRefineNet  # noqa: F401  (registers the meta-architecture)
+from wssis_d2.mrn.build import check_trained_mrn_weights
 from wssis_d2.mrn.refine import refine_pseudo_labels
 from wssis_d2.checkpoint_check import checked
 from wssis_d2.utils.errors import run_cli
@@ -64,26 +63,12 @@ def setup_cfg(args):
     return cfg
 
 
-def check_trained_weights(path):
-    """Refuse weights without a trained decoder (an ImageNet backbone or nothing at all)."""
-    if not path:
-        raise ValueError("MODEL.WEIGHTS is empty: pass the trained MaskRefineNet, e.g. "
-                         "MODEL.WEIGHTS output/.../model_final.pth")
-    if path.endswith(".pth") and os.path.isfile(path):
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state = state.get("model", state)
-        if not any(k.startswith("decoder.") for k in state):
-            raise ValueError(f"{path} has no MaskRefineNet decoder weights: not a trained MRN")
-    elif not path.endswith(".pth"):
-        raise ValueError(f"{path}: expected a trained MaskRefineNet checkpoint (.pth), not backbone weights")
-
-
 def main(args):
     cfg = setup_cfg(args)
     check_output_file(args.output, "refined json")  # writable, enough free disk
     setup_logger(distributed_rank=comm.get_rank())
     setup_logger(distributed_rank=comm.get_rank(), name="wssis_d2")
-    check_trained_weights(cfg.MODEL.WEIGHTS)
+    check_trained_mrn_weights(cfg.MODEL.WEIGHTS)
     model = build_model(cfg)
     checked(DetectionCheckpointer(model)).load(cfg.MODEL.WEIGHTS)
     model.eval()

@@ -111,6 +111,22 @@ class WSSISDatasetMapper(DatasetMapper):
                                      dataset_dict.get("image_id"))
         if image is None:
             return None  # skipped (DATALOADER.WSSIS_SKIP_BAD_IMAGES), counted in the log
+        return self.map_image(dataset_dict, image)
+
+    def map_image(self, dataset_dict, image):
+        """What :meth:`__call__` does once the image is read: augment it and map the annotations.
+
+        Also the entry of an image already in memory (``wssis_d2.engine.PointPredictor``: the same
+        test-time transforms and point conversion as the pseudo-label export).
+
+        Args:
+            dataset_dict (dict): as in :meth:`__call__`, owned by the caller (modified in place and
+                returned); ``height`` / ``width``, if present, must be the image's.
+            image (np.ndarray): (H, W, C) uint8 in ``image_format``.
+
+        Returns:
+            dict: see the class docstring.
+        """
         utils.check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)

@@ -31,7 +31,7 @@ from detectron2.data import detection_utils as d2_utils
 
 from ..utils.errors import WSSISInputError
 
-__all__ = ["read_image", "image_error", "check_image_files", "SIXTEEN_BIT_MODES"]
+__all__ = ["read_image", "convert_image_format", "image_error", "check_image_files", "SIXTEEN_BIT_MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,16 @@ def read_image(file_name: str, format: Optional[str] = None, image_id=None) -> n
         return d2_utils.convert_PIL_to_numpy(image, format)
     except OSError as e:
         raise WSSISInputError(image_error(file_name, image_id, e)) from e
+
+
+def convert_image_format(image: np.ndarray, from_format: str, to_format: str) -> np.ndarray:
+    """An (H, W, C) uint8 image in ``from_format`` -> in ``to_format`` ("BGR", "RGB", "L", ...), through
+    RGB and PIL's conversion as :func:`read_image` converts: the result equals reading the file in
+    ``to_format`` (e.g. a MaskRefineNet in RGB after a SOLOv2 in BGR). Same format: returned as is."""
+    if from_format == to_format:
+        return image
+    rgb = np.ascontiguousarray(d2_utils.convert_image_to_rgb(image, from_format))
+    return d2_utils.convert_PIL_to_numpy(Image.fromarray(rgb.astype(np.uint8)), to_format)
 
 
 class BadImageSkipper:

@@ -32,7 +32,7 @@ import itertools
 import json
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 import pycocotools.mask as mask_util
 
@@ -46,7 +46,8 @@ from ..data.json_io import load_json
 from ..pseudo.data import default_export_path
 from ..utils.part_files import atomic_output, open_part, read_records, write_record
 
-__all__ = ["PseudoLabelExporter", "build_pseudo_label_exporter", "instances_to_pseudo_annotations"]
+__all__ = ["PseudoLabelExporter", "build_pseudo_label_exporter", "instances_to_pseudo_annotations",
+           "pseudo_label_settings", "pseudo_label_totals", "write_pseudo_label_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,66 @@ def instances_to_pseudo_annotations(instances, image_id: int, contiguous_to_id: 
         }
         for d, box, area, point, level, pid in zip(coco, boxes, areas, points, levels, point_ids)
     ]
+
+
+COUNTED = ("num_points", "num_invalid_points", "num_points_without_mask", "num_collisions", "num_points_capped")
+
+
+def pseudo_label_totals(records: Iterable[dict]) -> Dict[str, Optional[int]]:
+    """The counts of ``info`` over per-image records ({"image_id", "stats": a decoder's ``point_stats``,
+    "annotations"}), read once: num_images_processed, num_annotations, num_images_without_pseudo_labels
+    and the sums of :data:`COUNTED` (None when an image's stats lack it: threshold mode). An image without
+    points (or whose points all lost their mask) is a record without annotations. An image whose
+    MAX_PER_IMAGE cap dropped points is logged."""
+    totals = {"num_images_processed": 0, "num_annotations": 0, "num_images_without_pseudo_labels": 0,
+              **{k: 0 for k in COUNTED}}
+    for record in records:
+        stats = record["stats"]
+        totals["num_images_processed"] += 1
+        totals["num_annotations"] += len(record["annotations"])
+        totals["num_images_without_pseudo_labels"] += not record["annotations"]
+        for key in COUNTED:
+            if totals[key] is not None:
+                totals[key] = None if stats.get(key) is None else totals[key] + int(stats[key])
+        if stats.get("num_points_capped"):
+            logger.warning(f"Image {record['image_id']}: MODEL.WSSIS.MAX_PER_IMAGE dropped "
+                           f"{stats['num_points_capped']} of {stats['num_points']} points (no pseudo-label)")
+    return totals
+
+
+def write_pseudo_label_json(path: str, info: dict, images: List[dict], categories: List[dict],
+                            records: Iterable[dict]) -> None:
+    """Write the pseudo-label json of the module docstring to ``path`` atomically, streaming the
+    annotations of ``records`` (per-image records, read once, their "annotations" without ids) numbered
+    1..N in that order. ``info`` gets ``point_convention`` and ``date_created``."""
+    info = dict(info, point_convention=POINT_CONVENTION,
+                date_created=datetime.datetime.now().isoformat(timespec="seconds"))
+    with atomic_output(path) as f:
+        f.write('{"info": ' + json.dumps(info))
+        f.write(', "images": ' + json.dumps(images))
+        f.write(', "categories": ' + json.dumps(categories))
+        f.write(', "annotations": [')
+        ann_id = itertools.count(1)
+        first = True
+        for record in records:
+            for ann in record["annotations"]:
+                f.write(("" if first else ", ") + json.dumps({"id": next(ann_id), **ann}))
+                first = False
+        f.write("]}\n")
+
+
+def pseudo_label_settings(cfg) -> dict:
+    """The decoder settings of ``cfg`` recorded in ``info["settings"]``."""
+    w = cfg.MODEL.WSSIS
+    return {
+        "fixed_level": w.FIXED_LEVEL,
+        "threshold": w.THRESHOLD,
+        "max_per_image": w.MAX_PER_IMAGE,
+        "collision_rule": w.COLLISION_RULE,
+        "tiny_mask_rule": w.TINY_MASK_RULE,
+        "nms_iou": w.NMS_IOU if w.NMS_IOU is not None and w.NMS_IOU >= 0 else None,
+        "mask_thr": cfg.MODEL.SOLOV2.MASK_THR,
+    }
 
 
 def _source_images_and_categories(dataset_name):
@@ -189,23 +250,7 @@ class PseudoLabelExporter(DatasetEvaluator):
         else:
             parts = [self.part_path(0)]
 
-        counted = ("num_points", "num_invalid_points", "num_points_without_mask", "num_collisions",
-                   "num_points_capped")
-        # An image without points (or whose points all lost their mask) is an entry with no annotations.
-        totals = {"num_images_processed": 0, "num_annotations": 0, "num_images_without_pseudo_labels": 0,
-                  **{k: 0 for k in counted}}
-        for record in read_records(parts):  # pass 1: counts for "info" (records are small lines)
-            stats = record["stats"]
-            totals["num_images_processed"] += 1
-            totals["num_annotations"] += len(record["annotations"])
-            totals["num_images_without_pseudo_labels"] += not record["annotations"]
-            for key in counted:
-                if totals[key] is not None:
-                    totals[key] = None if stats.get(key) is None else totals[key] + int(stats[key])
-            if stats.get("num_points_capped"):
-                logger.warning(f"Image {record['image_id']}: MODEL.WSSIS.MAX_PER_IMAGE dropped "
-                               f"{stats['num_points_capped']} of {stats['num_points']} points (no pseudo-label)")
-
+        totals = pseudo_label_totals(read_records(parts))  # pass 1: counts for "info" (small lines)
         images, categories, json_file = _source_images_and_categories(self._dataset_name)
         meta = MetadataCatalog.get(self._dataset_name)
         info = {
@@ -216,21 +261,8 @@ class PseudoLabelExporter(DatasetEvaluator):
             "source_json": json_file,
             "num_images": len(images),
             **totals,
-            "point_convention": POINT_CONVENTION,
-            "date_created": datetime.datetime.now().isoformat(timespec="seconds"),
         }
-        with atomic_output(self._output_path) as f:  # pass 2: stream the annotations into the final json
-            f.write('{"info": ' + json.dumps(info))
-            f.write(', "images": ' + json.dumps(images))
-            f.write(', "categories": ' + json.dumps(categories))
-            f.write(', "annotations": [')
-            ann_id = itertools.count(1)
-            first = True
-            for record in read_records(parts):
-                for ann in record["annotations"]:
-                    f.write(("" if first else ", ") + json.dumps({"id": next(ann_id), **ann}))
-                    first = False
-            f.write("]}\n")
+        write_pseudo_label_json(self._output_path, info, images, categories, read_records(parts))  # pass 2
         for part in parts:
             os.remove(part)
         logger.info(
@@ -255,13 +287,5 @@ def build_pseudo_label_exporter(cfg, dataset_name, output_path=None):
         mode=w.PSEUDO_LABEL_MODE,
         config_file=dumped if os.path.isfile(dumped) else None,
         weights=cfg.MODEL.WEIGHTS or None,
-        settings={
-            "fixed_level": w.FIXED_LEVEL,
-            "threshold": w.THRESHOLD,
-            "max_per_image": w.MAX_PER_IMAGE,
-            "collision_rule": w.COLLISION_RULE,
-            "tiny_mask_rule": w.TINY_MASK_RULE,
-            "nms_iou": w.NMS_IOU if w.NMS_IOU is not None and w.NMS_IOU >= 0 else None,
-            "mask_thr": cfg.MODEL.SOLOV2.MASK_THR,
-        },
+        settings=pseudo_label_settings(cfg),
     )

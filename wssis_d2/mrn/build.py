@@ -7,7 +7,10 @@
   split over processes by detectron2's ``InferenceSampler``.
 - :func:`build_optimizer`: Adam when ``SOLVER.OPTIMIZER`` is "ADAM" (detectron2 0.6 builds SGD
   only), otherwise detectron2's SGD; same parameter groups and gradient clipping as detectron2's.
+- :func:`check_trained_mrn_weights`: refuse weights without a trained decoder before refining with them.
 """
+import os
+
 import torch
 import torch.utils.data as torchdata
 
@@ -22,6 +25,7 @@ from detectron2.solver import build_optimizer as build_d2_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..data.images import check_image_files
+from ..utils.errors import WSSISInputError
 from .dataset_mapper import MRNDatasetMapper
 from .evaluator import MRNEvaluator
 
@@ -31,6 +35,7 @@ __all__ = [
     "build_mrn_test_loader",
     "build_mrn_evaluator",
     "build_optimizer",
+    "check_trained_mrn_weights",
 ]
 
 
@@ -87,3 +92,19 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     return maybe_add_gradient_clipping(cfg, torch.optim.Adam)(
         params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
     )
+
+
+def check_trained_mrn_weights(path: str) -> None:
+    """Refuse MaskRefineNet weights without a trained decoder (an ImageNet backbone or nothing at all):
+    :class:`WSSISInputError` naming ``path``. Used where masks are refined (``tools/refine_pseudo_labels.py``,
+    ``wssis_d2.engine.PointPredictor``)."""
+    if not path:
+        raise WSSISInputError("MODEL.WEIGHTS is empty: pass the trained MaskRefineNet, e.g. "
+                              "MODEL.WEIGHTS output/.../model_final.pth")
+    if path.endswith(".pth") and os.path.isfile(path):
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("model", state)
+        if not any(k.startswith("decoder.") for k in state):
+            raise WSSISInputError(f"{path} has no MaskRefineNet decoder weights: not a trained MRN")
+    elif not path.endswith(".pth"):
+        raise WSSISInputError(f"{path}: expected a trained MaskRefineNet checkpoint (.pth), not backbone weights")

@@ -23,8 +23,8 @@ from PIL import Image
 from ..json_io import load_json, write_json_atomic
 from ...utils.errors import WSSISInputError
 
-__all__ = ["POINT_FORMATS", "PointImportError", "register_format", "build_point_json", "import_points",
-           "ImageIndex", "read_image_size", "UPLOAD_PREFIX"]
+__all__ = ["POINT_FORMATS", "PointImportError", "register_format", "build_point_json", "read_points",
+           "import_points", "ImageIndex", "read_image_size", "UPLOAD_PREFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,30 +165,39 @@ def build_point_json(entries: List[dict], categories: List[dict], image_root: st
             "images": images, "categories": [dict(c) for c in categories], "annotations": annotations}
 
 
-def import_points(fmt: str, input_path: str, image_root: str, categories_json: str, output: str, *,
-                  skip_unknown: bool = False) -> dict:
-    """Read ``input_path`` in format ``fmt`` (``POINT_FORMATS``), write the point-label json ``output``
-    (atomically) with the categories of ``categories_json`` and return its ``info``."""
+def read_points(fmt: str, input_path: str, image_root: str, categories: List[dict], *,
+                reserved_images: Optional[List[dict]] = None, skip_unknown: bool = False,
+                categories_source: str = "categories") -> dict:
+    """Read ``input_path`` in format ``fmt`` (``POINT_FORMATS``) into the point-label json (a dict, checked
+    by :func:`build_point_json`) with the COCO ``categories``; a click's label is a category name."""
     if fmt not in POINT_FORMATS:
         raise PointImportError(f"unknown format {fmt!r}; choose from {sorted(POINT_FORMATS)}")
     if not os.path.exists(input_path):
         raise PointImportError(f"{input_path} does not exist")
     if not os.path.isdir(image_root):
         raise PointImportError(f"image root {image_root} is not a directory")
+    entries, ignored = POINT_FORMATS[fmt](input_path, image_root)
+    for what, n in ignored.items():
+        if n:
+            logger.info(f"{input_path}: ignored {n} {what}")
+    return build_point_json(entries, categories, image_root, reserved_images=reserved_images,
+                            skip_unknown=skip_unknown, categories_source=categories_source,
+                            info={"format": fmt, "source": os.path.abspath(input_path), "ignored": ignored})
+
+
+def import_points(fmt: str, input_path: str, image_root: str, categories_json: str, output: str, *,
+                  skip_unknown: bool = False) -> dict:
+    """Read ``input_path`` in format ``fmt`` (``POINT_FORMATS``), write the point-label json ``output``
+    (atomically) with the categories of ``categories_json`` and return its ``info``."""
     try:
         ref = load_json(categories_json)
     except (FileNotFoundError, ValueError) as e:
         raise PointImportError(str(e)) from e
     if not isinstance(ref.get("categories"), list) or not ref["categories"]:
         raise PointImportError(f"{categories_json}: no 'categories' list")
-    entries, ignored = POINT_FORMATS[fmt](input_path, image_root)
-    for what, n in ignored.items():
-        if n:
-            logger.info(f"{input_path}: ignored {n} {what}")
-    out = build_point_json(entries, ref["categories"], image_root, reserved_images=ref.get("images") or [],
-                           skip_unknown=skip_unknown, categories_source=categories_json,
-                           info={"format": fmt, "source": os.path.abspath(input_path),
-                                 "categories_from": os.path.abspath(categories_json), "ignored": ignored})
+    out = read_points(fmt, input_path, image_root, ref["categories"], reserved_images=ref.get("images") or [],
+                      skip_unknown=skip_unknown, categories_source=categories_json)
+    out["info"]["categories_from"] = os.path.abspath(categories_json)
     write_json_atomic(out, output)
     i = out["info"]
     logger.info(f"Wrote {output}: {i['num_images']} images ({i['num_images_without_clicks']} without clicks), "

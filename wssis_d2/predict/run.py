@@ -1,0 +1,188 @@
+"""Predict the masks of a point-label json's clicks, image by image, into an output folder (``tools/predict.py``).
+
+Output folder::
+
+    predictions.json        the masks, in the pseudo-label export's schema (docs/PSEUDO_LABELS.md; written by
+                            the export's writer), "info" with the run's settings and counts, and
+                            "clicks_without_mask": [{"image_id", "category_id", "point", "point_ann_id"}]
+                            (clicks the model gave no mask: not annotations, the schema has masks only)
+    labelme/*.json          with --export labelme: one review file per image (``review_export``: outer-contour
+    cvat/annotations.xml    polygons; clicks without a mask as point shapes), or --export cvat
+    overlays/<stem>.png     with --overlay: every click's mask (class name and score) and its click, drawn by
+                            ``wssis_d2.utils.visualize``; a click without a mask is a dot with its class name
+
+Resume (the export's pattern, :mod:`wssis_d2.utils.part_files`): each finished image is one json line
+appended and flushed to ``predictions.json.part.jsonl``; a run over the same folder skips the images the
+part file holds (by file name) and drops an interrupted last line, so an interrupted run continues where it
+stopped and no image is written twice. ``predictions.json`` is written atomically from the part file,
+then the review files; the part file is removed last. Each line records the run's weights and decoder
+settings: a part file of other settings is an error (``overwrite`` discards it).
+"""
+import logging
+import os
+from typing import Dict, List, Optional
+
+import torch
+from tqdm import tqdm
+
+from ..data.categories import contiguous_category_map
+from ..data.datasets.point_instances import point_records_from_coco
+from ..data.images import read_image
+from ..data.review_export import EXPORT_FORMATS
+from ..data.validation import load_coco
+from ..evaluation.pseudo_labels import (instances_to_pseudo_annotations, pseudo_label_settings, pseudo_label_totals,
+                                        write_pseudo_label_json)
+from ..utils.errors import WSSISInputError
+from ..utils.part_files import open_part, read_records, write_record
+from ..utils.visualize import render_records
+
+__all__ = ["PREDICTIONS", "predict_points", "run_settings", "image_record"]
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions.json"
+
+
+def run_settings(predictor) -> dict:
+    """What makes two runs' predictions comparable: weights, mode, decoder and tile settings."""
+    cfg = predictor.cfg
+    return {"weights": os.path.abspath(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else "",
+            "mrn_weights": os.path.abspath(predictor.mrn_cfg.MODEL.WEIGHTS) if predictor.mrn_cfg else None,
+            "mode": cfg.MODEL.WSSIS.PSEUDO_LABEL_MODE, "settings": pseudo_label_settings(cfg),
+            "tile": [cfg.INPUT.TILE.SIZE, cfg.INPUT.TILE.OVERLAP, cfg.INPUT.TILE.SCALE],  # lists: json round trip
+            "test_size": [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST]}
+
+
+def image_record(instances, record: dict, contiguous_to_id: Dict[int, int]) -> dict:
+    """The part-file line of one image: its predictions (``PointPredictor`` output, one row per click of
+    ``record["annotations"]``) as pseudo-label annotations (``point_ann_id``: the click's annotation id;
+    ``refined`` where a MaskRefineNet ran) and its clicks without a mask."""
+    instances = instances.to("cpu")
+    ann_ids = torch.tensor([-1 if a.get("id") is None else int(a["id"]) for a in record["annotations"]],
+                           dtype=torch.long)
+    instances.point_ids = ann_ids[instances.point_ids]
+    with_mask = instances[~instances.no_mask]
+    annotations = instances_to_pseudo_annotations(with_mask, record["image_id"], contiguous_to_id)
+    if with_mask.has("refined"):
+        for ann, refined in zip(annotations, with_mask.refined.tolist()):
+            ann["refined"] = bool(refined)
+    missing = instances[instances.no_mask]
+    clicks = [{"image_id": record["image_id"], "category_id": contiguous_to_id[int(c)],
+               "point": [round(float(v), 3) for v in p], "point_ann_id": int(i)}
+              for c, p, i in zip(missing.pred_classes.tolist(), missing.pred_points, missing.point_ids.tolist())]
+    return {"file_name": record["file_name"], "image_id": record["image_id"], "annotations": annotations,
+            "clicks_without_mask": clicks}
+
+
+def _overlay(record: dict, names: Dict[int, str], folder: str) -> None:
+    """Draw one image's predictions and its clicks without a mask (``utils.visualize``)."""
+    anns = record["annotations"] + [{"category_id": c["category_id"], "point": c["point"]}
+                                    for c in record["clicks_without_mask"]]
+    render_records([{"file_name": record["file_name"], "image_id": record["image_id"], "annotations": anns}],
+                   lambda c: names.get(c, str(c)), folder, max_images=1)
+
+
+def _restamped(records, image_ids: Dict[str, int]):
+    """Part-file records of the current images, image ids set from the current point json (by file name)."""
+    for rec in records:
+        image_id = image_ids.get(rec["file_name"])
+        if image_id is None:
+            logger.warning(f"{rec['file_name']}: in the part file but not among the images now: left out")
+            continue
+        rec["image_id"] = image_id
+        for ann in rec["annotations"] + rec["clicks_without_mask"]:
+            ann["image_id"] = image_id
+        yield rec
+
+
+def predict_points(predictor, points: dict, image_root: str, output_dir: str, *, export: Optional[str] = None,
+                   overlay: bool = False, overwrite: bool = False, info: Optional[dict] = None,
+                   progress: bool = True) -> dict:
+    """Predict every click of the point-label json ``points`` (docs/DATA.md; images under ``image_root``)
+    with ``predictor`` (a ``PointPredictor``) into ``output_dir`` (module docstring), resuming an
+    interrupted run.
+
+    Args:
+        export: None, "labelme" or "cvat" (``review_export.EXPORT_FORMATS``).
+        overlay: draw ``overlays/<image stem>.png`` per image.
+        overwrite: discard the part file of an earlier run instead of resuming it.
+        info: extra ``info`` fields of predictions.json (e.g. the config file, the click source).
+        progress: a progress bar over the images (stderr).
+
+    Returns:
+        {"predictions", "review" (None without export), "overlays" (None without overlay), "num_images",
+        "num_resumed", "num_clicks", "num_masks", "num_clicks_without_mask"}.
+
+    Raises:
+        WSSISInputError: an image that cannot be read or whose size is not the one the clicks were made
+            on, a part file of other settings; and what :class:`PointPredictor` raises.
+    """
+    if export is not None and export not in EXPORT_FORMATS:
+        raise WSSISInputError(f"unknown review format {export!r}; choose from {sorted(EXPORT_FORMATS)}")
+    os.makedirs(output_dir, exist_ok=True)
+    output = os.path.join(output_dir, PREDICTIONS)
+    part = output + ".part.jsonl"
+    settings = run_settings(predictor)
+    if overwrite and os.path.exists(part):
+        os.remove(part)
+    done = set()
+    if os.path.exists(part):
+        for rec in read_records([part], key="file_name"):
+            if rec["run"] != settings:
+                raise WSSISInputError(f"{part} holds predictions of another run ({rec['run']}); this run: {settings}. "
+                                      "Use --overwrite to discard it, or another --output")
+            done.add(rec["file_name"])
+    categories = points["categories"]
+    names = {int(c["id"]): c["name"] for c in categories}
+    contiguous_to_id = {v: k for k, v in contiguous_category_map(categories).items()}
+    records = point_records_from_coco(points, points.get("info", {}).get("source", "clicks"), image_root)
+    relative = {img["id"]: img["file_name"] for img in points["images"]}  # records hold full paths
+    pending = [r for r in records if relative[r["image_id"]] not in done]
+    logger.info(f"Predicting {len(records)} images ({sum(len(r['annotations']) for r in records)} clicks) into "
+                f"{output_dir}: {len(records) - len(pending)} done earlier, {len(pending)} to do")
+    overlay_dir = os.path.join(output_dir, "overlays")
+    with open_part(part, resume=True) as f:
+        for rec in tqdm(pending, desc="predict", unit="image", disable=not progress):
+            image = read_image(rec["file_name"], predictor.input_format, rec["image_id"])
+            if image.shape[:2] != (rec["height"], rec["width"]):
+                raise WSSISInputError(f"{rec['file_name']} (image id {rec['image_id']}): the image is "
+                                      f"{image.shape[1]} x {image.shape[0]}, the clicks were made on "
+                                      f"{rec['width']} x {rec['height']} (another image, or EXIF rotation?)")
+            clicks = [a["point_coords"][0] for a in rec["annotations"]]
+            classes = [a["category_id"] for a in rec["annotations"]]
+            out = predictor.predict(image, clicks, classes)
+            line = image_record(out["instances"], rec, contiguous_to_id)
+            if overlay:
+                _overlay(line, names, overlay_dir)
+            line.update(file_name=relative[rec["image_id"]], stats=out["point_stats"], run=settings)
+            write_record(f, line)
+
+    image_ids = {img["file_name"]: img["id"] for img in points["images"]}
+    totals = pseudo_label_totals(_restamped(read_records([part], key="file_name"), image_ids))
+    without = [c for rec in _restamped(read_records([part], key="file_name"), image_ids)
+               for c in rec["clicks_without_mask"]]
+    images = [{k: img[k] for k in ("id", "file_name", "height", "width")} for img in points["images"]]
+    meta = {"tool": "tools/predict.py (wssis_d2.predict.PointPredictor)", **(info or {}), **settings,
+            "image_root": os.path.abspath(image_root), "num_images": len(images), **totals,
+            "clicks_without_mask": without}
+    write_pseudo_label_json(output, meta, images, categories,
+                            _restamped(read_records([part], key="file_name"), image_ids))
+    review = _review(output, without, export, output_dir, image_root) if export else None
+    os.remove(part)
+    return {"predictions": output, "review": review, "overlays": overlay_dir if overlay else None,
+            "num_images": len(images), "num_resumed": len(records) - len(pending),
+            "num_clicks": totals["num_points"], "num_masks": totals["num_annotations"],
+            "num_clicks_without_mask": len(without)}
+
+
+def _review(predictions: str, without: List[dict], fmt: str, output_dir: str, image_root: str) -> str:
+    """Review files of ``predictions`` in ``fmt`` with the clicks without a mask as points; returns where."""
+    coco = load_coco(predictions, "pseudo")
+    next_id = max([a["id"] for a in coco["annotations"]], default=0) + 1
+    coco["annotations"] = coco["annotations"] + [
+        {"id": next_id + k, "image_id": c["image_id"], "category_id": c["category_id"], "point_coords": [c["point"]],
+         "point_labels": [1], "score": 0.0} for k, c in enumerate(without)]
+    folder = os.path.join(output_dir, fmt)
+    counts = dict(EXPORT_FORMATS[fmt](coco, folder, image_root))
+    logger.info(f"Review files ({fmt}) in {folder}: {counts}")
+    return os.path.join(folder, "annotations.xml") if fmt == "cvat" else folder
