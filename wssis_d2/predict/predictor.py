@@ -67,14 +67,22 @@ def check_clicks(points, classes, image_hw, num_classes: int):
     if len(cls) != len(pts):
         raise WSSISInputError(f"{len(pts)} points but {len(cls)} classes: one class per click")
     h, w = image_hw
-    for k, (x, y) in enumerate(pts):
-        if not (np.isfinite(x) and np.isfinite(y) and 0 <= x < w and 0 <= y < h):
-            raise WSSISInputError(f"click {k} at ({x:g}, {y:g}) is outside the image ({w} x {h}: 0 <= x < {w}, "
-                                  f"0 <= y < {h}; continuous pixel coordinates, (0, 0) = top-left corner)")
-    for k, c in enumerate(cls.tolist()):
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or c != int(c) or not 0 <= c < num_classes:
-            raise WSSISInputError(f"click {k}: class {c!r} is not a class of the model (contiguous indices "
-                                  f"0..{num_classes - 1}, MODEL.SOLOV2.NUM_CLASSES {num_classes})")
+    with np.errstate(invalid="ignore"):
+        outside = ~(np.isfinite(pts).all(axis=1) & (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0)
+                    & (pts[:, 1] < h))
+    if outside.any():
+        k = int(np.argmax(outside))
+        x, y = pts[k]
+        raise WSSISInputError(f"click {k} at ({x:g}, {y:g}) is outside the image ({w} x {h}: 0 <= x < {w}, "
+                              f"0 <= y < {h}; continuous pixel coordinates, (0, 0) = top-left corner)")
+    numeric = cls.dtype.kind in "iuf"  # bool, str and object arrays are not class indices
+    with np.errstate(invalid="ignore"):
+        bad = (np.ones(len(cls), bool) if not numeric else
+               ~(np.isfinite(cls) & (cls == np.round(cls)) & (cls >= 0) & (cls < num_classes)))
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise WSSISInputError(f"click {k}: class {cls[k]!r} is not a class of the model (contiguous indices "
+                              f"0..{num_classes - 1}, MODEL.SOLOV2.NUM_CLASSES {num_classes})")
     return pts, cls.astype(np.int64)
 
 
