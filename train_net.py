@@ -17,13 +17,14 @@ Examples:
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
 from wssis_d2 import add_wssis_config
 from wssis_d2.data.datasets import register_user_datasets, register_wssis_splits
 from wssis_d2.engine import trainer_class
+from wssis_d2.engine.launch import launch  # detectron2's; GLOO processes without CUDA
 from wssis_d2.mrn import register_mrn_datasets
 from wssis_d2.checkpoint_check import checked
 from wssis_d2.utils.errors import run_cli

@@ -37,6 +37,24 @@ def saved_catalogs():
         MetadataCatalog.data.update(metadata)
 
 
+def tiny_model_weights(config, path, *opts):
+    """A checkpoint ``{"model": state_dict}`` at ``path`` of the model of ``config`` (repository-relative,
+    ``opts`` merged) built from seed 0, no weights loaded: the same file for every caller."""
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from wssis_d2 import add_wssis_config
+    import wssis_d2.mrn  # noqa: F401  (registers MaskRefineNet)
+
+    cfg = get_cfg()
+    add_wssis_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, config))
+    cfg.merge_from_list(["MODEL.WEIGHTS", "", *opts])
+    torch.manual_seed(0)
+    torch.save({"model": build_model(cfg).state_dict()}, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def train_net():
     return load_train_net()

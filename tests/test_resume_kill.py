@@ -17,7 +17,7 @@ import torch
 
 from wssis_d2.data.synthetic import generate_shapes_dataset
 
-from conftest import REPO
+from conftest import REPO, tiny_model_weights
 
 NUM_IMAGES = 12
 
@@ -84,25 +84,9 @@ def _no_partial_files(folder):
     assert not left, left
 
 
-def _tiny_model_weights(config, path, *opts):
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-
-    from wssis_d2 import add_wssis_config
-    import wssis_d2.mrn  # noqa: F401
-
-    cfg = get_cfg()
-    add_wssis_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, config))
-    cfg.merge_from_list(["MODEL.WEIGHTS", "", *opts])
-    torch.manual_seed(0)
-    torch.save({"model": build_model(cfg).state_dict()}, path)
-    return path
-
-
 def test_pseudo_label_export_killed_and_rerun(data):
     root, gt, images = data
-    weights = _tiny_model_weights("configs/CPU/SOLOv2_tiny.yaml", str(root / "teacher.pth"))
+    weights = tiny_model_weights("configs/CPU/SOLOv2_tiny.yaml", str(root / "teacher.pth"))
     out = str(root / "export" / "pseudo.json")
     cmd = [sys.executable, "train_net.py", "--config-file", "configs/pseudo/SOLOv2_tiny_APS.yaml", "--eval-only",
            "MODEL.WEIGHTS", weights, "OUTPUT_DIR", str(root / "export"), "MODEL.WSSIS.EXPORT_PATH", out,
@@ -140,7 +124,7 @@ def _pseudo_from_gt(gt, images, path):
 def test_refinement_killed_and_rerun(data):
     root, gt, images = data
     pseudo, coco = _pseudo_from_gt(gt, images, str(root / "pseudo_gt.json"))
-    weights = _tiny_model_weights("configs/MRN/MRN_R18_cpu.yaml", str(root / "mrn.pth"))
+    weights = tiny_model_weights("configs/MRN/MRN_R18_cpu.yaml", str(root / "mrn.pth"))
     out = str(root / "refine" / "refined.json")
     cmd = [sys.executable, "tools/refine_pseudo_labels.py", "--config-file", "configs/MRN/MRN_R18_cpu.yaml",
            "--pseudo", pseudo, "--output", out, "--log-period", "1", "MODEL.WEIGHTS", weights]

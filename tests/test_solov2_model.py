@@ -75,6 +75,10 @@ def test_train_without_instances_has_zero_mask_loss(model):
     x["instances"] = x["instances"][[]]
     losses = model([x])
     assert losses["loss_mask"].item() == 0.0 and losses["loss_cate"] > 0
+    # every parameter still gets a gradient: DDP (no find_unused_parameters) needs it in every process
+    model.zero_grad(set_to_none=True)
+    sum(losses.values()).backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
 def test_eval_outputs_at_requested_size(model):

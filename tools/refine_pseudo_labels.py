@@ -18,11 +18,11 @@ import os
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.engine import launch
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from wssis_d2.config import add_wssis_config
+from wssis_d2.engine.launch import launch  # detectron2's; GLOO processes without CUDA
 from wssis_d2.mrn import MaskRefineNet  # noqa: F401  (registers the meta-architecture)
 from wssis_d2.mrn.build import check_trained_mrn_weights
 from wssis_d2.mrn.refine import refine_pseudo_labels

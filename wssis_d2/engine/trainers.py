@@ -9,11 +9,17 @@
 All three build the optimizer of ``SOLVER.OPTIMIZER`` (detectron2's SGD, or Adam), and their checkpointer
 raises when a checkpoint does not fit the config (:func:`wssis_d2.checkpoint_check.checked`).
 """
+import logging
 import os
+import weakref
 
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import (MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
                              get_detection_dataset_dicts)
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
+from detectron2.engine.train_loop import TrainerBase
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..checkpoint_check import checked
 from ..data.dataset_mapper import WSSISDatasetMapper
@@ -22,6 +28,7 @@ from ..evaluation import build_coco_evaluator, build_pseudo_label_exporter
 from ..mrn.build import (build_mrn_evaluator, build_mrn_test_loader, build_mrn_train_loader, build_optimizer,
                          is_mrn_config)
 from ..pseudo import build_pseudo_label_loader, is_pseudo_label_dataset
+from .launch import create_ddp_model
 
 __all__ = ["Trainer", "MRNTrainer", "PseudoLabelTrainer", "trainer_class", "train_dataset_dicts"]
 
@@ -36,11 +43,28 @@ def train_dataset_dicts(cfg):
 
 class _CheckedTrainer(DefaultTrainer):
     """DefaultTrainer whose checkpointer refuses a checkpoint that does not fit the config (keys / shapes
-    named) on ``resume_or_load``, instead of detectron2's silent partial load."""
+    named) on ``resume_or_load``, instead of detectron2's silent partial load, and whose DDP model also
+    works on the CPU (GLOO processes, :mod:`wssis_d2.engine.launch`)."""
 
     def __init__(self, cfg):
-        super().__init__(cfg)
-        checked(self.checkpointer)
+        # detectron2 0.6's DefaultTrainer.__init__, step for step, except that the model is wrapped by
+        # our create_ddp_model: detectron2's passes device_ids=[local rank], which torch's DDP refuses
+        # for a CPU model. On CUDA ours is detectron2's. Keep in step with the pinned detectron2's.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):  # setup_logger not called for d2
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = checked(DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
 
 class Trainer(_CheckedTrainer):

@@ -227,8 +227,10 @@ class WSSISSOLOv2(nn.Module):
         if mask_preds:
             loss_mask = dice_loss(torch.cat(mask_preds), torch.cat(mask_targets)).mean()
         else:
-            # No positive cell in the batch: keep the kernel branch in the graph with a zero loss.
-            loss_mask = sum(k.sum() for k in heads.kernels) * 0.0
+            # No positive cell in the batch: keep the kernel branch and the mask branch in the graph with
+            # a zero loss, so every parameter gets a (zero) gradient: DDP without find_unused_parameters
+            # fails on the next iteration when one process's parameter got none.
+            loss_mask = (sum(k.sum() for k in heads.kernels) + heads.mask_feats.sum()) * 0.0
         return {"loss_cate": loss_cate * self.focal_weight, "loss_mask": loss_mask * self.dice_weight}
 
     # ------------------------------------------------------------------ inference

@@ -20,10 +20,10 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 
 import detectron2.utils.comm as comm
-from detectron2.engine import launch
 from detectron2.utils.logger import setup_logger
 
 from ..data.json_io import load_json, write_json_atomic
+from ..engine.launch import launch  # detectron2's; GLOO processes without CUDA
 from ..utils.part_files import atomic_output
 
 __all__ = ["MARKER", "StageRunner", "read_marker", "jsonable", "stage_logging", "LOGGER_NAMES"]
@@ -109,7 +109,7 @@ class StageRunner:
 
     Args:
         output_dir: the run's root (stage folders are ``<output_dir>/<stage>``).
-        num_gpus: processes per launched stage (detectron2 ``launch``; 1 = in this process).
+        num_gpus: processes per launched stage (detectron2 ``launch``, GLOO without CUDA; 1 = in this process).
         dist_url: ``launch``'s ``dist_url``.
         num_threads: torch intra-op threads in launched stages (0 = leave torch's default).
         default_config: YAML text saved as ``<stage>/config.yaml`` for a stage that saved no config of
@@ -145,8 +145,9 @@ class StageRunner:
 
         Args:
             fn: the stage body, ``fn(*args) -> {"outputs": {key: path}, "metrics": {...}, ...}``.
-            launched: run ``fn`` through detectron2's ``launch`` with ``num_gpus`` processes (a
-                module-level function with picklable arguments); otherwise call it here.
+            launched: run ``fn`` in ``num_gpus`` processes through :func:`wssis_d2.engine.launch.launch`
+                (detectron2's; GLOO processes without CUDA), ``fn`` a module-level function with picklable
+                arguments; otherwise call it here.
             pre: called here before ``fn`` (e.g. preparing a training json).
             post: ``post(result) -> result``, called here after ``fn`` (e.g. a quality report).
         """
