@@ -357,3 +357,19 @@ def test_training_tile_without_objects_is_an_empty_example(tmp_path):
     empty = [x for x in (mapper(record) for _ in range(20)) if len(x["instances"]) == 0][:2]
     losses = model(empty)
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_training_image_without_annotations_is_an_empty_example(tmp_path):
+    """DATALOADER.FILTER_EMPTY_ANNOTATIONS False keeps images without objects: empty Instances with masks."""
+    import cv2
+    cfg = _cfg()
+    cfg.INPUT.MASK_FORMAT = "bitmask"
+    mapper = WSSISDatasetMapper(cfg, is_train=True)
+    path = str(tmp_path / "im.png")
+    cv2.imwrite(path, np.zeros((100, 120, 3), np.uint8))
+    out = mapper({"file_name": path, "height": 100, "width": 120, "image_id": 1, "annotations": []})
+    inst = out["instances"]
+    assert len(inst) == 0 and inst.gt_masks.tensor.shape[1:] == tuple(out["image"].shape[1:])
+    model = build_model(cfg)
+    model.train()
+    assert all(torch.isfinite(v) for v in model([out]).values())

@@ -151,7 +151,9 @@ class WSSISDatasetMapper(DatasetMapper):
                                           "takes polygons only: set INPUT.MASK_FORMAT bitmask")
             if self.tiles:
                 self._inside_tile(dataset_dict, transforms)
-            if self.tiles and not dataset_dict["annotations"]:  # a tile without objects: a negative example
+            if not any(not a.get("iscrowd", 0) for a in dataset_dict["annotations"]):
+                # No object (a tile without objects, or an image kept by FILTER_EMPTY_ANNOTATIONS False): a
+                # negative example. detectron2 would build Instances without gt_masks, which SOLOv2 needs.
                 dataset_dict.pop("annotations")
                 empty = Instances(image_shape, gt_boxes=Boxes(torch.zeros(0, 4)),
                                   gt_classes=torch.zeros(0, dtype=torch.int64))
