@@ -69,11 +69,14 @@ def draw_instances(image: np.ndarray, instances: Sequence[Mapping], scale: float
         vis.overlay_instances(masks=[instances[k]["mask"] for k in with_mask],
                               labels=[instances[k]["label"] for k in with_mask],
                               assigned_colors=[colors[k] for k in with_mask], alpha=0.4)
-    radius = max(1.5, 0.012 * max(h, w))
+    image_radius = max(1.5, 0.012 * max(h, w))
     for k, inst in enumerate(instances):
         if inst.get("point") is None:
             continue
         x, y = float(inst["point"][0]), float(inst["point"][1])
+        # A dot never hides its own mask: at most a fifth of the mask's size (small cells in large images).
+        radius = image_radius if k not in with_mask else max(
+            1.5, min(image_radius, 0.2 * float(np.sqrt(instances[k]["mask"].sum()))))
         vis.draw_circle((x, y), color=(0.05, 0.05, 0.05), radius=radius * 1.5)
         vis.draw_circle((x, y), color=colors[k], radius=radius)
         if k not in with_mask:  # a point label: name it next to its point
