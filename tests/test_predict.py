@@ -20,7 +20,8 @@ from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser
 
 from conftest import REPO, load_script, load_train_net, saved_catalogs
-from test_resume_kill import _kill_midway, _lines, _no_partial_files, _run, _tiny_model_weights
+from conftest import tiny_model_weights
+from test_resume_kill import _kill_midway, _lines, _no_partial_files, _run
 from wssis_d2 import PointPredictor, add_wssis_config
 from wssis_d2.checkpoint_check import CheckpointMismatchError
 from wssis_d2.data.categories import contiguous_category_map
@@ -155,7 +156,7 @@ def test_predictor_masks_equal_the_export(trained, tmp_path, opts):
 def test_refinement_equals_the_pipelines(trained, tmp_path):
     """PointPredictor(cfg, mrn_cfg) = the export refined by refine_pseudo_labels (MaskRefineNet in RGB, the
     SOLOv2 in BGR: the image is converted as the refinement stage reads it)."""
-    mrn_weights = _tiny_model_weights("configs/MRN/MRN_R18_cpu.yaml", str(tmp_path / "mrn.pth"),
+    mrn_weights = tiny_model_weights("configs/MRN/MRN_R18_cpu.yaml", str(tmp_path / "mrn.pth"),
                                       "MODEL.MRN.CROP_SIZE", "32")
     export = _export(trained, tmp_path, RESIZED)
     mrn_cfg = get_cfg()
@@ -187,7 +188,7 @@ def test_one_clear_error_per_bad_input(trained, tmp_path):
     for call, message in cases:
         with pytest.raises(WSSISInputError, match=message):
             predictor(*call)
-    mrn = _tiny_model_weights("configs/MRN/MRN_R18_cpu.yaml", str(tmp_path / "mrn.pth"))
+    mrn = tiny_model_weights("configs/MRN/MRN_R18_cpu.yaml", str(tmp_path / "mrn.pth"))
     with pytest.raises(CheckpointMismatchError, match="MaskRefineNet checkpoint"):
         PointPredictor(_cfg(trained, "MODEL.WEIGHTS", mrn))
     with pytest.raises(CheckpointMismatchError, match="other shapes"):
