@@ -76,7 +76,13 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
         if i == machine_rank:
             comm._LOCAL_PROCESS_GROUP = group
     comm.synchronize()  # as detectron2: avoids a timeout right after init_process_group
-    main_func(*args)
+    try:
+        main_func(*args)
+    finally:
+        # Tear the groups down before the interpreter exits: GLOO threads still alive at exit aborted a
+        # rank once here ("terminate called without an active exception", SIGABRT after a finished
+        # --eval-only run); current torch asks for destroy_process_group() before exit too.
+        dist.destroy_process_group()
 
 
 def create_ddp_model(model, **kwargs):
