@@ -27,7 +27,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 # The whole method on generated shapes (configs/pipeline/shapes_demo.yaml): prints the results table, writes
-# output/demo/results.{md,json} and overlays in output/demo/overlays/. 9-11 min on 2 CPU cores (README); resumable.
+# output/demo/results.{md,json} and overlays in output/demo/overlays/. 5-11 min on 2 CPU cores (README); resumable.
 demo: install
 	$(PY) tools/demo.py --output-dir output/demo
 

@@ -14,7 +14,7 @@ Runs (or resumes: finished stages are skipped) ``python -m wssis_d2.pipeline`` w
 - ``<output-dir>/models_ap.png``: a bar plot of the model rows' AP (ours and the paper's);
 - ``<output-dir>/overlays/<kind>/*.png``: one picture per image and kind, at full size.
 
-9-11 min on 2 CPU cores (README "Quick start": it depends on how fast the machine is that day).
+5-11 min on 2 CPU cores (README "Quick start": it depends on how fast the machine is that day).
 """
 import argparse
 import logging
