@@ -76,6 +76,32 @@ def test_outside_point_is_flagged_not_dropped(image_file):
     assert len(inst) == 3 and inst.gt_point_valid.tolist() == [True, True, False]
 
 
+def test_click_on_the_right_or_bottom_edge_is_valid_and_gets_a_mask(image_file):
+    """The image spans [0, W] x [0, H] (the point files' validation): x == W / y == H is a valid click, clamped
+    into the last grid cell, and gets its pseudo-label (it used to be flagged invalid: no mask, no count)."""
+    from detectron2.modeling import build_model
+    from wssis_d2 import add_wssis_config
+    import os
+    edge = [{"id": 8, "category_id": 1, "point_coords": [[float(W), float(H)]], "point_labels": [1]},
+            {"id": 9, "category_id": 0, "point_coords": [[float(W) + 0.5, 3.0]], "point_labels": [1]}]
+    out = _mapper(False, flip=False)(_point_dict(image_file, extra=edge))
+    inst = out["point_instances"]
+    assert inst.gt_point_valid.tolist() == [True, True, True, False]  # beyond the edge: still invalid
+    assert inst.gt_points[2].tolist() == [NEW_W, NEW_H]
+    cfg = get_cfg()
+    add_wssis_config(cfg)
+    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "configs", "CPU", "SOLOv2_tiny.yaml"))
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # every cell's mask covers the image (see test_pseudo_inference.py's model)
+        model.ins_head.kernel_pred.weight.zero_()
+        model.ins_head.kernel_pred.bias.fill_(1.0)
+        model.mask_head.out.norm.bias.fill_(1.0)
+        result = model([out])[0]
+    assert 8 in result["instances"].point_ids.tolist()
+    assert result["point_stats"]["num_invalid_points"] == 1
+
+
 def test_first_positive_point_and_empty_point_image(image_file):
     d = _point_dict(image_file)
     d["annotations"][0]["point_coords"] = [[1.0, 1.0], [8.0, 4.0]]

@@ -54,7 +54,7 @@ def point_annotations_to_instances(annos, transforms, image_shape):
         Instances of size (H, W) with
             gt_points (N, 2) float32: (x, y) in the transformed image's continuous pixel coordinates;
             gt_classes (N,) int64: contiguous class ids;
-            gt_point_valid (N,) bool: False where the point is outside [0, W) x [0, H) after the
+            gt_point_valid (N,) bool: False where the point is outside [0, W] x [0, H] after the
                 transforms (flagged, not dropped);
             gt_point_ids (N,) int64: the annotation ``id`` each point came from, -1 where absent;
             gt_sizes (N,) float32, only when every annotation has a ``bbox``: sqrt(w * h) of the
@@ -65,7 +65,9 @@ def point_annotations_to_instances(annos, transforms, image_shape):
     if len(points):
         points = transforms.apply_coords(points.copy())
     h, w = image_shape
-    valid = (points[:, 0] >= 0) & (points[:, 0] < w) & (points[:, 1] >= 0) & (points[:, 1] < h)
+    # The image spans [0, W] x [0, H] (as the point files' validation says): a click on the right or bottom
+    # edge is valid and falls into the last grid cell (grid.points_to_cells clamps it).
+    valid = (points[:, 0] >= 0) & (points[:, 0] <= w) & (points[:, 1] >= 0) & (points[:, 1] <= h)
     instances = Instances(tuple(image_shape))
     instances.gt_points = torch.as_tensor(points, dtype=torch.float32).reshape(-1, 2)
     instances.gt_classes = torch.as_tensor([int(a["category_id"]) for a in annos], dtype=torch.int64)
