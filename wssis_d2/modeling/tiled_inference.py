@@ -286,6 +286,5 @@ def _resize_instances(instances: Instances, output_hw: Tuple[int, int]) -> Insta
 def build_tiled_inference(cfg, min_input_side: int = 1) -> Optional[TiledInference]:
     """``TiledInference`` of ``cfg.INPUT.TILE``, or None when tiles are off (SIZE 0)."""
     if cfg.INPUT.TILE.SIZE == 0:
-        check_tile_settings(0, cfg.INPUT.TILE.OVERLAP, cfg.INPUT.TILE.SCALE)
         return None
     return TiledInference(cfg, min_input_side=min_input_side)
