@@ -28,12 +28,11 @@ def _rle_area(segm: dict) -> int:
     counts = segm["counts"]
     if isinstance(counts, list):
         return int(sum(counts[1::2]))  # uncompressed runs alternate 0s and 1s, starting with 0s
-    rle = dict(segm, counts=counts.encode("ascii") if isinstance(counts, str) else counts)
-    return int(mask_util.area(rle))
+    return rle_areas([segm])[0]
 
 
 def rle_areas(rles: Sequence[dict]) -> List[int]:
-    """Pixel counts of compressed RLEs (as ``mask_util.encode`` returns them), in chunks of 255: pycocotools
+    """Pixel counts of compressed RLEs (counts as bytes or str), in chunks of 255: pycocotools
     2.0.x's ``area()`` fails on longer lists under numpy 2 (its list length goes through a uint8)."""
     return [int(a) for i in range(0, len(rles), 255) for a in mask_util.area(list(rles[i:i + 255]))]
 

@@ -82,7 +82,7 @@ def instances_to_pseudo_annotations(instances, image_id: int, contiguous_to_id: 
     rles = [d["segmentation"] for d in coco]
     boxes = mask_util.toBbox(rles)  # the tight box of the RLE, not the scaled pred_boxes
     # pixel counts of the encoded RLEs (summing K full-size masks took seconds on large crowded images)
-    areas = rle_areas([{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in rles])
+    areas = rle_areas(rles)
     points = instances.pred_points.tolist()
     levels = instances.pred_levels.tolist()
     point_ids = instances.point_ids.tolist()

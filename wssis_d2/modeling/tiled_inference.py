@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from detectron2.config import configurable
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import Boxes, Instances
 
 from .plain_inference import ImageHeads
 from .point_inference import empty_point_instances
@@ -42,7 +42,7 @@ class TiledInference:
 
     @configurable
     def __init__(self, *, size: int, overlap: float, scale: float = 1.0, batch: int = 4,
-                 merge_threshold: float = 0.5, min_input_side: int = 1):
+                 merge_threshold: float = 0.5, min_input_side: int = 1, scale_range: Sequence[float] = (1.0, 1.0)):
         """
         Args:
             size: tile side in image pixels (> 0).
@@ -51,8 +51,9 @@ class TiledInference:
             batch: tiles per forward pass.
             merge_threshold: cross-tile duplicates: intersection over the smaller mask above this.
             min_input_side: the model's largest stride (a scaled tile must be at least that large).
+            scale_range: INPUT.TILE.TRAIN_SCALE_RANGE, checked with the other settings (training uses it).
         """
-        check_tile_settings(size, overlap, scale, min_input_side)
+        check_tile_settings(size, overlap, scale, min_input_side, scale_range)
         self.size = int(size)
         self.overlap = overlap_pixels(size, overlap)
         self.scale = float(scale)
@@ -62,9 +63,9 @@ class TiledInference:
     @classmethod
     def from_config(cls, cfg, min_input_side: int = 1):
         t = cfg.INPUT.TILE
-        check_tile_settings(t.SIZE, t.OVERLAP, t.SCALE, min_input_side, t.TRAIN_SCALE_RANGE)
         return {"size": t.SIZE, "overlap": t.OVERLAP, "scale": t.SCALE, "batch": t.BATCH,
-                "merge_threshold": t.MERGE_THRESHOLD, "min_input_side": min_input_side}
+                "merge_threshold": t.MERGE_THRESHOLD, "min_input_side": min_input_side,
+                "scale_range": t.TRAIN_SCALE_RANGE}
 
     # ------------------------------------------------------------------ tiles through the model
     def _tile_heads(self, model, image: torch.Tensor, tiles: torch.Tensor, ids: Sequence[int]
@@ -78,11 +79,10 @@ class TiledInference:
         for start in range(0, len(ids), self.batch):
             chunk = list(ids[start: start + self.batch])
             crops = torch.stack([image[:, y0:y1, x0:x1] for x0, y0, x1, y1 in tiles[chunk].tolist()])
-            crops = (crops.to(model.device).float() - model.pixel_mean) / model.pixel_std
-            if (sh, sw) != (th, tw):
-                crops = F.interpolate(crops, size=(sh, sw), mode="bilinear", align_corners=False,
-                                      antialias=self.scale < 1)
-            images = ImageList.from_tensors(list(crops), model.backbone.size_divisibility)
+            if (sh, sw) != (th, tw):  # resizing commutes with the per-channel normalisation done next
+                crops = F.interpolate(crops.to(model.device).float(), size=(sh, sw), mode="bilinear",
+                                      align_corners=False, antialias=self.scale < 1)
+            images = model.preprocess_image([{"image": c} for c in crops])  # normalised, padded: the model's
             heads = model.forward_heads(images)
             for i, t in enumerate(chunk):
                 yield t, ImageHeads(
