@@ -34,7 +34,7 @@ from wssis_d2.utils.errors import run_cli  # noqa: E402
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "pipeline",
                               "shapes_demo.yaml")
 # Pseudo-label stages drawn when the profile ran them.
-OVERLAY_STAGES = ("pseudo_threshold", "pseudo_adaptive", "pseudo_adaptive_mrn", "pseudo_oracle")
+OVERLAY_STAGES = ("pseudo_threshold", "pseudo_adaptive", "pseudo_adaptive_mrn", "pseudo_oracle_size")
 # Columns of comparison.png: (title, stage); "points" / "true masks" are the point labels / their true masks.
 COMPARISON = (("points", None), ("threshold (no points)", "pseudo_threshold"),
               ("adaptive pseudo-labels", "pseudo_adaptive"), ("adaptive + MRN", "pseudo_adaptive_mrn"),
