@@ -74,12 +74,13 @@ def main(argv=None):
                                                  os.path.join(pcfg.OUTPUT_DIR, "comparison.png"),
                                                  num_images=args.overlays)}
         results = load_json(out["results"]["json"])
-        if any(v is not None for v in results["models"].values()):
+        if results["models"].get("full_100") and any(v is not None for v in results["models"].values()):
             figures["models_ap"] = plot_model_rows(results["models"], os.path.join(pcfg.OUTPUT_DIR, "models_ap.png"),
                                                    percent=pcfg.DATA.PERCENT)
         logger.info(f"Figures: {', '.join(figures.values())}")
     print(out["results"]["markdown"])
-    print("Model rows beside the published ones (METHOD.md section 7; COCO test-dev, ResNet-101):\n")
+    print("Model rows beside the published ones (METHOD.md section 7; COCO test-dev, ResNet-101); shapes and "
+          "COCO AP are not one scale, the ratios to each 100% model are what compares:\n")
     print(paper_table(results["models"], pcfg.DATA.PERCENT) + "\n")
     print(f"Demo finished in {time.perf_counter() - t0:.0f} s. Results: {out['results']['md']}, "
           f"{out['results']['json']}; figures: {', '.join(figures.values())}; "
