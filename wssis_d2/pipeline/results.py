@@ -2,7 +2,7 @@
 
 ``results.json``::
 
-    {"pseudo_labels": {"threshold" | "fixed_best" | "adaptive" | "adaptive_mrn" | "oracle":
+    {"pseudo_labels": {"threshold" | "fixed_best" | "adaptive" | "adaptive_mrn" | "oracle_size":
                            quality report (wssis_d2.evaluation.quality.REPORT_KEYS) or null},
      "models": {"teacher" | "student_threshold" | "student_points" | "student_points_mrn" | "full_100":
                     segm mask AP on DATASETS.TEST (COCOEvaluator, percent) or null},
@@ -34,7 +34,7 @@ __all__ = ["MODEL_STAGES", "PSEUDO_STAGES", "best_fixed_level", "build_results",
 MODEL_STAGES = {"teacher": "teacher", "student_threshold": "student_threshold", "student_points": "student_points",
                 "student_points_mrn": "student_points_mrn", "full_100": "full_100"}
 PSEUDO_STAGES = {"threshold": "pseudo_threshold", "adaptive": "pseudo_adaptive",
-                 "adaptive_mrn": "pseudo_adaptive_mrn", "oracle": "pseudo_oracle"}
+                 "adaptive_mrn": "pseudo_adaptive_mrn", "oracle_size": "pseudo_oracle_size"}
 
 MODEL_LABELS = {
     "teacher": "teacher (full labels only)",

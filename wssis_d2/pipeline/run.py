@@ -1,6 +1,6 @@
 """The PointWSSIS pipeline, stage by stage (docs/PIPELINE.md):
 
-data -> teacher -> pseudo_threshold / pseudo_fixed / pseudo_adaptive / pseudo_oracle -> mrn_data -> mrn ->
+data -> teacher -> pseudo_threshold / pseudo_fixed / pseudo_adaptive / pseudo_oracle_size -> mrn_data -> mrn ->
 pseudo_adaptive_mrn -> [labels] -> student_threshold / student_points / student_points_mrn -> full_100 -> results.
 
 With ``DATA.KIND custom`` the ``labels`` stage writes ``OUTPUT_DIR/labels.json`` (every image, one annotation
@@ -52,7 +52,7 @@ STAGE_NEEDS = {
     "pseudo_threshold": ("teacher",),
     "pseudo_fixed": ("teacher",),
     "pseudo_adaptive": ("teacher",),
-    "pseudo_oracle": ("teacher",),
+    "pseudo_oracle_size": ("teacher",),
     "mrn_data": ("teacher",),
     "mrn": ("mrn_data",),
     "pseudo_adaptive_mrn": ("pseudo_adaptive", "mrn"),
@@ -66,7 +66,7 @@ STAGE_NEEDS = {
 # -> MRN -> student) first, the 100% model beside the teacher, the quality-only exports last.
 STAGE_PRIORITY = ("data", "teacher", "full_100", "pseudo_adaptive", "mrn_data", "mrn", "pseudo_adaptive_mrn",
                   "labels", "student_points_mrn", "pseudo_threshold", "student_threshold", "student_points",
-                  "pseudo_oracle", "pseudo_fixed")
+                  "pseudo_oracle_size", "pseudo_fixed")
 
 
 LABELS_FILE = "labels.json"
@@ -119,7 +119,7 @@ def plan_stages(pcfg) -> List[str]:
         "pseudo_fixed": "fixed_best" in pseudo,
         "pseudo_adaptive": bool({"adaptive", "adaptive_mrn"} & pseudo)
         or bool({"student_points", "student_points_mrn"} & models) or custom,
-        "pseudo_oracle": "oracle" in pseudo,
+        "pseudo_oracle_size": "oracle_size" in pseudo,
         "mrn_data": need_mrn,
         "mrn": need_mrn,
         "pseudo_adaptive_mrn": need_mrn,
@@ -323,7 +323,7 @@ def run_stage(runner, pcfg, stage: str, stages: List[str]) -> dict:
         _export(runner, pcfg, stage, [{"name": f"fixed_{lv}", "mode": "fixed",
                                        "opts": ["MODEL.WSSIS.FIXED_LEVEL", int(lv)]}
                                       for lv in pcfg.PSEUDO.FIXED_LEVELS])
-    elif stage in ("pseudo_adaptive", "pseudo_oracle"):
+    elif stage in ("pseudo_adaptive", "pseudo_oracle_size"):
         mode = stage.split("_", 1)[1]
         _export(runner, pcfg, stage, [{"name": mode, "mode": mode}])
     elif stage == "mrn_data":
