@@ -241,3 +241,31 @@ def test_refinement_killed_in_two_processes_resumes_in_one(refinement, tmp_path)
     assert run["resumed_images"] == done and run["world_size"] == 1, (run, done)
     assert f"{done} done earlier" in res.stdout + res.stderr
     assert not os.path.exists(parts), "part files removed"
+
+
+def _step(num_processes, out):
+    _run([sys.executable, "tests/dist_step.py", "--num-processes", str(num_processes), "--out", str(out)])
+    return torch.load(out, map_location="cpu", weights_only=False)
+
+
+def _max_abs_diff(a, b):
+    assert a.keys() == b.keys()
+    return max((a[n] - b[n]).abs().max().item() for n in a)
+
+
+def test_two_process_step_equals_one_process_step(tmp_path):
+    """SOLOv2's losses are normalised over the global batch: a DDP step of 2 processes with 2 of the 4
+    images each (3 + 0 and 1 + 2 objects) logs the loss and applies the gradient of 1 process on all 4
+    (float tolerance: the all-reduce adds in another order). And the sample-seeded loader
+    (DATALOADER.WSSIS_SAMPLE_SEEDS) gives every stream position the same sample and draws in both."""
+    one, two = _step(1, tmp_path / "one.pth"), _step(2, tmp_path / "two.pth")
+    assert one["losses"].keys() == two["losses"].keys() == {"loss_cate", "loss_mask"}
+    for k, v in one["losses"].items():
+        assert two["losses"][k] == pytest.approx(v, rel=1e-5)
+    scale = max(g.abs().max().item() for g in one["grads"].values())
+    assert _max_abs_diff(one["grads"], two["grads"]) < 1e-5 * scale
+    # what 2 processes normalising by their own counts would do: far outside that tolerance
+    assert _max_abs_diff(one["grads"], one["per_process"]["grads"]) > 1e-2 * scale
+    assert one["per_process"]["losses"]["loss_cate"] != pytest.approx(one["losses"]["loss_cate"], rel=1e-3)
+    assert two["samples"] == one["samples"]
+    assert len({s["np"] for s in one["samples"]}) == 8  # drawn per sample, not one value repeated

@@ -190,4 +190,8 @@ def add_wssis_config(cfg):
     # Missing / unreadable / truncated image files: False = stop with an error naming the file and image id;
     # True = skip them with a warning and a count (training: another image is drawn; export: left out).
     cfg.DATALOADER.WSSIS_SKIP_BAD_IMAGES = False
+    # Training augmentation draws seeded per sample from (SEED, position in the sampler's stream, dataset
+    # index): the same whatever the number of processes (wssis_d2/data/sample_seeds.py). False: detectron2's
+    # per-process RNGs (SEED + rank), so each image's draws depend on the process that loads it.
+    cfg.DATALOADER.WSSIS_SAMPLE_SEEDS = False
     # ------------------------------------------------------------ end of your own datasets (DATASETS.*)

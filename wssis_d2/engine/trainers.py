@@ -24,6 +24,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint_check import checked
 from ..data.dataset_mapper import WSSISDatasetMapper
 from ..data.images import check_image_files
+from ..data.sample_seeds import build_sample_seeded_train_loader
 from ..evaluation import build_coco_evaluator, build_pseudo_label_exporter
 from ..mrn.build import (build_mrn_evaluator, build_mrn_test_loader, build_mrn_train_loader, build_optimizer,
                          is_mrn_config)
@@ -81,8 +82,10 @@ class Trainer(_CheckedTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=WSSISDatasetMapper(cfg, is_train=True),
-                                            dataset=train_dataset_dicts(cfg))
+        mapper, dicts = WSSISDatasetMapper(cfg, is_train=True), train_dataset_dicts(cfg)
+        if cfg.DATALOADER.WSSIS_SAMPLE_SEEDS:
+            return build_sample_seeded_train_loader(cfg, mapper, dicts)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -1,4 +1,6 @@
 """SOLOv2 losses (pure functions)."""
+from typing import Optional
+
 import torch
 from fvcore.nn import sigmoid_focal_loss
 
@@ -24,15 +26,18 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3, smoot
 
 
 def category_focal_loss(
-    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, alpha: float, gamma: float
+    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, alpha: float, gamma: float,
+    normaliser: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Sigmoid focal loss of the category branch, normalised by the number of positive cells + 1.
+    """Sigmoid focal loss of the category branch, summed and divided by ``normaliser``: by default the
+    number of positive cells + 1 (one process; several: ``WSSISSOLOv2.losses`` passes the global count).
 
     Args:
         logits: (K, C) logits of K grid cells (all levels and images stacked).
         labels: (K,) long, class index per cell; ``num_classes`` is background.
         num_classes: C.
         alpha, gamma: focal loss parameters.
+        normaliser: scalar divisor; None: ``(labels < num_classes).sum() + 1``.
 
     Returns:
         Scalar loss.
@@ -41,4 +46,6 @@ def category_focal_loss(
     one_hot = torch.zeros_like(logits)
     one_hot[pos.nonzero(as_tuple=True)[0], labels[pos]] = 1.0
     loss = sigmoid_focal_loss(logits, one_hot, alpha=alpha, gamma=gamma, reduction="sum")
-    return loss / (pos.sum() + 1).to(loss.dtype)
+    if normaliser is None:
+        normaliser = pos.sum() + 1
+    return loss / normaliser.to(loss.dtype)

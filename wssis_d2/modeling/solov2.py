@@ -21,7 +21,9 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList, Instances, PolygonMasks
+from detectron2.utils import comm
 
+from ..utils.distributed import sum_over_processes
 from .heads import SOLOv2InstanceHead, SOLOv2MaskHead, instance_level_features
 from .losses import category_focal_loss, dice_loss
 from .plain_inference import ImageHeads, PlainDecoder
@@ -185,7 +187,8 @@ class WSSISSOLOv2(nn.Module):
 
     # ------------------------------------------------------------------ training
     def losses(self, heads: HeadOutputs, gt_instances: List[Instances], input_hw: Tuple[int, int]):
-        """Focal loss over all cells and Dice loss over positive cells.
+        """Focal loss over all cells and Dice loss over positive cells, normalised over the global batch
+        (all processes: the positive counts are summed over them; one process: the published losses).
 
         Args:
             heads: outputs of ``forward_heads``.
@@ -223,9 +226,20 @@ class WSSISSOLOv2(nn.Module):
             ]
         )
         labels = torch.cat(cate_labels)
-        loss_cate = category_focal_loss(logits, labels, self.num_classes, self.focal_alpha, self.focal_gamma)
+        world = comm.get_world_size()
+        cate_norm = mask_norm = None  # one process: its own counts (the published normalisation)
+        if world > 1:
+            # Several processes (DDP averages their gradients): divide by the counts of the whole global
+            # batch over W, so that the averaged gradient is one process's on the whole batch
+            # (wssis_d2.utils.distributed). Focal: positive cells + 1; Dice: positive masks (>= 1).
+            num_masks = labels.new_tensor(sum(len(m) for m in mask_targets))
+            total = sum_over_processes(torch.stack([(labels < self.num_classes).sum(), num_masks]).float())
+            cate_norm, mask_norm = (total[0] + 1) / world, total[1].clamp(min=1) / world
+        loss_cate = category_focal_loss(logits, labels, self.num_classes, self.focal_alpha, self.focal_gamma,
+                                        normaliser=cate_norm)
         if mask_preds:
-            loss_mask = dice_loss(torch.cat(mask_preds), torch.cat(mask_targets)).mean()
+            dice = dice_loss(torch.cat(mask_preds), torch.cat(mask_targets))
+            loss_mask = dice.mean() if mask_norm is None else dice.sum() / mask_norm
         else:
             # No positive cell in the batch: keep the kernel branch and the mask branch in the graph with
             # a zero loss, so every parameter gets a (zero) gradient: DDP without find_unused_parameters

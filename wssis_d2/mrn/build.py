@@ -25,6 +25,7 @@ from detectron2.solver import build_optimizer as build_d2_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..data.images import check_image_files
+from ..data.sample_seeds import build_sample_seeded_train_loader
 from ..utils.errors import WSSISInputError
 from .dataset_mapper import MRNDatasetMapper
 from .evaluator import MRNEvaluator
@@ -46,10 +47,14 @@ def is_mrn_config(cfg) -> bool:
 
 def build_mrn_train_loader(cfg):
     """detectron2's train loader with :class:`MRNDatasetMapper` (training mode), after checking that every
-    sample's image exists (``DATALOADER.WSSIS_SKIP_BAD_IMAGES``: skip missing ones with a count)."""
+    sample's image exists (``DATALOADER.WSSIS_SKIP_BAD_IMAGES``: skip missing ones with a count); with
+    ``DATALOADER.WSSIS_SAMPLE_SEEDS`` each sample's draws seeded per sample (``data.sample_seeds``)."""
     dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
     dicts = check_image_files(dicts, ", ".join(cfg.DATASETS.TRAIN), skip=cfg.DATALOADER.WSSIS_SKIP_BAD_IMAGES)
-    return build_detection_train_loader(cfg, mapper=MRNDatasetMapper(cfg, is_train=True), dataset=dicts)
+    mapper = MRNDatasetMapper(cfg, is_train=True)
+    if cfg.DATALOADER.WSSIS_SAMPLE_SEEDS:
+        return build_sample_seeded_train_loader(cfg, mapper, dicts)
+    return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
 
 def _collate(batch):

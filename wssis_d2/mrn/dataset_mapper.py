@@ -119,7 +119,8 @@ class MRNDatasetMapper:
         gt = torch.from_numpy(decode_segmentation(ann["gt_segmentation"], h, w))[None]
         point = torch.tensor([ann["point"]], dtype=torch.float32)
         classes = torch.tensor([ann["category_id"]], dtype=torch.long)
-        # Random scales use torch's global RNG: seeded per worker by detectron2's train loader.
+        # Random scales use torch's global RNG: seeded per worker by detectron2's train loader (per sample
+        # with DATALOADER.WSSIS_SAMPLE_SEEDS).
         box = crop_boxes(coarse, point, (h, w), self.box_scale, point_margin=self.point_margin,
                          empty_box_size=self.empty_box_size)
         inputs = make_mrn_inputs(image, coarse, point, box, out_size=self.crop_size,

@@ -53,6 +53,9 @@ def get_pipeline_cfg():
     cfg.SHARE_CORES = False
     # detectron2 SEED of every model stage (each process seeds with SEED + rank; < 0: random).
     cfg.SEED = 0
+    # DATALOADER.WSSIS_SAMPLE_SEEDS of every training stage: augmentation draws seeded per sample, so that
+    # --num-gpus N trains on the same draws as 1 process (docs/DISTRIBUTED.md). Off: detectron2's draws.
+    cfg.SAMPLE_SEEDS = False
 
     cfg.DATA = CN()
     # Datasets root; "" = $DETECTRON2_DATASETS (default "datasets"). The COCO splits are read from

@@ -47,7 +47,7 @@ def stage_cfg(pcfg, node: str, stage_dir: str, *, train: Sequence[str] = (), tes
     """The detectron2 config of a stage, frozen.
 
     Order: the node's model config <- SOLVER.MAX_ITER / STEPS of the node (STEPS scaled with MAX_ITER when
-    not given) <- NUM_CLASSES (SOLOv2 or MRN, from the data) and SEED <- ``auto_opts`` (the input scale the
+    not given) <- NUM_CLASSES (SOLOv2 or MRN, from the data), SEED and SAMPLE_SEEDS <- ``auto_opts`` (the input scale the
     data stage chose, ``pipeline/scale.py``; left out entirely when the node's OPTS or ``opts`` set any
     INPUT size or tile key) <- the node's OPTS <- ``opts`` <- DATASETS, OUTPUT_DIR and ``forced`` (never
     overridden).
@@ -70,6 +70,7 @@ def stage_cfg(pcfg, node: str, stage_dir: str, *, train: Sequence[str] = (), tes
         else:
             cfg.MODEL.SOLOV2.NUM_CLASSES = num_classes
     cfg.SEED = pcfg.SEED
+    cfg.DATALOADER.WSSIS_SAMPLE_SEEDS = pcfg.SAMPLE_SEEDS
     if auto_opts and not explicit_input_keys(node_opts + list(opts)):
         cfg.merge_from_list(list(auto_opts))
     cfg.merge_from_list(node_opts + list(opts))
