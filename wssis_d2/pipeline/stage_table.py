@@ -310,7 +310,10 @@ STAGE: Dict[str, Stage] = {s.name: s for s in STAGES}
 
 def stage_of_row(row: str) -> str:
     """The stage that fills results row ``row``."""
-    return next(s.name for s in STAGES if row in s.pseudo_rows + s.model_rows)
+    for stage in STAGES:
+        if row in stage.pseudo_rows + stage.model_rows:
+            return stage.name
+    raise KeyError(f"No stage of the table fills row {row!r}")
 
 
 def row_plan(pcfg) -> Tuple[List[str], List[str], Dict[str, str]]:
