@@ -163,9 +163,11 @@ def _export(ctx):
     then their quality reports, keyed by the stage's row (``fixed_<level>`` for the fixed levels)."""
     pcfg, stage = ctx.pcfg, ctx.stage
     row = stage.pseudo_rows[0] if stage.pseudo_rows else stage.mode
-    levels = (pcfg.PSEUDO.FIXED_LEVELS if stage.levels is None else stage.levels) if stage.mode == "fixed" else [None]
-    threshold = (pcfg.PSEUDO.THRESHOLD if stage.threshold is None else stage.threshold) \
-        if stage.mode == "threshold" else None
+    levels, threshold = [None], None
+    if stage.mode == "fixed":
+        levels = pcfg.PSEUDO.FIXED_LEVELS if stage.levels is None else stage.levels
+    elif stage.mode == "threshold":
+        threshold = pcfg.PSEUDO.THRESHOLD if stage.threshold is None else stage.threshold
     weights = os.path.join(ctx.runner.stage_dir("teacher"), "model_final.pth")
     jobs = []
     for level in levels:
