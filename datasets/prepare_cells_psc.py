@@ -9,7 +9,8 @@ images and label images into --root, and writes there, in time order (wssis_d2/d
 docs/DATA.md):
     full.json       frames 0-1, masks
     points.json     frames 2-44, one click per cell (rule centroid); points_gt.json: their masks
-    test.json       frames 45-49, masks (held out)
+    val.json        frames 45-46, masks (held out: for choosing settings)
+    test.json       frames 47-49, masks (held out: for reporting)
     train_all.json  frames 0-44, masks (the 100% model)
 file_name is relative to --root (use it as the image root). The masks are the challenge's silver truth
 (consensus of automatic methods; a few cells are unlabelled). A re-run with everything present only checks.

@@ -4,6 +4,7 @@ Not part of the package: the tests compare the batched filter with it, and the b
 (``tools/benchmark_point_filter.py``, ``tools/benchmark_pseudo_labels.py``) time it. It follows the same
 rules (module docstring of ``point_filter``) one point and one level at a time, in plain Python.
 """
+import math
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -61,11 +62,13 @@ def reference_select_point_masks(
             allowed = list(range(num_levels))
         elif mode == "fixed":
             allowed = [int(level) % num_levels]
-        elif mode == "oracle":
+        elif mode == "oracle_size":
             size = float(gt_sizes[i])
             inside = [l for l, (lo, hi) in enumerate(scale_ranges) if lo <= size < hi]
             dist = [max(lo - size, 0.0) + max(size - hi, 0.0) for lo, hi in scale_ranges]
-            allowed = inside or [l for l in range(num_levels) if dist[l] == min(dist)]
+            near = inside or [l for l in range(num_levels) if dist[l] == min(dist)]
+            centre = [math.sqrt(max(lo, 1) * max(hi if math.isfinite(hi) else lo, 1)) for lo, hi in scale_ranges]
+            allowed = [min(near, key=lambda l: (abs(math.log(max(size, 1e-6) / centre[l])), l))]
         else:
             raise ValueError(mode)
         cands.append(cand)
@@ -81,7 +84,7 @@ def reference_select_point_masks(
     first = {i: best_of(i, allowed_of[i]) for i in range(num_points) if allowed_of[i]}
 
     def key(i, l):
-        return (l, cands[i][l][1], int(classes[i]))
+        return (l, cands[i][l][1])  # a cell has one mask for every class
 
     def dist(i, l):
         grid = cate_logits[l].shape[-1]
@@ -89,6 +92,10 @@ def reference_select_point_masks(
         cy, cx = (r + 0.5) * h / grid, (c + 0.5) * w / grid
         return (float(points[i, 0]) - cx) ** 2 + (float(points[i, 1]) - cy) ** 2
 
+    first_classes = {}
+    for i in first:
+        first_classes.setdefault(key(i, first[i]), set()).add(int(classes[i]))
+    cross = {i for i in first if len(first_classes[key(i, first[i])]) > 1}
     avail = {i: set(allowed_of[i]) for i in first}
     pending, held, chosen, lost = set(first), set(), {}, set()
     for _ in range(num_levels if collision_rule == "reassign" else 1):
@@ -124,7 +131,13 @@ def reference_select_point_masks(
         group = [j for j in shared if key(j, chosen[j]) == key(i, chosen[i])]
         d = {j: (xs[None, :] - float(points[j, 0])) ** 2 + (ys[:, None] - float(points[j, 1])) ** 2 for j in group}
         nearest = torch.stack([d[j] for j in group]).min(dim=0).values
-        split[i] = out_mask[i] * (d[i] <= nearest)
+        own = d[i] <= nearest
+        fg = out_mask[i] > mask_thr
+        if fg.any():  # the foreground of the 3 x 3 block around its nearest foreground pixel
+            flat = int(d[i].masked_fill(~fg, float("inf")).flatten().argmin())
+            r, c = divmod(flat, feat_w)
+            own[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] |= fg[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2]
+        split[i] = out_mask[i] * own
     out_mask = split
     return PointMaskSelection(
         level=out_level,
@@ -135,4 +148,5 @@ def reference_select_point_masks(
         level_scores=out_level_scores,
         collided=torch.tensor([i in lost for i in range(num_points)], dtype=torch.bool),
         shared=torch.tensor([i in shared for i in range(num_points)], dtype=torch.bool),
+        cross_class=torch.tensor([i in cross for i in range(num_points)], dtype=torch.bool),
     )

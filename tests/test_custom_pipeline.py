@@ -107,12 +107,12 @@ def test_custom_pipeline_labels_json_one_annotation_per_click(data):
 
 def test_custom_run_without_optional_files_skips_rows(data):
     root, p = data
-    opts = _opts(p, val=False, gt=False) + ["ROWS.PSEUDO_LABELS", "['adaptive', 'oracle']",
+    opts = _opts(p, val=False, gt=False) + ["ROWS.PSEUDO_LABELS", "['adaptive', 'oracle_size']",
                                             "ROWS.MODELS", "['teacher', 'full_100']"]
     with saved_catalogs():
         pcfg = load_pipeline_cfg(TINY, opts, output_dir=str(root / "run_bare"))
         _, _, skipped = row_plan(pcfg)
-        assert set(skipped) == {"adaptive", "oracle", "full_100", "teacher"}
+        assert set(skipped) == {"adaptive", "oracle_size", "full_100", "teacher"}
         assert plan_stages(pcfg) == ["data", "teacher", "pseudo_adaptive", "labels"]
         run_pipeline(pcfg)
     results = json.load(open(os.path.join(pcfg.OUTPUT_DIR, "results.json")))

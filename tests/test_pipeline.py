@@ -22,7 +22,7 @@ from wssis_d2.pipeline.results import best_fixed_level
 from conftest import REPO, saved_catalogs
 
 TINY = os.path.join(REPO, "configs", "pipeline", "shapes_tiny.yaml")
-ALL_STAGES = ["data", "teacher", "pseudo_threshold", "pseudo_fixed", "pseudo_adaptive", "pseudo_oracle", "mrn_data",
+ALL_STAGES = ["data", "teacher", "pseudo_threshold", "pseudo_fixed", "pseudo_adaptive", "pseudo_oracle_size", "mrn_data",
               "mrn", "pseudo_adaptive_mrn", "student_threshold", "student_points", "student_points_mrn", "full_100"]
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -109,7 +109,7 @@ def test_comparison_of_two_runs(tiny_run, tmp_path):
     m, p = results["models"], results["pseudo_labels"]
     assert fig["student_gain"] == pytest.approx(m["student_points_mrn"] - m["teacher"])
     assert fig["adaptive_vs_fixed"] == pytest.approx(p["adaptive"]["AP"] - p["fixed_best"]["AP"])
-    assert fig["oracle_gap"] == pytest.approx(p["oracle"]["AP"] - p["adaptive"]["AP"])
+    assert fig["oracle_gap"] == pytest.approx(p["oracle_size"]["AP"] - p["adaptive"]["AP"])
     partial = {"models": {"teacher": 5.0, "full_100": 20.0, "student_points_mrn": None},
                "pseudo_labels": {"adaptive": {"AP": 30.0, "mean_iou": 0.5}, "threshold": {"AP": 12.5}}}
     fig2 = headline_figures(partial)

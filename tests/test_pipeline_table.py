@@ -26,7 +26,7 @@ def reference_plan(pseudo, models, custom):
         "pseudo_fixed": "fixed_best" in pseudo,
         "pseudo_adaptive": bool({"adaptive", "adaptive_mrn"} & pseudo)
         or bool({"student_points", "student_points_mrn"} & models) or custom,
-        "pseudo_oracle": "oracle" in pseudo,
+        "pseudo_oracle_size": "oracle_size" in pseudo,
         "mrn_data": need_mrn, "mrn": need_mrn, "pseudo_adaptive_mrn": need_mrn,
         "labels": custom,
     }
@@ -61,7 +61,7 @@ def test_table_is_consistent():
         assert [s.name for s in STAGES if row in s.pseudo_rows + s.model_rows] == [stage_of_row(row)]
     exports = {s.name: (s.mode, s.threshold, s.levels) for s in STAGES if s.mode}
     assert exports == {"pseudo_threshold": ("threshold", None, None), "pseudo_fixed": ("fixed", None, None),
-                       "pseudo_adaptive": ("adaptive", None, None), "pseudo_oracle": ("oracle", None, None)}
+                       "pseudo_adaptive": ("adaptive", None, None), "pseudo_oracle_size": ("oracle_size", None, None)}
     order = sorted(names, key=lambda n: STAGE[n].priority)
     assert order[:4] == ["data", "teacher", "full_100", "pseudo_adaptive"] and order[-1] == "pseudo_fixed"
 

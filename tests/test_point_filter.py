@@ -6,7 +6,7 @@ import torch
 
 from reference_point_filter import reference_select_point_masks
 from wssis_d2.modeling.grid import points_to_cells
-from wssis_d2.modeling.level_choice import argmax_finest, oracle_allowed_levels
+from wssis_d2.modeling.level_choice import argmax_finest, oracle_size_levels
 from wssis_d2.modeling.point_filter import PointMaskSelection, select_point_masks
 from wssis_d2.modeling.point_postprocess import point_mask_nms, postprocess_point_masks
 
@@ -67,6 +67,7 @@ def run(cate, kern, feats, pts, classes, **kw):
 def assert_same(out, ref, atol=1e-6, all_levels_allowed=True):
     assert torch.equal(out.collided, ref.collided)
     assert torch.equal(out.shared, ref.shared)
+    assert torch.equal(out.cross_class, ref.cross_class)
     assert torch.equal(out.level, ref.level)
     assert torch.equal(out.valid, ref.valid)
     assert torch.equal(out.cell, ref.cell)
@@ -130,34 +131,36 @@ def test_fixed_mode():
                            INPUT_HW, STRIDES, mode="fixed", level=5)
 
 
-def test_oracle_mode_uses_scale_ranges_then_score():
+def test_oracle_size_mode_takes_the_level_of_the_size_never_the_score():
     cate, kern, feats = make_scene()
     for level, logit in enumerate([6.0, 1.0, 2.0, 0.5, 0.2]):  # level 0 best overall, then 2, 1, 3, 4
         put(cate, kern, XY, level, 0, logit, 3, 8.0)
-    sizes = [30.0, 100.0, 170.0, 300.0, 600.0, 3000.0, 0.5]
-    # 30 -> {0}; 100, 170 -> {1, 2}: score picks 2 (not the first); 300 -> {2, 3}; 600 -> {3, 4};
-    # 3000 -> no range, nearest {4}; 0.5 -> nearest {0}
-    out = run(cate, kern, feats, [XY] * len(sizes), [0] * len(sizes), mode="oracle",
+    sizes = [30.0, 60.0, 100.0, 170.0, 300.0, 600.0, 3000.0, 0.5]
+    # centres sqrt(lo * hi): 9.8, 96, 192, 384, 905. 30 -> {0}; 60 in {0, 1}: nearer 96 (log) -> 1;
+    # 100 in {1, 2}: nearer 96 -> 1 although level 2 scores higher; 170 in {1, 2} -> 2; 300 in {2, 3} -> 3;
+    # 600 in {3, 4} -> 4; 3000 in no range: nearest 4; 0.5: nearest 0
+    out = run(cate, kern, feats, [XY] * len(sizes), [0] * len(sizes), mode="oracle_size",
               gt_sizes=torch.tensor(sizes), scale_ranges=SCALE_RANGES, collision_rule="share")
-    assert out.level.tolist() == [0, 2, 2, 2, 3, 4, 0]
-    # an empty level inside the allowed set is skipped; an allowed set with only empty levels -> no mask
+    assert out.level.tolist() == [0, 1, 1, 2, 3, 4, 4, 0]
+    # the oracle's level empty -> no mask (no other level to fall back to: the score never decides)
     kern[3].zero_()
-    kern[0].zero_()
-    out = run(cate, kern, feats, [XY] * 2, [0] * 2, mode="oracle",
-              gt_sizes=torch.tensor([600.0, 30.0]), scale_ranges=SCALE_RANGES, collision_rule="share")
-    assert out.level.tolist() == [4, -1] and out.valid.tolist() == [True, False]
-    adaptive = run(cate, kern, feats, [XY], [0])
-    assert adaptive.level.tolist() == [2]
+    out = run(cate, kern, feats, [XY] * 2, [0] * 2, mode="oracle_size",
+              gt_sizes=torch.tensor([300.0, 30.0]), scale_ranges=SCALE_RANGES, collision_rule="share")
+    assert out.level.tolist() == [-1, 0] and out.valid.tolist() == [False, True]
 
 
-def test_oracle_allowed_levels():
-    allowed = oracle_allowed_levels(torch.tensor([48.0, 96.0, 2500.0, 0.0]), SCALE_RANGES)
+def test_oracle_size_levels():
+    allowed = oracle_size_levels(torch.tensor([48.0, 96.0, 2500.0, 0.0, 1e9]), SCALE_RANGES)
     assert allowed.tolist() == [
-        [True, True, False, False, False],  # ranges are half-open [lo, hi), as the training targets
-        [False, True, True, False, False],  # 96 is the upper bound of level 0: not in it
+        [False, True, False, False, False],  # 48 in [1, 96) and [48, 192): log-nearer 96 than 9.8
+        [False, True, False, False, False],  # 96 is the upper bound of level 0 (half-open): in 1 and 2
         [False, False, False, False, True],
         [True, False, False, False, False],
+        [False, False, False, False, True],
     ]
+    # open-ended last range: its centre counts as its lower bound
+    allowed = oracle_size_levels(torch.tensor([100.0, 1000.0]), [(1, 64), (32, float("inf"))])
+    assert allowed.tolist() == [[False, True], [False, True]]
 
 
 def test_ties_go_to_the_finer_level():
@@ -240,11 +243,18 @@ def test_same_cell_reassign_rule_nearest_keeps_others_move():
     keys = {(int(l), tuple(c)) for l, c in zip(out.level[:3], out.cell[:3].tolist())}
     assert len(keys) == 3  # a, b and other each have their own (level, cell)
     assert not torch.equal(out.mask_prob[0], out.mask_prob[1])
-    # other classes never collide
+    # points of other classes collide too (a cell has one mask for all classes), and are counted apart:
+    # b (class 2) and the copy of a (class 0) have logit -4 on every level, so both take the finer of
+    # their two equal-maskness levels, level 0 cell (1, 1); b is nearer its centre and keeps it, the copy
+    # finds level 2 held by a (class 1) and splits the level-0 mask with b.
     out = run(cate, kern, feats, pts, [1, 2, 1, 0], collision_rule="reassign")
+    assert out.level.tolist() == [2, 0, 2, 0] and out.cell.tolist() == [[0, 0], [1, 1], [0, 3], [1, 1]]
+    assert out.collided.tolist() == [False, False, False, True]
+    assert out.cross_class.tolist() == [False, True, False, True]
+    assert out.shared.tolist() == [False, True, False, True]
     share = run(cate, kern, feats, pts, [1, 2, 1, 0], collision_rule="share")
-    assert not out.collided.any() and torch.equal(out.level, share.level)
-    assert torch.equal(out.mask_prob, share.mask_prob)
+    assert share.cross_class.tolist() == [False, True, False, True] and not share.shared.any()
+    assert torch.equal(share.mask_prob[1], share.mask_prob[3])  # the published behaviour: one mask twice
 
 
 def test_same_cell_without_a_free_level_splits_the_mask():
@@ -254,8 +264,12 @@ def test_same_cell_without_a_free_level_splits_the_mask():
         assert out.level.tolist() == [2, 2] and out.shared.tolist() == [True, True]
         whole = run(cate, kern, feats, pts[:1], [1], mode="fixed", level=2).mask_prob[0]
         m0, m1 = out.mask_prob[0] > 0.5, out.mask_prob[1] > 0.5
-        assert not (m0 & m1).any() and torch.equal(m0 | m1, whole > 0.5)  # a partition of the cell mask
-        assert m0.sum() > 0 and m1.sum() > 0
+        assert torch.equal(m0 | m1, whole > 0.5)  # together they cover the cell mask ...
+        # ... and split it, except for the 3 x 3 block around each point's nearest pixel (both points lie
+        # in 1/4-res pixel (2, 2)), which each keeps
+        both = torch.zeros_like(m0)
+        both[1:4, 1:4] = True
+        assert torch.equal(m0 & m1, both & (whole > 0.5)) and m0.sum() > 9 and m1.sum() > 9
     # split rule in adaptive mode: no move to level 0, the colliding points split their first choice
     out = run(cate, kern, feats, pts, [1, 1, 1, 1], collision_rule="split")
     assert out.level.tolist() == [2, 2, 2, 2] and out.shared.tolist() == [True, True, False, True]
@@ -297,7 +311,7 @@ def test_input_checks_and_no_points():
     with pytest.raises(ValueError):
         select_point_masks(cate, kern, feats, torch.zeros(1, 2), torch.tensor([0]), INPUT_HW, STRIDES, mode="x")
     with pytest.raises(ValueError):
-        select_point_masks(cate, kern, feats, torch.zeros(1, 2), torch.tensor([0]), INPUT_HW, STRIDES, mode="oracle")
+        select_point_masks(cate, kern, feats, torch.zeros(1, 2), torch.tensor([0]), INPUT_HW, STRIDES, mode="oracle_size")
 
 
 def random_inputs(seed, num_points, feat_hw=(12, 16), grids=GRIDS, num_classes=4, num_embed=8):
@@ -327,7 +341,7 @@ def random_inputs(seed, num_points, feat_hw=(12, 16), grids=GRIDS, num_classes=4
 
 @pytest.mark.parametrize("rules", [("reassign", "before"), ("split", "before"), ("share", "before"),
                                    ("reassign", "after")])
-@pytest.mark.parametrize("mode", ["adaptive", "fixed", "oracle"])
+@pytest.mark.parametrize("mode", ["adaptive", "fixed", "oracle_size"])
 def test_batched_equals_per_point_loop(mode, rules):
     levels_seen, invalid_seen, pruned_seen, collided_seen = set(), 0, 0, 0
     for seed, num_points in [(0, 1), (1, 17), (2, 50), (3, 50), (4, 120)]:

@@ -193,7 +193,7 @@ def test_one_clear_error_per_bad_input(trained, tmp_path):
         PointPredictor(_cfg(trained, "MODEL.WEIGHTS", mrn))
     with pytest.raises(CheckpointMismatchError, match="other shapes"):
         PointPredictor(_cfg(trained, "MODEL.SOLOV2.NUM_CLASSES", "3"))
-    for mode in ("threshold", "oracle"):
+    for mode in ("threshold", "oracle_size"):
         with pytest.raises(WSSISInputError, match=f"PSEUDO_LABEL_MODE '{mode}'"):
             PointPredictor(_cfg(trained, "MODEL.WSSIS.PSEUDO_LABEL_MODE", mode))
     assert len(predictor(image, np.zeros((0, 2)), [])) == 0  # no click: no row, no error

@@ -1,5 +1,5 @@
 """End to end: train_net.py --eval-only with the pseudo-label config on a tiny generated shapes split
-(random-init model) writes a pseudo-label json of the documented schema; oracle and mask sets too."""
+(random-init model) writes a pseudo-label json of the documented schema; size oracle and mask sets too."""
 import json
 import os
 
@@ -82,10 +82,10 @@ def test_eval_only_exports_adaptive_pseudo_labels(split, tmp_path):
 def test_eval_only_oracle_on_points_and_mask_sets(split, tmp_path):
     names, paths = split
     export = str(tmp_path / "{dataset}.json")
-    _eval_only(tmp_path, [names["points"], names["points_gt"]], "MODEL.WSSIS.PSEUDO_LABEL_MODE", "oracle",
+    _eval_only(tmp_path, [names["points"], names["points_gt"]], "MODEL.WSSIS.PSEUDO_LABEL_MODE", "oracle_size",
                "MODEL.WSSIS.EXPORT_PATH", export)
-    from_points = _check_schema(export.format(dataset=names["points"]), paths["points"], "oracle")
-    from_masks = _check_schema(export.format(dataset=names["points_gt"]), paths["points"], "oracle")
+    from_points = _check_schema(export.format(dataset=names["points"]), paths["points"], "oracle_size")
+    from_masks = _check_schema(export.format(dataset=names["points_gt"]), paths["points"], "oracle_size")
     # the points computed from the masks are the split's points: same pseudo-labels
     strip = [{k: v for k, v in a.items() if k != "id"} for a in from_points["annotations"]]
     assert strip == [{k: v for k, v in a.items() if k != "id"} for a in from_masks["annotations"]]

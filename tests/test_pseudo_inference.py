@@ -1,4 +1,4 @@
-"""WSSISSOLOv2 on point images: one row per valid point, output-pixel points, modes, oracle sizes."""
+"""WSSISSOLOv2 on point images: one row per valid point, output-pixel points, modes, size-oracle sizes."""
 import os
 
 import pytest
@@ -91,7 +91,7 @@ def test_point_mode_one_row_per_valid_point(model):
     assert inst.image_size == (OH, OW)
     assert len(inst) == 4, "one row per valid point (the invalid one gets no mask)"
     assert stats == {"num_points": 5, "num_invalid_points": 1, "num_points_without_mask": 1,
-                     "num_collisions": 1, "num_points_capped": 0}
+                     "num_collisions": 1, "num_cross_class_collisions": 0, "num_points_capped": 0}
     assert inst.point_ids.tolist() == [11, 12, 13, 15]
     valid_xy = torch.tensor([p for p, v in zip(POINTS, VALID) if v])
     torch.testing.assert_close(inst.pred_points, valid_xy * torch.tensor([OW / W, OH / H]))
@@ -144,12 +144,14 @@ def test_no_cap_by_default_300_points(model):
     finally:
         model.point_decoder = saved
     assert len(out["instances"]) == 300 and out["point_stats"]["num_points_capped"] == 0
+    # every mask of this model covers the image: points of all classes meet in cells, counted apart
+    assert out["point_stats"]["num_collisions"] > 0 and out["point_stats"]["num_cross_class_collisions"] > 0
     assert sorted(out["instances"].point_ids.tolist()) == list(range(1, 301))
 
 
 def test_oracle_needs_sizes_and_follows_scale_ranges(model, decoder):
-    decoder(PointLevelDecoder(_cfg(), mode="oracle"))
-    with pytest.raises(ValueError, match="oracle.*true instance size"):
+    decoder(PointLevelDecoder(_cfg(), mode="oracle_size"))
+    with pytest.raises(ValueError, match="oracle_size.*true instance size"):
         _run(model, _points(POINTS, CLASSES, VALID, IDS))
     # tiny config ranges: (1, 48) (24, 96) (48, 192) (96, 384) (192, 2048): 10 -> level 0, 1000 -> level 4
     inst = _run(model, _points(POINTS, CLASSES, VALID, IDS, sizes=[10, 1000, 10, 10, 1000]))[0]["instances"]

@@ -8,6 +8,7 @@ import pycocotools.mask as mask_util
 import pytest
 
 from wssis_d2.evaluation import REPORT_KEYS, compare_reports, format_report, pseudo_label_quality
+from wssis_d2.evaluation.oracle_best import oracle_best_labels
 
 H, W = 64, 64
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -148,3 +149,47 @@ def test_report_sees_every_pseudo_label_of_a_crowded_image():
     assert report["AP"] == pytest.approx(100.0) and report["AP50"] == pytest.approx(100.0)
     assert report["mean_iou"] == pytest.approx(1.0) and report["coverage"] == pytest.approx(1.0)
     assert report["levels"] == {0: 300}
+
+
+def test_scored_ap_uses_the_pseudo_labels_own_scores():
+    """Two detections of one object: with every score 1 the wrong one (file order first) ranks equal to
+    the right one; with its own lower score it ranks last, so the scored AP is the higher one."""
+    wrong = {"image_id": 1, "category_id": 3, "segmentation": _rle(_box(30, 40, 30, 40)), "iscrowd": 0,
+             "score": 0.05, "point_ann_id": -1, "level": -1}
+    pseudo = _pseudo(mode="threshold")
+    pseudo["annotations"] = [wrong] + pseudo["annotations"]
+    r = pseudo_label_quality(pseudo, _gt())
+    assert r["AP_scored"] == pytest.approx(100) and r["AP"] < 100
+    r = pseudo_label_quality(_pseudo(), _gt())
+    assert r["AP_scored"] == pytest.approx(r["AP"])
+
+
+def _level_file(masks, level):
+    p = _pseudo(masks, mode="fixed")
+    p["info"]["settings"] = {"fixed_level": level}
+    for a in p["annotations"]:
+        a["level"] = level
+    return p
+
+
+def test_oracle_best_keeps_each_clicks_best_level():
+    # level 0: click 11 exact, 12 shifted (IoU 0.6), 21 missing; level 1: 11 shifted, 12 exact, 21 exact;
+    # level 2: everything exact but 11 (missing): ties with level 1 go to level 1 (the finer)
+    files = [_level_file({12: _box(20, 60, 30, 70), 21: None}, 0),
+             _level_file({11: _box(5, 15, 7, 17)}, 1),
+             _level_file({11: None}, 2)]
+    best = oracle_best_labels(files, _gt())
+    got = {a["point_ann_id"]: a["level"] for a in best["annotations"]}
+    assert got == {11: 0, 12: 1, 21: 1}
+    assert best["info"]["clicks_per_source"] == [1, 2, 0] and best["info"]["num_points_without_mask"] == 0
+    assert [a["id"] for a in best["annotations"]] == [1, 2, 3]
+    report = pseudo_label_quality(best, _gt())
+    assert report["mean_iou"] == pytest.approx(1.0)
+    for f in files:  # the bound, by construction
+        assert report["mean_iou"] >= pseudo_label_quality(f, _gt())["mean_iou"]
+    # a click without a mask on any level stays without one
+    none = oracle_best_labels([_level_file({21: None}, 0)], _gt())
+    assert {a["point_ann_id"] for a in none["annotations"]} == {11, 12}
+    assert none["info"]["num_points_without_mask"] == 1
+    with pytest.raises(ValueError):
+        oracle_best_labels([], _gt())

@@ -34,7 +34,7 @@ from wssis_d2.utils.errors import run_cli  # noqa: E402
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "pipeline",
                               "shapes_demo.yaml")
 # Pseudo-label stages drawn when the profile ran them.
-OVERLAY_STAGES = ("pseudo_threshold", "pseudo_adaptive", "pseudo_adaptive_mrn", "pseudo_oracle")
+OVERLAY_STAGES = ("pseudo_threshold", "pseudo_adaptive", "pseudo_adaptive_mrn", "pseudo_oracle_size")
 # Columns of comparison.png: (title, stage); "points" / "true masks" are the point labels / their true masks.
 COMPARISON = (("points", None), ("threshold (no points)", "pseudo_threshold"),
               ("adaptive pseudo-labels", "pseudo_adaptive"), ("adaptive + MRN", "pseudo_adaptive_mrn"),
@@ -74,12 +74,13 @@ def main(argv=None):
                                                  os.path.join(pcfg.OUTPUT_DIR, "comparison.png"),
                                                  num_images=args.overlays)}
         results = load_json(out["results"]["json"])
-        if any(v is not None for v in results["models"].values()):
+        if results["models"].get("full_100") and any(v is not None for v in results["models"].values()):
             figures["models_ap"] = plot_model_rows(results["models"], os.path.join(pcfg.OUTPUT_DIR, "models_ap.png"),
                                                    percent=pcfg.DATA.PERCENT)
         logger.info(f"Figures: {', '.join(figures.values())}")
     print(out["results"]["markdown"])
-    print("Model rows beside the published ones (METHOD.md section 7; COCO test-dev, ResNet-101):\n")
+    print("Model rows beside the published ones (METHOD.md section 7; COCO test-dev, ResNet-101); shapes and "
+          "COCO AP are not one scale, the ratios to each 100% model are what compares:\n")
     print(paper_table(results["models"], pcfg.DATA.PERCENT) + "\n")
     print(f"Demo finished in {time.perf_counter() - t0:.0f} s. Results: {out['results']['md']}, "
           f"{out['results']['json']}; figures: {', '.join(figures.values())}; "

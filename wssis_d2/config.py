@@ -116,8 +116,8 @@ def add_wssis_config(cfg):
     # ---------------------------------------------------------------- pseudo-labels (MODEL.WSSIS)
     cfg.MODEL.WSSIS = CN()
     # How point images are decoded: "adaptive" (APS: best level per point), "fixed" (FIXED_LEVEL for every
-    # point), "oracle" (level from the true instance size; needs sizes) or "threshold" (SSIS baseline:
-    # points ignored, ordinary inference kept where score >= THRESHOLD).
+    # point), "oracle_size" (the level whose scale range holds the true instance size; needs sizes) or
+    # "threshold" (SSIS baseline: points ignored, ordinary inference kept where score >= THRESHOLD).
     cfg.MODEL.WSSIS.PSEUDO_LABEL_MODE = "adaptive"
     # Level index (0 = finest, P2) used by every point in "fixed" mode.
     cfg.MODEL.WSSIS.FIXED_LEVEL = 0

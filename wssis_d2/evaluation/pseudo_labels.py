@@ -5,7 +5,8 @@ The file is what the MaskRefineNet stage and the student training read; its sche
 
     {"info": {"tool", "mode", "config_file", "weights", "dataset", "image_root", "source_json",
               "num_images", "num_images_processed", "num_points", "num_invalid_points",
-              "num_points_without_mask", "num_collisions", "num_points_capped", "num_annotations",
+              "num_points_without_mask", "num_collisions", "num_cross_class_collisions",
+              "num_points_capped", "num_annotations",
               "num_images_without_pseudo_labels",
               "settings", "point_convention"},
      "images": [{"id", "file_name", "height", "width"}, ...],        # all images of the source set
@@ -103,7 +104,8 @@ def instances_to_pseudo_annotations(instances, image_id: int, contiguous_to_id: 
     ]
 
 
-COUNTED = ("num_points", "num_invalid_points", "num_points_without_mask", "num_collisions", "num_points_capped")
+COUNTED = ("num_points", "num_invalid_points", "num_points_without_mask", "num_collisions",
+           "num_cross_class_collisions", "num_points_capped")
 
 
 def pseudo_label_totals(records: Iterable[dict]) -> Dict[str, Optional[int]]:
@@ -270,7 +272,8 @@ class PseudoLabelExporter(DatasetEvaluator):
             f"{self._dataset_name} to {self._output_path} ({totals['num_images_without_pseudo_labels']} images "
             f"without any, {totals['num_points']} points, "
             f"{totals['num_points_without_mask']} without mask, {totals['num_collisions']} lost their first-choice "
-            f"cell to a same-class point (same-cell collisions), {totals['num_points_capped']} dropped by MAX_PER_IMAGE)"
+            f"cell to another point (same-cell collisions; {totals['num_cross_class_collisions']} points chose a "
+            f"cell that a point of another class chose too), {totals['num_points_capped']} dropped by MAX_PER_IMAGE)"
         )
         summary = {k: float(v) for k, v in totals.items() if v is not None}
         return {"pseudo_labels": summary}

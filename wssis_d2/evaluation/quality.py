@@ -1,7 +1,8 @@
 """Quality of pseudo-labels against the true masks of the point images (METHOD.md section 6).
 
 This is *not* the teacher/student AP (ordinary inference on the validation set): it scores the
-pseudo-labels of the point images, with every score set to 1.0, against the points_gt file.
+pseudo-labels of the point images, with every score set to 1.0, against the points_gt file (and once
+more with their own scores: ``AP_scored``).
 
 Report keys (``pseudo_label_quality``):
 
@@ -11,6 +12,8 @@ Report keys (``pseudo_label_quality``):
   file, in percent as detectron2 prints them; every pseudo-label scores 1.0 (ties keep file order).
   Crowd GT regions (``iscrowd`` 1) are handled by COCOeval as usual: detections on them are ignored,
   not false positives. None where COCOeval has no GT of that size.
+* ``AP_scored``: ``AP`` with each pseudo-label's own ``score`` (the ranking a threshold method relies
+  on; METHOD.md's quality AP sets every score to 1).
 * ``mean_iou``: mean over the points of the IoU between the point's pseudo mask and its true mask,
   matched by ``point_ann_id`` == GT annotation id. A point with no pseudo mask counts IoU 0.
 * ``coverage``: fraction of the points that got a pseudo mask.
@@ -36,10 +39,9 @@ from ..data.validation import load_coco
 from .coco import has_fast_coco_eval
 from .ids import one_based_annotation_ids, usable_gt_masks
 
-__all__ = ["REPORT_KEYS", "pseudo_label_quality", "format_report", "compare_reports"]
+__all__ = ["REPORT_KEYS", "pseudo_label_quality", "point_ious", "format_report", "compare_reports"]
 
-REPORT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "mean_iou", "coverage", "levels")
-_AP_KEYS = REPORT_KEYS[:6]
+REPORT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP_scored", "mean_iou", "coverage", "levels")
 _AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}  # COCOeval's
 
 
@@ -120,36 +122,59 @@ def pseudo_label_quality(pseudo: Union[str, Mapping], gt: Union[str, Mapping]) -
     dets = []
     for a in anns:
         # Without "bbox", loadRes takes the area from the mask (its bbox branch would use the box area).
-        det = {k: v for k, v in a.items() if k not in ("id", "bbox", "area")}
-        det["score"] = 1.0
-        dets.append(det)
-    report = _coco_ap(coco_gt, dets, image_ids)
+        dets.append({k: v for k, v in a.items() if k not in ("id", "bbox", "area")})
+    report = _coco_ap(coco_gt, [dict(d, score=1.0) for d in dets], image_ids)
+    report["AP_scored"] = _coco_ap(coco_gt, [dict(d, score=float(d.get("score", 1.0))) for d in dets],
+                                   image_ids)["AP"]
 
-    no_point = set((gt.get("info") or {}).get("no_point_annotation_ids") or [])
-    points = [a for a in gt["annotations"] if not a.get("iscrowd", 0) and a["id"] not in no_point]
+    points = _gt_points(gt)
     threshold_mode = (pseudo.get("info") or {}).get("mode") == "threshold" or (
         anns and all(a.get("point_ann_id", -1) < 0 for a in anns)
     )
     if threshold_mode:
         report["mean_iou"], report["coverage"] = None, None
     else:
-        by_point = {}
-        for a in anns:  # one pseudo-label per point; should there be more, the highest score counts
-            pid = a.get("point_ann_id", -1)
-            if pid >= 0 and (pid not in by_point or a.get("score", 0) > by_point[pid].get("score", 0)):
-                by_point[pid] = a
-        ious = []
-        for g in points:
-            a = by_point.get(g["id"])
-            if a is None or a["image_id"] != g["image_id"]:
-                ious.append(0.0)
-                continue
-            ious.append(float(mask_util.iou([a["segmentation"]], [coco_gt.annToRLE(g)], [0])[0][0]))
-        covered = sum(1 for g in points if g["id"] in by_point)
-        report["mean_iou"] = sum(ious) / len(ious) if ious else None
-        report["coverage"] = covered / len(points) if points else None
+        ious, covered = point_ious(anns, points, coco_gt)
+        report["mean_iou"] = float(ious.mean()) if len(points) else None
+        report["coverage"] = float(covered.mean()) if len(points) else None
     report["levels"] = dict(sorted(Counter(int(a.get("level", -1)) for a in anns).items()))
     return {k: report[k] for k in REPORT_KEYS}
+
+
+def _gt_points(gt: Mapping) -> list:
+    """The clicked true instances: non-crowd GT annotations minus ``info["no_point_annotation_ids"]``."""
+    no_point = set((gt.get("info") or {}).get("no_point_annotation_ids") or [])
+    return [a for a in gt["annotations"] if not a.get("iscrowd", 0) and a["id"] not in no_point]
+
+
+def point_ious(anns, points, coco_gt: COCO):
+    """IoU of each point's pseudo mask with its true mask, matched by ``point_ann_id`` == GT ``id``.
+
+    Args:
+        anns: pseudo-label annotations (one per point; should there be more, the highest score counts).
+        points: the true annotations of the clicked instances (``_gt_points``).
+        coco_gt: the GT as a ``COCO`` (for ``annToRLE``).
+
+    Returns:
+        (ious, covered): two (len(points),) arrays, float IoU (0 without a pseudo mask) and bool.
+    """
+    by_point = {}
+    for a in anns:
+        pid = a.get("point_ann_id", -1)
+        if pid >= 0 and (pid not in by_point or a.get("score", 0) > by_point[pid].get("score", 0)):
+            by_point[pid] = a
+    ious = np.zeros(len(points))
+    covered = np.array([g["id"] in by_point for g in points], dtype=bool)
+    rows_of_image = {}
+    for k, g in enumerate(points):
+        a = by_point.get(g["id"])
+        if a is not None and a["image_id"] == g["image_id"]:
+            rows_of_image.setdefault(g["image_id"], []).append(k)
+    for rows in rows_of_image.values():  # one IoU matrix per image; its diagonal pairs point and GT
+        dt = [by_point[points[k]["id"]]["segmentation"] for k in rows]
+        gt = [coco_gt.annToRLE(points[k]) for k in rows]
+        ious[rows] = np.diag(np.asarray(mask_util.iou(dt, gt, [0] * len(gt))).reshape(len(dt), len(gt)))
+    return ious, covered
 
 
 def _fmt(value, digits=2):
@@ -160,12 +185,12 @@ def _fmt(value, digits=2):
 
 def format_report(report: Mapping[str, object]) -> str:
     """The report as a small text table."""
-    header = "| " + " | ".join(REPORT_KEYS[:8]) + " |"
+    header = "| " + " | ".join(REPORT_KEYS[:9]) + " |"
     row = "| " + " | ".join(
-        [_fmt(report[k]) for k in _AP_KEYS] + [_fmt(report["mean_iou"], 3), _fmt(report["coverage"], 3)]
+        [_fmt(report[k]) for k in REPORT_KEYS[:7]] + [_fmt(report["mean_iou"], 3), _fmt(report["coverage"], 3)]
     ) + " |"
     levels = ", ".join(f"{k}: {v}" for k, v in report["levels"].items()) or "-"
-    return "\n".join([header, "|" + "---|" * 8, row, f"levels: {levels}"])
+    return "\n".join([header, "|" + "---|" * 9, row, f"levels: {levels}"])
 
 
 def compare_reports(reports: Mapping[str, Mapping[str, object]], print_table: bool = True) -> str:
@@ -174,11 +199,12 @@ def compare_reports(reports: Mapping[str, Mapping[str, object]], print_table: bo
     Returns:
         the table (also printed when ``print_table``).
     """
-    cols = ["mode"] + list(REPORT_KEYS[:8]) + ["levels"]
+    cols = ["mode"] + list(REPORT_KEYS[:9]) + ["levels"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, r in reports.items():
         levels = " ".join(f"{k}:{v}" for k, v in r["levels"].items()) or "-"
-        cells = [name] + [_fmt(r[k]) for k in _AP_KEYS] + [_fmt(r["mean_iou"], 3), _fmt(r["coverage"], 3), levels]
+        cells = ([name] + [_fmt(r.get(k)) for k in REPORT_KEYS[:7]]
+                 + [_fmt(r["mean_iou"], 3), _fmt(r["coverage"], 3), levels])
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     if print_table:

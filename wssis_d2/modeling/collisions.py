@@ -4,7 +4,7 @@ Pure tensor functions for ``point_filter.select_point_masks``, one image at a ti
 points, L levels, G points sharing cells, (Hf, Wf) mask features at 1/4 of the padded input (H, W).
 Points are (x, y) in padded-input pixels (continuous convention, ``grid``).
 
-Two same-class points collide when they choose the same (level, cell): one cell, one mask, one object.
+Two points collide when they choose the same (level, cell), whatever their classes: one cell, one mask, one object.
 ``MODEL.WSSIS.COLLISION_RULE`` (``COLLISION_RULES``) decides: "reassign" (default; the point nearest the
 cell centre keeps it, the others move to their best free level, ``assign_cells``; with none left they
 split the cell's mask, ``split_shared_masks``), "split", or "share" (the same whole mask for each: the
@@ -13,6 +13,7 @@ published code's behaviour).
 from typing import Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from .level_choice import NEG_INF, argmax_finest
 
@@ -47,9 +48,9 @@ def assign_cells(
     valid: torch.Tensor,
     reassign: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Give each point its own (level, cell): the collision rule of same-class points.
+    """Give each point its own (level, cell): the collision rule of points in one cell.
 
-    Two points collide when they choose the same key (same class, level and cell). Rounds, batched over
+    Two points collide when they choose the same key (same level and cell). Rounds, batched over
     points (at most L rounds): every unresolved point proposes its best remaining level (highest score,
     ties to the finer level); among the points proposing one key, the one nearest the cell centre (ties:
     lower index) takes it, unless a point of an earlier round already holds it; the others lose that
@@ -58,7 +59,7 @@ def assign_cells(
 
     Args:
         scores: (M, L) float, -inf (or NaN) for candidates a point may not take.
-        keys: (M, L) long, one id per (class, level, cell): equal ids collide.
+        keys: (M, L) long, one id per (level, cell): equal ids collide.
         distances: (M, L) float, distance of the point to its cell centre on each level.
         valid: (M,) bool, points that have at least one candidate.
         reassign: move losers to their next best level; False: losers keep their first choice (split).
@@ -104,9 +105,13 @@ def assign_cells(
 
 
 def split_shared_masks(
-    mask_prob: torch.Tensor, points: torch.Tensor, keys: torch.Tensor, input_hw: Tuple[int, int]
+    mask_prob: torch.Tensor, points: torch.Tensor, keys: torch.Tensor, input_hw: Tuple[int, int],
+    mask_thr: float = 0.5,
 ) -> torch.Tensor:
     """Split each mask that several points share among them: a pixel goes to the nearest of those points.
+    Each point also keeps the foreground pixels (> ``mask_thr``) of the 3 x 3 block around the foreground
+    pixel nearest to it, so that points packed closer than the 1/4-res pixels keep a mask that survives
+    the upsampling to full resolution.
 
     Args:
         mask_prob: (G, Hf, Wf) soft masks of G points (identical within a group).
@@ -117,7 +122,7 @@ def split_shared_masks(
 
     Returns:
         (G, Hf, Wf): each point's part of its group's mask (0 elsewhere); pixels equidistant to two
-        points stay in both.
+        points stay in both, and so do the blocks around the points.
     """
     num, feat_h, feat_w = mask_prob.shape
     h, w = input_hw
@@ -129,4 +134,9 @@ def split_shared_masks(
     nearest = dist.new_full((int(group.max()) + 1 if num else 0, dist.shape[1]), float("inf"))
     nearest = nearest.scatter_reduce(0, group[:, None].expand_as(dist), dist, reduce="amin")
     own = dist <= nearest[group]
+    fg = mask_prob.reshape(num, -1) > mask_thr
+    seed = torch.zeros_like(own)
+    seed[torch.arange(num), dist.masked_fill(~fg, float("inf")).argmin(dim=1)] = True
+    block = F.max_pool2d(seed.reshape(num, 1, feat_h, feat_w).to(dist.dtype), 3, stride=1, padding=1)
+    own |= block.reshape(num, -1).bool() & fg
     return mask_prob * own.reshape(num, feat_h, feat_w).to(mask_prob.dtype)

@@ -8,12 +8,12 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["LEVEL_MODES", "allowed_levels", "argmax_finest", "oracle_allowed_levels"]
+__all__ = ["LEVEL_MODES", "allowed_levels", "argmax_finest", "oracle_size_levels"]
 
 NEG_INF = float("-inf")
 
-# adaptive: every level; fixed: one given level; oracle: the levels whose scale range holds the true size.
-LEVEL_MODES = ("adaptive", "fixed", "oracle")
+# adaptive: every level; fixed: one given level; oracle_size: the one level the true size belongs to.
+LEVEL_MODES = ("adaptive", "fixed", "oracle_size")
 
 
 def argmax_finest(scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -33,23 +33,31 @@ def argmax_finest(scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return level, valid
 
 
-def oracle_allowed_levels(gt_sizes: torch.Tensor, scale_ranges: Sequence[Sequence[float]]) -> torch.Tensor:
-    """Levels the oracle may pick for each instance size.
+def oracle_size_levels(gt_sizes: torch.Tensor, scale_ranges: Sequence[Sequence[float]]) -> torch.Tensor:
+    """The one level the true size belongs to, so that the score never decides (the size oracle).
+
+    The level whose range contains the size; where several do (overlapping ranges), the one whose centre
+    sqrt(lo * hi) is nearest in log scale; where none does, the nearest range (distance
+    max(lo - size, 0) + max(size - hi, 0)), again the nearest centre on ties; then the finer level.
 
     Args:
         gt_sizes: (M,) float, sqrt(w * h) of each true box in input pixels.
-        scale_ranges: L pairs (lo, hi) in input pixels, half-open [lo, hi) as in the training targets.
+        scale_ranges: L pairs (lo, hi) in input pixels, half-open [lo, hi) as in the training targets
+            (lo <= 0 counts as 1 and an infinite hi as lo for the centre).
 
     Returns:
-        (M, L) bool: the levels whose range contains the size, or, if none does, the levels whose range is
-        nearest (distance max(lo - size, 0) + max(size - hi, 0)).
+        (M, L) bool with exactly one True per row.
     """
     ranges = torch.as_tensor(scale_ranges, dtype=torch.float64, device=gt_sizes.device).reshape(-1, 2)
+    lo, hi = ranges[:, 0], ranges[:, 1]
     size = gt_sizes.to(torch.float64)[:, None]
-    inside = (size >= ranges[:, 0]) & (size < ranges[:, 1])  # half-open [lo, hi), as the training targets
-    dist = (ranges[:, 0] - size).clamp(min=0) + (size - ranges[:, 1]).clamp(min=0)
+    dist = (lo - size).clamp(min=0) + (size - hi).clamp(min=0)  # 0 inside [lo, hi], as the targets' test
+    dist = torch.where((size >= lo) & (size < hi), torch.zeros_like(dist), dist.clamp(min=1e-9))
+    centre = torch.log(lo.clamp(min=1)) + torch.log(torch.where(torch.isfinite(hi), hi, lo).clamp(min=1))
+    off_centre = (torch.log(size.clamp(min=1e-6)) - centre / 2).abs()
     nearest = dist == dist.min(dim=1, keepdim=True).values
-    return torch.where(inside.any(dim=1, keepdim=True), inside, nearest)
+    level = off_centre.masked_fill(~nearest, float("inf")).argmin(dim=1)  # first minimum: finer on ties
+    return torch.nn.functional.one_hot(level, len(ranges)).bool()
 
 
 def allowed_levels(
@@ -66,8 +74,8 @@ def allowed_levels(
 
     Args:
         level: the level index of mode "fixed" (negative counts from the coarsest).
-        gt_sizes: (M,) float true instance sizes of mode "oracle" (``oracle_allowed_levels``).
-        scale_ranges: L pairs (lo, hi) of mode "oracle".
+        gt_sizes: (M,) float true instance sizes of mode "oracle_size" (``oracle_size_levels``).
+        scale_ranges: L pairs (lo, hi) of mode "oracle_size".
     """
     if mode == "adaptive":
         return torch.ones(num_points, num_levels, dtype=torch.bool, device=device)
@@ -77,10 +85,10 @@ def allowed_levels(
         allowed = torch.zeros(num_points, num_levels, dtype=torch.bool, device=device)
         allowed[:, int(level) % num_levels] = True
         return allowed
-    if mode == "oracle":
+    if mode == "oracle_size":
         if gt_sizes is None or scale_ranges is None:
-            raise ValueError("mode='oracle' needs gt_sizes and scale_ranges")
+            raise ValueError("mode='oracle_size' needs gt_sizes and scale_ranges")
         if len(scale_ranges) != num_levels or tuple(gt_sizes.shape) != (num_points,):
-            raise ValueError("mode='oracle': need one scale range per level and one gt size per point")
-        return oracle_allowed_levels(gt_sizes.to(device), scale_ranges)
+            raise ValueError("mode='oracle_size': need one scale range per level and one gt size per point")
+        return oracle_size_levels(gt_sizes.to(device), scale_ranges)
     raise ValueError(f"unknown mode {mode!r}, expected one of {sorted(LEVEL_MODES)}")

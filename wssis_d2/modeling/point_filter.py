@@ -36,17 +36,17 @@ Rules (each one is tested in ``tests/test_point_filter.py``):
 - **No point, no mask.** A point whose allowed candidates are all empty is not valid: level -1, cell
   (-1, -1), score 0, an all-zero mask. There is no score threshold: the point itself is the evidence of
   an instance.
-- **Same-cell points (collisions).** Every point keeps its own output row. When same-class points
-  choose one (level, cell), ``collision_rule`` decides: "reassign" (default; the point nearest the cell
+- **Same-cell points (collisions).** Every point keeps its own output row. When points choose one
+  (level, cell), whatever their classes (a cell has one mask for every class), ``collision_rule`` decides: "reassign" (default; the point nearest the cell
   centre keeps it, the others move to their best free level, ``assign_cells``; with none left they
   split the cell's mask, ``split_shared_masks``), "split", or "share" (the same whole mask for each:
   the published code's behaviour, one object seen twice). ``point_mask_nms`` never lets one point
   suppress another point of the same cell.
 - **fixed** mode: one given level for every point (still the point's own cell on that level).
-- **oracle** mode: the allowed levels are those whose scale range (half-open [lo, hi), in input pixels,
-  as the training targets) contains the true size sqrt(w * h); if none does, the levels whose range is
-  nearest (absolute distance to the range). Among the allowed levels the highest score wins (ties:
-  finer). Overlapping ranges thus use the score, like adaptive mode restricted to the plausible levels.
+- **oracle_size** mode: exactly one level per point, from the true size sqrt(w * h) alone: the level
+  whose scale range (half-open [lo, hi), in input pixels, as the training targets) contains it; where
+  ranges overlap, the one whose centre sqrt(lo * hi) is nearest in log scale; where none contains it,
+  the nearest range (``level_choice.oracle_size_levels``). The score never decides.
 """
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
@@ -74,7 +74,9 @@ class PointMaskSelection(NamedTuple):
     level_scores: (M, L) float, score of every candidate level, -inf for empty candidates, NaN for
         candidates not evaluated (pruned: they cannot win; see ``select_point_masks(prune=...)``)
         (diagnostics, e.g. how often adaptive selection disagrees with the oracle).
-    collided: (M,) bool, points whose first-choice cell was taken by a same-class point (collision rule).
+    collided: (M,) bool, points whose first-choice cell was taken by another point (collision rule).
+    cross_class: (M,) bool, points whose first-choice cell was also the first choice of a point of another
+        class (a subset of the points in a collision: counted apart, the published code missed them).
     shared: (M,) bool, points whose mask is their part of a cell mask split with other points.
     """
 
@@ -86,6 +88,7 @@ class PointMaskSelection(NamedTuple):
     level_scores: torch.Tensor
     collided: Optional[torch.Tensor] = None
     shared: Optional[torch.Tensor] = None
+    cross_class: Optional[torch.Tensor] = None
 
 
 def select_point_masks(
@@ -122,11 +125,11 @@ def select_point_masks(
         classes: (M,) long, contiguous class index in [0, C).
         input_hw: (H, W) of the padded input the grids are laid over.
         strides: L ints, stride of each level; a mask with area <= stride (at 1/4 res) is empty.
-        mode: "adaptive" (best score over all levels), "fixed" (``level``) or "oracle" (``gt_sizes`` and
-            ``scale_ranges``).
+        mode: "adaptive" (best score over all levels), "fixed" (``level``) or "oracle_size" (``gt_sizes``
+            and ``scale_ranges``).
         level: the level index of mode "fixed".
-        gt_sizes: (M,) float, sqrt(w * h) of each true box in input pixels, for mode "oracle".
-        scale_ranges: L pairs (lo, hi) in input pixels, for mode "oracle".
+        gt_sizes: (M,) float, sqrt(w * h) of each true box in input pixels, for mode "oracle_size".
+        scale_ranges: L pairs (lo, hi) in input pixels, for mode "oracle_size".
         mask_thr: mask probability threshold.
         max_chunk_pixels: memory budget: at most this many mask pixels are held at once (the chosen masks
             are kept directly when all candidates fit in one chunk, else recomputed).
@@ -135,9 +138,9 @@ def select_point_masks(
             is never evaluated (candidates are visited in decreasing class probability). The choice,
             score and mask are exactly those of ``prune=False``; only ``level_scores`` differs (NaN for
             candidates not evaluated). ``prune=False`` evaluates every candidate of every level.
-        collision_rule: what happens when same-class points choose the same (level, cell): "reassign"
+        collision_rule: what happens when points (of any classes) choose the same (level, cell): "reassign"
             (the point nearest the cell centre keeps it, the others take their best remaining level whose
-            cell no other same-class point holds; with none left, "split"), "split" (they share the cell
+            cell no other point holds; with none left, "split"), "split" (they share the cell
             and split its mask: each pixel goes to the nearest of them), "share" (each gets the same
             whole mask: the published behaviour, the student sees one object twice).
         tiny_mask_rule: "before": a candidate whose mask area is <= its level's stride is excluded before
@@ -210,13 +213,16 @@ def select_point_masks(
     chosen, valid = argmax_finest(evaluated.masked_fill(~allowed, NEG_INF))
     rows = torch.arange(num_points, device=device)
     chosen_u = inverse[rows, chosen]  # (M,) index into the U candidate masks
-    # (class, level, cell) id of every candidate: equal ids are the same cell mask for the same class.
-    keys = inverse * num_classes + classes[:, None]
+    # (level, cell) id of every candidate: equal ids are the same cell mask, whatever the points' classes.
+    keys = inverse
     collided = torch.zeros(num_points, dtype=torch.bool, device=device)
     shared = collided.clone()
     first_keys = keys[rows, chosen].masked_fill(~valid, -1)
-    uniq_keys, counts = torch.unique(first_keys[valid], return_counts=True)
-    if bool((counts > 1).any()):  # same-class points chose the same cell
+    uniq_keys, group, counts = torch.unique(first_keys, return_inverse=True, return_counts=True)
+    cross_class = valid & _mixed_groups(group, classes, len(uniq_keys))
+    counts = counts[uniq_keys >= 0]
+    uniq_keys = uniq_keys[uniq_keys >= 0]
+    if bool((counts > 1).any()):  # points chose the same cell
         distances = cell_centre_distances(points.to(feats.dtype), cells, input_hw, grids)
         if collision_rule == "reassign":  # pruned alternatives of the colliding points need their scores
             members = valid & torch.isin(first_keys, uniq_keys[counts > 1])
@@ -251,7 +257,7 @@ def select_point_masks(
     mask_prob = mask_prob.reshape(num_points, feat_h, feat_w)
     if bool(shared.any()):
         mask_prob[shared] = split_shared_masks(
-            mask_prob[shared], points[shared].to(feats.dtype), keys[rows, chosen][shared], input_hw)
+            mask_prob[shared], points[shared].to(feats.dtype), keys[rows, chosen][shared], input_hw, mask_thr)
     score = torch.where(valid, level_scores[rows, chosen], level_scores.new_zeros(()))
     return PointMaskSelection(
         level=torch.where(valid, chosen, -1),
@@ -262,5 +268,13 @@ def select_point_masks(
         level_scores=level_scores,
         collided=collided,
         shared=shared,
+        cross_class=cross_class,
     )
+
+
+def _mixed_groups(group: torch.Tensor, classes: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """(M,) bool: points whose group (``group`` (M,) long in [0, num_groups)) holds more than one class."""
+    lo = classes.new_full((num_groups,), torch.iinfo(torch.long).max).scatter_reduce(0, group, classes, "amin")
+    hi = classes.new_full((num_groups,), -1).scatter_reduce(0, group, classes, "amax")
+    return (lo != hi)[group]
 

@@ -12,7 +12,7 @@ gt_point_valid, optionally gt_point_ids, gt_sizes):
     mode        decoder                  what it does
     adaptive    PointLevelDecoder        APS: every point tried on every level, best score wins
     fixed       PointLevelDecoder        one given level for every point
-    oracle      PointLevelDecoder        level from the true instance size (needs ``gt_sizes``)
+    oracle_size PointLevelDecoder        the level of the true instance size (needs ``gt_sizes``)
     threshold   ScoreThresholdDecoder    SSIS baseline: points ignored, ordinary inference, score >= thr
 
 Shape shorthand: L levels, C classes, E kernel length, (Hf, Wf) mask features = 1/4 of the padded input
@@ -31,10 +31,11 @@ image, "num_points_without_mask": points with no pseudo-label for any reason, in
 Rules of point modes: a point flagged invalid (``gt_point_valid`` False) gets no mask; a point whose
 candidates are all empty gets no mask (``select_point_masks``); a mask that becomes empty when resized
 to the output image is dropped (its point counts as without mask); there is no cap on pseudo-labels
-per image unless ``MODEL.WSSIS.MAX_PER_IMAGE`` > 0; same-class points that choose one cell follow
+per image unless ``MODEL.WSSIS.MAX_PER_IMAGE`` > 0; points (of any classes) that choose one cell follow
 ``MODEL.WSSIS.COLLISION_RULE`` (``point_filter.select_point_masks``). ``point_stats`` of the point modes
-also has "num_collisions" (points that lost their first-choice cell to another point) and
-"num_points_capped" (points a MAX_PER_IMAGE cap dropped).
+also has "num_collisions" (points that lost their first-choice cell to another point),
+"num_cross_class_collisions" (points whose first-choice cell was also chosen by a point of another class)
+and "num_points_capped" (points a MAX_PER_IMAGE cap dropped).
 """
 from typing import Dict, Optional, Sequence
 
@@ -76,7 +77,7 @@ def empty_point_instances(output_hw, device) -> Instances:
 
 
 class PointLevelDecoder:
-    """Point-guided pseudo-labels: one grid cell per point (modes adaptive, fixed, oracle)."""
+    """Point-guided pseudo-labels: one grid cell per point (modes adaptive, fixed, oracle_size)."""
 
     uses_points = True  # each output comes from a point (tiles: each point is decoded in one tile)
 
@@ -97,8 +98,8 @@ class PointLevelDecoder:
         """
         Args:
             strides: stride per level (the mask-area filter); scale_ranges: (lo, hi) per level (mode
-                "oracle"); mask_thr: mask probability threshold (``MODEL.SOLOV2``).
-            mode: "adaptive", "fixed" or "oracle" (``point_filter.select_point_masks``).
+                "oracle_size"); mask_thr: mask probability threshold (``MODEL.SOLOV2``).
+            mode: "adaptive", "fixed" or "oracle_size" (``point_filter.select_point_masks``).
             fixed_level: level index of mode "fixed".
             max_per_image: at most this many pseudo-labels per image, by score; <= 0 (default): no cap.
                 Points a cap drops are logged per image and counted in ``point_stats``.
@@ -106,7 +107,7 @@ class PointLevelDecoder:
             collision_rule, tiny_mask_rule: see ``point_filter.select_point_masks``.
         """
         if mode not in LEVEL_MODES:
-            raise ValueError(f"PointLevelDecoder mode must be adaptive, fixed or oracle, got {mode!r}")
+            raise ValueError(f"PointLevelDecoder mode must be adaptive, fixed or oracle_size, got {mode!r}")
         if mode == "fixed" and fixed_level is None:
             raise ValueError("mode 'fixed' needs fixed_level (MODEL.WSSIS.FIXED_LEVEL)")
         self.strides = [int(s) for s in strides]
@@ -143,10 +144,10 @@ class PointLevelDecoder:
         valid = points.gt_point_valid.to(device=device, dtype=torch.bool)
         ids = points.gt_point_ids if points.has("gt_point_ids") else torch.full((num_points,), -1)
         gt_sizes = None
-        if self.mode == "oracle":
+        if self.mode == "oracle_size":
             if not points.has("gt_sizes"):
                 raise ValueError(
-                    "Pseudo-label mode 'oracle' needs each point's true instance size (point_instances.gt_sizes, "
+                    "Pseudo-label mode 'oracle_size' needs each point's true instance size (point_instances.gt_sizes, "
                     "from a 'bbox' on the point annotations). Use a points set registered with a "
                     "points_gt_dataset, or a dataset with masks, through wssis_d2.pseudo.build_pseudo_label_loader."
                 )
@@ -201,6 +202,7 @@ class PointLevelDecoder:
             "num_invalid_points": int((~valid).sum()),
             "num_points_without_mask": num_points - len(instances),
             "num_collisions": int(selection.collided.sum()),
+            "num_cross_class_collisions": int(selection.cross_class.sum()),
             "num_points_capped": labels.num_capped,
         }
         return {"instances": instances, "point_stats": stats}
@@ -267,7 +269,7 @@ class ScoreThresholdDecoder:
 DECODER_OF_MODE = {
     "adaptive": PointLevelDecoder,
     "fixed": PointLevelDecoder,
-    "oracle": PointLevelDecoder,
+    "oracle_size": PointLevelDecoder,
     "threshold": ScoreThresholdDecoder,
 }
 

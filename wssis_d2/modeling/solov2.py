@@ -8,7 +8,7 @@ returns ``[{"instances": Instances(pred_masks, scores, pred_classes, pred_boxes)
 
 At inference an input that carries ``"point_instances"`` (a point-labeled image, see
 ``WSSISDatasetMapper``) is decoded by the model's point decoder instead (``point_inference``: APS,
-fixed level, oracle or the SSIS score threshold, chosen once by ``MODEL.WSSIS.PSEUDO_LABEL_MODE``); its
+fixed level, size oracle or the SSIS score threshold, chosen once by ``MODEL.WSSIS.PSEUDO_LABEL_MODE``); its
 output adds ``pred_points``, ``pred_levels``, ``point_ids`` and a ``"point_stats"`` entry. With
 ``INPUT.TILE.SIZE`` > 0 every decoder runs through overlapping tiles (``tiled_inference``); the inputs
 then come at the image's own resolution.

@@ -23,12 +23,12 @@ HEADLINES = (
     ("student_gain", "student (points + MRN) - teacher (AP)", _P["student_points_mrn"] - _P["teacher"]),
     ("adaptive_vs_threshold", "pseudo-labels: adaptive - threshold (AP)", None),
     ("adaptive_vs_fixed", "pseudo-labels: adaptive - best fixed level (AP)", None),
-    ("oracle_gap", "pseudo-labels: oracle - adaptive (AP)", None),
+    ("oracle_gap", "pseudo-labels: oracle_size - adaptive (AP)", None),
     ("mrn_gain", "pseudo-labels: adaptive + MRN - adaptive (AP)", None),
 )
 
 PSEUDO_LABELS = {"threshold": "threshold (no points)", "fixed_best": "best fixed level", "adaptive": "adaptive",
-                 "adaptive_mrn": "adaptive + MRN", "oracle": "oracle level"}
+                 "adaptive_mrn": "adaptive + MRN", "oracle_size": "size-oracle level"}
 
 
 def _ratio(a, b):
@@ -49,7 +49,7 @@ def headline_figures(results: Mapping) -> Dict[str, Optional[float]]:
         "student_gain": _diff(m.get("student_points_mrn"), m.get("teacher")),
         "adaptive_vs_threshold": _diff(ap.get("adaptive"), ap.get("threshold")),
         "adaptive_vs_fixed": _diff(ap.get("adaptive"), ap.get("fixed_best")),
-        "oracle_gap": _diff(ap.get("oracle"), ap.get("adaptive")),
+        "oracle_gap": _diff(ap.get("oracle_size"), ap.get("adaptive")),
         "mrn_gain": _diff(ap.get("adaptive_mrn"), ap.get("adaptive")),
     }
 

@@ -1,11 +1,12 @@
 """What ``tools/demo.py`` shows a person: the model rows beside the paper's, one picture comparing the
 pseudo-labels of a few point images, and a bar plot of the model rows.
 
-- :func:`paper_table`: markdown, our segm AP per model row beside the published COCO 5% numbers.
+- :func:`paper_table`: markdown, per model row our segm AP and its ratio to our 100% model beside the
+  published COCO 5% AP and its ratio to the published 100% model (the datasets differ: compare ratios).
 - :func:`draw_comparison`: one PNG, a row per point image, a column per kind (points, threshold masks,
   adaptive pseudo-labels, refined ones, true masks), each drawn with detectron2's ``Visualizer``
   (:func:`wssis_d2.utils.visualize.draw_instances`).
-- :func:`plot_model_rows`: one PNG, bars of the model rows' AP (ours and the paper's).
+- :func:`plot_model_rows`: one PNG, bars of the model rows' AP / 100% model (ours and the paper's).
 
 Figures use matplotlib's object API with the Agg canvas (no global backend change) and are written
 atomically (tmp file, then rename).
@@ -21,7 +22,7 @@ from ..utils.visualize import draw_instances, instances_of_annotations
 from .config import MODEL_ROWS
 from .results import MODEL_LABELS
 
-__all__ = ["PAPER_5P", "paper_table", "draw_comparison", "plot_model_rows"]
+__all__ = ["PAPER_5P", "ratios", "paper_table", "draw_comparison", "plot_model_rows"]
 
 # Published mask AP at 5% full labels (METHOD.md section 7: COCO test-dev, ResNet-101); full_100 = 100%.
 PAPER_5P = {"teacher": 20.1, "student_threshold": 22.8, "student_points": 29.0, "student_points_mrn": 33.7,
@@ -32,11 +33,23 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def ratios(models: Mapping[str, Optional[float]]) -> Dict[str, Optional[float]]:
+    """{row: AP / AP of full_100} (None where either is missing)."""
+    full = models.get("full_100")
+    return {r: (models[r] / full if models.get(r) is not None and full else None) for r in MODEL_ROWS}
+
+
 def paper_table(models: Mapping[str, Optional[float]], percent: float) -> str:
-    """Markdown table: model row, our segm AP (``results.json["models"]``), the paper's at 5%."""
-    lines = [f"| model | ours ({percent:g}% shapes) | paper (COCO 5%, R-101) |", "|---|---|---|"]
+    """Markdown table: model row, our segm AP (``results.json["models"]``) and its ratio to our 100%
+    model, the paper's 5% AP and its ratio to the paper's 100% model. AP on generated shapes and on COCO
+    are not one scale; the ratios are the comparable part."""
+    ours, paper = ratios(models), ratios(PAPER_5P)
+    lines = [f"| model | ours ({percent:g}% shapes) | / 100% | paper (COCO 5%, R-101) | / 100% |",
+             "|---|---|---|---|---|"]
     for row in MODEL_ROWS:
-        lines.append(f"| {MODEL_LABELS[row]} | {_fmt(models.get(row))} | {PAPER_5P[row]:.1f} |")
+        ratio = "-" if ours[row] is None else f"{ours[row]:.2f}"
+        lines.append(f"| {MODEL_LABELS[row]} | {_fmt(models.get(row))} | {ratio} | {PAPER_5P[row]:.1f} | "
+                     f"{paper[row]:.2f} |")
     return "\n".join(lines)
 
 
@@ -107,21 +120,23 @@ def draw_comparison(images_json: str, columns: Sequence[Tuple[str, str]], output
 
 
 def plot_model_rows(models: Mapping[str, Optional[float]], output_path: str, percent: float,
-                    title: str = "PointWSSIS: segm mask AP per model") -> str:
-    """Bar plot of the model rows that have a value (ours), each beside the paper's 5% number."""
+                    title: str = "PointWSSIS: each model's mask AP / the 100% model's") -> str:
+    """Bar plot of the model rows' AP / the 100% model's AP (ours: rows with a value, needs full_100),
+    each beside the paper's 5% ratio: AP on shapes and on COCO are not one scale, ratios compare."""
     from matplotlib.figure import Figure
 
-    rows = [r for r in MODEL_ROWS if models.get(r) is not None]
+    ours, paper = ratios(models), ratios(PAPER_5P)
+    rows = [r for r in MODEL_ROWS if ours[r] is not None]
     if not rows:
-        raise ValueError("no model row has a value to plot")
+        raise ValueError("no model row has a value and a 100% model to compare it with")
     x = np.arange(len(rows))
     fig = Figure(figsize=(8, 4.2))
     ax = fig.subplots()
-    ours = ax.bar(x - 0.2, [models[r] for r in rows], 0.4, label=f"ours ({percent:g}% shapes)")
-    ax.bar(x + 0.2, [PAPER_5P[r] for r in rows], 0.4, label="paper (COCO 5%, R-101)", color="0.75")
-    ax.bar_label(ours, fmt="%.1f", fontsize=8)
+    bars = ax.bar(x - 0.2, [ours[r] for r in rows], 0.4, label=f"ours ({percent:g}% shapes)")
+    ax.bar(x + 0.2, [paper[r] for r in rows], 0.4, label="paper (COCO 5%, R-101)", color="0.75")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_xticks(x, [MODEL_LABELS[r].replace(": ", ":\n").replace(" (", "\n(") for r in rows], fontsize=7)
-    ax.set_ylabel("mask AP")
+    ax.set_ylabel("mask AP / AP of the 100% model")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -2,7 +2,7 @@
 
 ``results.json``::
 
-    {"pseudo_labels": {"threshold" | "fixed_best" | "adaptive" | "adaptive_mrn" | "oracle":
+    {"pseudo_labels": {"threshold" | "fixed_best" | "adaptive" | "adaptive_mrn" | "oracle_size":
                            quality report (wssis_d2.evaluation.quality.REPORT_KEYS) or null},
      "models": {"teacher" | "student_threshold" | "student_points" | "student_points_mrn" | "full_100":
                     segm mask AP on DATASETS.TEST (COCOEvaluator, percent) or null},

@@ -1,6 +1,6 @@
 """The PointWSSIS pipeline, stage by stage (docs/PIPELINE.md):
 
-data -> teacher -> pseudo_threshold / pseudo_fixed / pseudo_adaptive / pseudo_oracle -> mrn_data -> mrn ->
+data -> teacher -> pseudo_threshold / pseudo_fixed / pseudo_adaptive / pseudo_oracle_size -> mrn_data -> mrn ->
 pseudo_adaptive_mrn -> [labels] -> student_threshold / student_points / student_points_mrn -> full_100 -> results.
 
 With ``DATA.KIND custom`` the ``labels`` stage writes ``OUTPUT_DIR/labels.json`` (every image, one annotation

@@ -33,7 +33,7 @@ __all__ = ["PointPredictor", "CLICK_MODES", "check_image", "check_clicks", "per_
 
 logger = logging.getLogger(__name__)
 
-# PSEUDO_LABEL_MODEs with one output per click. "oracle" needs each object's true size, "threshold" (the
+# PSEUDO_LABEL_MODEs with one output per click. "oracle_size" needs each object's true size, "threshold" (the
 # SSIS baseline) ignores the clicks: neither has a per-click answer for new clicks.
 CLICK_MODES = ("adaptive", "fixed")
 
@@ -155,7 +155,8 @@ class PointPredictor:
         self.cfg.freeze()
         mode = self.cfg.MODEL.WSSIS.PSEUDO_LABEL_MODE
         if mode not in CLICK_MODES:
-            why = ("needs each clicked object's true size, which new clicks do not have" if mode == "oracle" else
+            why = ("needs each clicked object's true size, which new clicks do not have"
+                   if mode == "oracle_size" else
                    "ignores the clicks (SSIS baseline): it has no output per click; for plain inference "
                    "use detectron2's DefaultPredictor")
             raise WSSISInputError(f"MODEL.WSSIS.PSEUDO_LABEL_MODE {mode!r} {why}; PointPredictor takes "
@@ -204,14 +205,14 @@ class PointPredictor:
     def predict(self, image: np.ndarray, points, classes) -> Dict[str, object]:
         """:meth:`__call__` with the decoder's counts: {"instances", "point_stats"} (``point_stats`` as the
         export records them: num_points, num_invalid_points (0: outside clicks are refused),
-        num_points_without_mask, num_collisions, num_points_capped)."""
+        num_points_without_mask, num_collisions, num_cross_class_collisions, num_points_capped)."""
         channels = len(self.cfg.MODEL.PIXEL_MEAN)
         image = check_image(image, self.input_format, channels)
         h, w = image.shape[:2]
         pts, cls = check_clicks(points, classes, (h, w), self.num_classes)
         points_t, classes_t = torch.as_tensor(pts, dtype=torch.float32), torch.as_tensor(cls)
         stats = {"num_points": len(pts), "num_invalid_points": 0, "num_points_without_mask": len(pts),
-                 "num_collisions": 0, "num_points_capped": 0}
+                 "num_collisions": 0, "num_cross_class_collisions": 0, "num_points_capped": 0}
         if not len(pts):  # nothing to decode: no forward pass
             decoded = Instances((h, w), pred_masks=torch.zeros((0, h, w), dtype=torch.bool), scores=torch.zeros(0),
                                 pred_boxes=Boxes(torch.zeros(0, 4)), pred_levels=torch.zeros(0, dtype=torch.long),

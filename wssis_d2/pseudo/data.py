@@ -1,6 +1,6 @@
 """What the pseudo-labeler reads: point dataset dicts of a registered dataset, with true sizes on demand.
 
-* A points set (metadata ``label_kind == "points"``) is loaded as registered. For the oracle mode the
+* A points set (metadata ``label_kind == "points"``) is loaded as registered. For the oracle_size mode the
   true box of every point is joined from its GT file (metadata ``points_gt_dataset``, matched by
   annotation id) and kept as the annotation's ``bbox``; the mapper turns it into ``gt_sizes``.
 * A set with masks (full, points_gt, a plain COCO json: anything with a ``json_file``) is turned into
@@ -53,7 +53,7 @@ def _attach_gt_boxes(dicts, dataset_name):
     gt_dataset = MetadataCatalog.get(dataset_name).get("points_gt_dataset", None)
     if gt_dataset is None:
         raise ValueError(
-            f"Pseudo-label mode 'oracle' needs true instance sizes, but points set {dataset_name!r} has no "
+            f"Pseudo-label mode 'oracle_size' needs true instance sizes, but points set {dataset_name!r} has no "
             "'points_gt_dataset' in its metadata (register it with one, or pseudo-label its points_gt set, "
             "whose points are computed from the masks)"
         )
@@ -105,7 +105,7 @@ def pseudo_label_dataset_dicts(dataset_name, *, need_sizes=False):
 
     Args:
         dataset_name (str): a registered points set or mask set.
-        need_sizes (bool): every point annotation must carry its true ``bbox`` (oracle mode).
+        need_sizes (bool): every point annotation must carry its true ``bbox`` (oracle_size mode).
 
     Returns:
         list[dict] in ``load_point_json``'s format (``label_kind`` "points"), annotations with ``id``.
@@ -124,7 +124,7 @@ def build_pseudo_label_loader(cfg, dataset_name):
     become ``"point_instances"``, scaled like the image). Every image file is checked first (one
     ``os.path.isfile`` each): a missing one fails naming it; with ``DATALOADER.WSSIS_SKIP_BAD_IMAGES`` every
     image is decoded once here and the bad ones are left out of the export with a count."""
-    need_sizes = cfg.MODEL.WSSIS.PSEUDO_LABEL_MODE == "oracle"
+    need_sizes = cfg.MODEL.WSSIS.PSEUDO_LABEL_MODE == "oracle_size"
     dicts = pseudo_label_dataset_dicts(dataset_name, need_sizes=need_sizes)
     skip = cfg.DATALOADER.WSSIS_SKIP_BAD_IMAGES
     dicts = check_image_files(dicts, dataset_name, skip=skip, decode=skip)

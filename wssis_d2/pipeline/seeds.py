@@ -1,0 +1,84 @@
+"""One profile, several seeds: the spread of every row (``python -m wssis_d2.pipeline --seeds N``).
+
+Run k (0..N-1) is the profile with ``SEED`` + k (training: initialisation, data order, augmentation) and
+``DATA.SPLIT_SEED`` + k (which images are fully labelled; the DATASETS names of the split follow), in
+``<OUTPUT_DIR>/seed_<k>``; the generated shapes images themselves (``DATA.SHAPES.SEED``) and ``DATA.ROOT``
+are shared. Each run is an ordinary, resumable pipeline run with its own results.json; ``aggregate``
+reads them and ``format_seed_table`` writes mean +- sample standard deviation per row to
+``<OUTPUT_DIR>/results_seeds.{md,json}``.
+"""
+import math
+import os
+import re
+from typing import Dict, List, Mapping, Optional, Sequence
+
+__all__ = ["seed_opts", "aggregate", "format_seed_table"]
+
+
+def seed_opts(pcfg, k: int) -> List:
+    """KEY VALUE overrides of run ``k`` of ``pcfg`` (a loaded pipeline config; module docstring)."""
+    split = pcfg.DATA.SPLIT_SEED + k
+    opts = ["SEED", pcfg.SEED + k, "DATA.SPLIT_SEED", split, "OUTPUT_DIR", os.path.join(pcfg.OUTPUT_DIR, f"seed_{k}"),
+            "DATA.ROOT", pcfg.DATA.ROOT or os.path.join(pcfg.OUTPUT_DIR, "data")]
+    if pcfg.DATA.KIND != "custom":
+        pattern = re.compile(rf"_s{pcfg.DATA.SPLIT_SEED}_")
+        for key, name in pcfg.DATASETS.items():
+            if pattern.search(name or ""):
+                opts += [f"DATASETS.{key}", pattern.sub(f"_s{split}_", name)]
+    return opts
+
+
+def _stats(values: Sequence[Optional[float]]) -> Optional[dict]:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(vals), "values": vals}
+
+
+def aggregate(results: Sequence[Mapping]) -> Dict[str, Dict[str, Optional[dict]]]:
+    """Mean, sample std and values of every row over the runs' results.json contents.
+
+    Returns:
+        {"models": {row: stats}, "pseudo_labels": {row: stats of AP}, "pseudo_labels_mean_iou": {...},
+         "ratios": {row: stats of row AP / 100% AP}} with stats {"mean", "std", "n", "values"} or None
+        where no run has the row.
+    """
+    out = {"models": {}, "pseudo_labels": {}, "pseudo_labels_mean_iou": {}, "ratios": {}}
+    model_rows = list(dict.fromkeys(r for res in results for r in (res.get("models") or {})))
+    pseudo_rows = list(dict.fromkeys(r for res in results for r in (res.get("pseudo_labels") or {})))
+    for row in model_rows:
+        out["models"][row] = _stats([(res.get("models") or {}).get(row) for res in results])
+        ratios = []
+        for res in results:
+            m = res.get("models") or {}
+            full = m.get("full_100")
+            ratios.append(m[row] / full if m.get(row) is not None and full else None)
+        out["ratios"][row] = _stats(ratios)
+    for row in pseudo_rows:
+        reports = [(res.get("pseudo_labels") or {}).get(row) or {} for res in results]
+        out["pseudo_labels"][row] = _stats([r.get("AP") for r in reports])
+        out["pseudo_labels_mean_iou"][row] = _stats([r.get("mean_iou") for r in reports])
+    return out
+
+
+def _cell(stats: Optional[dict], digits: int = 1, scale: float = 1.0) -> str:
+    if stats is None:
+        return "-"
+    return f"{stats['mean'] * scale:.{digits}f} +- {stats['std'] * scale:.{digits}f}"
+
+
+def format_seed_table(agg: Mapping, seeds: Sequence[int], title: str = "") -> str:
+    """Markdown: one table of models (AP and AP / 100%), one of pseudo-labels (AP, mean IoU)."""
+    lines = [f"# {title or 'Results over seeds'}", "",
+             f"Mean +- sample standard deviation over {len(seeds)} runs (SEED / DATA.SPLIT_SEED offsets {list(seeds)}).",
+             "", "| model | mask AP | AP / 100% model | runs |", "|---|---|---|---|"]
+    for row, stats in agg["models"].items():
+        n = stats["n"] if stats else 0
+        lines.append(f"| {row} | {_cell(stats)} | {_cell(agg['ratios'].get(row), 2)} | {n} |")
+    lines += ["", "| pseudo-labels | AP | mean IoU | runs |", "|---|---|---|---|"]
+    for row, stats in agg["pseudo_labels"].items():
+        n = stats["n"] if stats else 0
+        lines.append(f"| {row} | {_cell(stats, 2)} | {_cell(agg['pseudo_labels_mean_iou'].get(row), 3)} | {n} |")
+    return "\n".join(lines) + "\n"
