@@ -66,6 +66,7 @@ def test_every_stage_writes_folder_marker_and_config(tiny_run):
         assert os.path.isfile(os.path.join(folder, "config.yaml")), stage
         assert os.path.isfile(os.path.join(folder, "log.txt")), stage
         assert marker["seconds"] >= 0 and all(os.path.exists(p) for p in marker["outputs"].values())
+        assert set(stage_table.STAGE[stage].produces) <= set(marker["outputs"]), stage  # what the table says
     # model stages save their effective detectron2 config
     teacher_cfg = open(os.path.join(pcfg.OUTPUT_DIR, "teacher", "config.yaml")).read()
     assert "MAX_ITER: 12" in teacher_cfg and "wssis_shapes_train_30p_s1_full" in teacher_cfg
