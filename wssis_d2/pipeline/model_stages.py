@@ -98,7 +98,6 @@ class ExportSpec:
     jobs: Tuple[ExportJob, ...]
     classes_from: str
     auto_opts: Tuple = ()
-    register: Tuple[Tuple[str, str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +108,6 @@ class RefineSpec:
     output: str
     weights: str
     classes_from: str
-    register: Tuple[Tuple[str, str, str], ...] = ()
 
 
 def stage_cfg(pcfg, node: str, stage_dir: str, *, train: Sequence[str] = (), test: Sequence[str] = (),
@@ -186,15 +184,16 @@ def _num_classes(dataset: str) -> int:
     return len(MetadataCatalog.get(dataset).thing_classes)
 
 
-def _register(pcfg, spec):
+def _register(pcfg, register: Sequence = ()):
+    """The run's datasets in this process, and the (name, json, kind) jsons the run made."""
     register_datasets(pcfg)
-    for name, json_file, kind in spec.register:
+    for name, json_file, kind in register:
         register_json_dataset(name, json_file, kind=kind)
 
 
 def train_stage(pcfg, stage_dir: str, spec: TrainSpec) -> dict:
     """Train (resuming from ``<stage>/last_checkpoint`` when there is one) and evaluate on the test sets."""
-    _register(pcfg, spec)
+    _register(pcfg, spec.register)
     cfg = stage_cfg(pcfg, spec.node, stage_dir, train=spec.train, test=spec.test,
                     num_classes=_num_classes(spec.classes_from), forced=spec.forced, auto_opts=spec.auto_opts)
     fractions = list(spec.checkpoint_fractions)
@@ -236,7 +235,7 @@ def export_stage(pcfg, stage_dir: str, spec: ExportSpec) -> dict:
     runs with a pseudo-label config), one per job. A job whose output exists is skipped (the exporter writes
     it atomically, last); otherwise it runs from the start (the exporter truncates its part files).
     """
-    _register(pcfg, spec)
+    _register(pcfg)
     outputs, metrics = {}, {}
     for job in spec.jobs:
         outputs[job.name] = job.output
@@ -259,7 +258,7 @@ def export_stage(pcfg, stage_dir: str, spec: ExportSpec) -> dict:
 
 def refine_stage(pcfg, stage_dir: str, spec: RefineSpec) -> dict:
     """Refine a pseudo-label json with the trained MaskRefineNet (resumes from its part files)."""
-    _register(pcfg, spec)
+    _register(pcfg)
     cfg = stage_cfg(pcfg, "MRN", stage_dir, num_classes=_num_classes(spec.classes_from),
                     forced=["MODEL.WEIGHTS", spec.weights])
     _setup(cfg, stage_dir)
