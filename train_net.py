@@ -14,6 +14,8 @@ Examples:
     # pseudo-labels of a points set -> OUTPUT_DIR/pseudo_labels/<dataset>.json (docs/PSEUDO_LABELS.md)
     python train_net.py --config-file configs/pseudo/SOLOv2_tiny_APS.yaml --eval-only MODEL.WEIGHTS teacher.pth
 """
+import wssis_d2  # noqa: F401  (first: it hides fvcore's torch.jit.script FutureWarning, wssis_d2/__init__.py)
+
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg

@@ -57,7 +57,11 @@ def tiny_model_weights(config, path, *opts):
 
 @pytest.fixture(scope="session")
 def train_net():
-    return load_train_net()
+    """train_net.py as a module, without the names it registers at import (the standard names under
+    $DETECTRON2_DATASETS): a name stands for one file in a process, and later tests register those names
+    under their own roots."""
+    with saved_catalogs():
+        return load_train_net()
 
 
 @pytest.fixture

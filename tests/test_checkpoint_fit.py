@@ -94,3 +94,15 @@ def test_train_net_eval_only_refuses_mrn_weights(train_net, mrn_ckpt, tmp_path):
          "OUTPUT_DIR", str(tmp_path), "DATASETS.TEST", "()", "MODEL.DEVICE", "cpu"])
     with pytest.raises(CheckpointMismatchError, match="MaskRefineNet checkpoint"):
         train_net.main(args)
+
+
+def test_nothing_to_load_says_what_the_model_starts_from(caplog):
+    """No MODEL.WEIGHTS and nothing to resume: one line that the model keeps its built weights (a backbone
+    that loads ImageNet weights itself has them), not fvcore's "Initializing model from scratch"."""
+    import logging
+
+    model = torch.nn.Linear(2, 2)
+    with caplog.at_level(logging.INFO):
+        assert checked(DetectionCheckpointer(model)).resume_or_load("", resume=False) == {}
+    text = caplog.text
+    assert "from scratch" not in text and "Linear keeps the weights it was built with" in text

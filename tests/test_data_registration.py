@@ -139,3 +139,38 @@ def _script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_one_idempotent_registration(pointsup_json, tmp_path):
+    """register_dataset (every register_* goes through it): the same name with the same file is a no-op,
+    with another file a clear error naming both; an unknown kind is refused."""
+    from wssis_d2.data.datasets import register_dataset, registered_json
+    from wssis_d2.mrn import register_mrn_dataset
+
+    path, _ = pointsup_json
+    name = f"test_points_{uuid.uuid4().hex}"
+    other = str(tmp_path / "other.json")
+    try:
+        assert register_dataset(name, path, "points", "/root") is True
+        assert register_dataset(name, path, "points", "/root") is False
+        assert register_point_instances(name, {}, os.path.relpath(path), "/root") is False  # same file, relative
+        assert registered_json(name) == path and registered_json(name + "_nope") is None
+        for register in (lambda: register_dataset(name, other, "points", "/root"),
+                         lambda: register_mrn_dataset(name, other)):
+            with pytest.raises(ValueError, match=f"'{name}' is already registered with {path}, not {other}"):
+                register()
+        assert registered_json(name) == path, "the error leaves the registration alone"
+        with pytest.raises(ValueError, match="Unknown dataset kind 'coco_json'"):
+            register_dataset(name + "_x", path, "coco_json")
+        assert name + "_x" not in DatasetCatalog.list()
+    finally:
+        _unregister([name])
+
+
+def test_import_registers_both_meta_architectures():
+    code = ("import wssis_d2; from detectron2.modeling import META_ARCH_REGISTRY; "
+            "print(sorted(k for k in ('WSSISSOLOv2', 'MaskRefineNet') if k in META_ARCH_REGISTRY))")
+    out = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True,
+                         text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    assert out.returncode == 0, out.stderr  # no torch.jit.script FutureWarning either (an error here)
+    assert out.stdout.split() == ["['MaskRefineNet',", "'WSSISSOLOv2']"]

@@ -10,10 +10,10 @@ import os
 import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import default_argument_parser
 
 from conftest import REPO
+from wssis_d2.data.datasets import register_dataset
 from wssis_d2.data.synthetic import generate_shapes_dataset
 
 CONFIG = os.path.join(REPO, "configs", "CPU", "SOLOv2_tiny.yaml")
@@ -26,7 +26,7 @@ def test_solov2_learns_four_images(tmp_path, train_net):
     json_file = generate_shapes_dataset(str(tmp_path / "data"), 4, image_size=192, seed=0, max_instances=4,
                                         min_size=48)
     name = "_test_learning_shapes4"
-    register_coco_instances(name, {}, json_file, str(tmp_path / "data" / "images"))
+    register_dataset(name, json_file, "coco", str(tmp_path / "data" / "images"))
     try:
         torch.manual_seed(0)
         args = default_argument_parser().parse_args(

@@ -13,7 +13,7 @@ import pytest
 from wssis_d2.evaluation import REPORT_KEYS
 from wssis_d2.pipeline import (MARKER, MODEL_ROWS, PSEUDO_ROWS, load_pipeline_cfg, plan_stages, read_marker,
                                run_pipeline, stage_status)
-from wssis_d2.pipeline import run as run_module
+from wssis_d2.pipeline import stage_table
 from wssis_d2.pipeline import stages as stages_module
 from wssis_d2.pipeline.model_stages import checkpoint_file, checkpoint_iterations, teacher_checkpoint_period
 from wssis_d2.pipeline.compare import HEADLINES, format_comparison, headline_figures
@@ -66,6 +66,7 @@ def test_every_stage_writes_folder_marker_and_config(tiny_run):
         assert os.path.isfile(os.path.join(folder, "config.yaml")), stage
         assert os.path.isfile(os.path.join(folder, "log.txt")), stage
         assert marker["seconds"] >= 0 and all(os.path.exists(p) for p in marker["outputs"].values())
+        assert set(stage_table.STAGE[stage].produces) <= set(marker["outputs"]), stage  # what the table says
     # model stages save their effective detectron2 config
     teacher_cfg = open(os.path.join(pcfg.OUTPUT_DIR, "teacher", "config.yaml")).read()
     assert "MAX_ITER: 12" in teacher_cfg and "wssis_shapes_train_30p_s1_full" in teacher_cfg
@@ -140,7 +141,7 @@ def test_rerun_skips_finished_stages(tiny_run, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
     for name in ("prepare_data", "train_stage", "export_stage", "refine_stage", "merge_pseudo_label_files"):
-        monkeypatch.setattr(run_module, name, must_not_run)
+        monkeypatch.setattr(stage_table, name, must_not_run)
     markers = {s: os.path.join(pcfg.OUTPUT_DIR, s, MARKER) for s in ALL_STAGES}
     mtimes = {s: os.stat(p).st_mtime_ns for s, p in markers.items()}
     again = run_pipeline(pcfg, config_file=TINY)
@@ -216,7 +217,7 @@ def test_parallel_stages_run_in_worker_processes_after_their_inputs(tiny_run, tm
     pids = [markers[s]["pid"] for s in stages[1:]]
     assert os.getpid() not in pids and len(set(pids)) == len(pids)
     for stage in stages[1:]:
-        for need in run_module.STAGE_NEEDS[stage]:
+        for need in stage_table.stage_needs(stage, stages):
             assert markers[stage]["started"] >= markers[need]["finished"], (stage, need)
     results = json.load(open(os.path.join(cfg.OUTPUT_DIR, "results.json")))
     assert results["meta"]["parallel_stages"] == 2

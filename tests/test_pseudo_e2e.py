@@ -7,9 +7,9 @@ import pytest
 from pycocotools.coco import COCO
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import default_argument_parser
 
+from wssis_d2.data.datasets import register_dataset
 from wssis_d2.data import SHAPE_CATEGORIES, generate_shapes_dataset, register_point_instances, write_wssis_splits
 from wssis_d2.evaluation import REPORT_KEYS, pseudo_label_quality
 from wssis_d2.pseudo import pseudo_label_dataset_dicts
@@ -36,8 +36,7 @@ def split(tmp_path_factory):
     names = {"points": "test_e2e_shapes_points", "points_gt": "test_e2e_shapes_points_gt"}
     register_point_instances(names["points"], dict(meta, points_gt_dataset=names["points_gt"]), paths["points"],
                              image_root)
-    register_coco_instances(names["points_gt"], meta, paths["points_gt"], image_root)
-    MetadataCatalog.get(names["points_gt"]).set(label_kind="points_gt")
+    register_dataset(names["points_gt"], paths["points_gt"], "coco", image_root, dict(meta, label_kind="points_gt"))
     yield names, paths
     for name in names.values():
         DatasetCatalog.remove(name)

@@ -23,6 +23,8 @@ import time
 import numpy as np
 import torch
 
+import wssis_d2  # noqa: F401  (first: it hides fvcore's torch.jit.script FutureWarning)
+
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.data import detection_utils as utils

@@ -38,6 +38,8 @@ import time
 
 import torch
 
+import wssis_d2  # noqa: F401  (first: it hides fvcore's torch.jit.script FutureWarning)
+
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model

@@ -15,6 +15,8 @@ import argparse
 import logging
 import os
 
+import wssis_d2  # noqa: F401  (first: it hides fvcore's torch.jit.script FutureWarning)
+
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg

@@ -15,11 +15,14 @@ loading instead, when
 
 A backbone-only checkpoint (ImageNet weights: no head keys) may leave the heads missing, as usual.
 """
+import logging
 from collections import OrderedDict
 
 from .utils.errors import WSSISInputError
 
 __all__ = ["CheckpointMismatchError", "check_checkpoint_fit", "checked"]
+
+logger = logging.getLogger(__name__)
 
 # Top-level module prefixes that identify a checkpoint's model family (state-dict key "<prefix>.<...>").
 ARCHITECTURES = OrderedDict([("SOLOv2", {"ins_head", "mask_head"}), ("MaskRefineNet", {"encoder", "decoder"})])
@@ -86,9 +89,19 @@ def checked(checkpointer):
     """Make ``checkpointer`` (a detectron2 / fvcore ``Checkpointer``) raise :class:`CheckpointMismatchError`
     when what it loads does not fit its model (:func:`check_checkpoint_fit`). Returns the checkpointer.
 
-    The check runs after every ``load`` / ``resume_or_load`` (also a resume from ``last_checkpoint``)."""
-    load_file, load_model = checkpointer._load_file, checkpointer._load_model
+    The check runs after every ``load`` / ``resume_or_load`` (also a resume from ``last_checkpoint``). With
+    nothing to load, fvcore's "No checkpoint found. Initializing model from scratch" is replaced by a line that
+    says what the model starts from: a backbone that loads its ImageNet weights itself has them."""
+    load, load_file, load_model = checkpointer.load, checkpointer._load_file, checkpointer._load_model
     source = {"path": "<checkpoint>"}
+
+    def _load(path, *args, **kwargs):
+        if path:
+            return load(path, *args, **kwargs)
+        model = getattr(checkpointer.model, "module", checkpointer.model)  # DDP-wrapped or not
+        logger.info(f"No checkpoint to load (MODEL.WEIGHTS empty, nothing to resume): the {type(model).__name__} keeps the weights it was built with (ImageNet weights "
+                    "where its backbone loads them itself, e.g. MODEL.MOBILENET.PRETRAINED; random elsewhere)")
+        return {}  # what fvcore's load returns for an empty path
 
     def _load_file(f):
         source["path"] = f
@@ -101,5 +114,5 @@ def checked(checkpointer):
                                  type(checkpointer.model).__name__)
         return incompatible
 
-    checkpointer._load_file, checkpointer._load_model = _load_file, _load_model
+    checkpointer.load, checkpointer._load_file, checkpointer._load_model = _load, _load_file, _load_model
     return checkpointer

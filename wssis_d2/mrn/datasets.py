@@ -19,9 +19,10 @@ import glob
 import os
 from typing import List, Optional
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 
 from ..data.categories import category_metadata
+from ..data.datasets import register_dataset
 from ..data.json_io import load_json
 
 __all__ = ["load_mrn_json", "register_mrn_dataset", "register_mrn_datasets", "mrn_dataset_root"]
@@ -82,25 +83,21 @@ def load_mrn_json(json_file: str, image_root: Optional[str] = None,
     return dicts
 
 
-def register_mrn_dataset(name: str, json_file: str, image_root: Optional[str] = None) -> None:
-    """Register an MRN sample json as dataset ``name`` (read lazily, on first use)."""
-    DatasetCatalog.register(name, lambda: load_mrn_json(json_file, image_root, name))
-    meta = {"json_file": json_file, "evaluator_type": "mrn", "label_kind": "mrn_samples"}
-    if image_root:
-        meta["image_root"] = image_root
-    MetadataCatalog.get(name).set(**meta)
+def register_mrn_dataset(name: str, json_file: str, image_root: Optional[str] = None) -> bool:
+    """Register an MRN sample json as dataset ``name`` (read lazily, on first use) through
+    :func:`wssis_d2.data.datasets.register_dataset` (kind "mrn"). Returns True when newly registered."""
+    return register_dataset(name, json_file, "mrn", image_root)
 
 
 def register_mrn_datasets(root: Optional[str] = None) -> List[str]:
     """Register every ``<root>/mrn/*.json`` (see :func:`mrn_dataset_root`) under its file stem, e.g.
     ``datasets/mrn/wssis_shapes_5p_s1_mrn_train.json`` -> ``wssis_shapes_5p_s1_mrn_train``.
 
-    Names already registered are skipped. Returns the names newly registered.
+    Names already registered with the same file are left alone. Returns the names newly registered.
     """
     registered = []
     for path in sorted(glob.glob(os.path.join(mrn_dataset_root(root), "*.json"))):
         name = os.path.splitext(os.path.basename(path))[0]
-        if name not in DatasetCatalog.list():
-            register_mrn_dataset(name, path)
+        if register_mrn_dataset(name, path):
             registered.append(name)
     return registered

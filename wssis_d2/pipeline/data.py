@@ -4,14 +4,13 @@ jsons the run makes."""
 import logging
 import os
 import time
-from typing import Dict, Iterable, Optional
+from typing import Dict
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
 
 from ..data.categories import category_metadata
 from ..data.click_gt import align_gt_to_clicks
-from ..data.datasets import register_point_instances, register_wssis_shapes, register_wssis_splits
+from ..data.datasets import register_dataset, register_wssis_shapes, register_wssis_splits, registered_json
 from ..data.json_io import load_json, write_json_atomic
 from ..data.splits import split_file_names, write_wssis_splits
 from ..data.validation import load_coco
@@ -22,7 +21,7 @@ from ..pseudo.merge import register_pseudo_label_dataset
 from .config import CUSTOM_NAMES
 from .scale import run_scale_choice
 
-__all__ = ["shapes_root", "custom_gt_json", "prepare_data", "register_datasets", "register_json_dataset", "dataset_json", "unregister"]
+__all__ = ["shapes_root", "custom_gt_json", "prepare_data", "register_datasets", "register_json_dataset", "dataset_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,78 +45,45 @@ def _custom_files(pcfg) -> Dict[str, str]:
 
 def _register_custom(pcfg) -> None:
     """Register the DATA.CUSTOM files as CUSTOM_NAMES (categories of FULL_JSON, sorted by id, as
-    detectron2's load_coco_json orders them). Names registered with another file are registered again."""
+    detectron2's load_coco_json orders them)."""
     files = _custom_files(pcfg)
-    cats = None
+    if all(registered_json(CUSTOM_NAMES[key]) == json_file for key, json_file in files.items()):
+        return  # FULL_JSON is read only when something is registered
+    cats = category_metadata(load_json(pcfg.DATA.CUSTOM.FULL_JSON).get("categories") or [],
+                             f"DATA.CUSTOM.FULL_JSON {pcfg.DATA.CUSTOM.FULL_JSON}")
     for key, json_file in files.items():
-        name = CUSTOM_NAMES[key]
-        if name in DatasetCatalog.list():
-            if MetadataCatalog.get(name).get("json_file", None) == json_file:
-                continue
-            _unregister(name)
-        if cats is None:  # read once, and only when something is (re)registered
-            cats = category_metadata(load_json(pcfg.DATA.CUSTOM.FULL_JSON).get("categories") or [],
-                                     f"DATA.CUSTOM.FULL_JSON {pcfg.DATA.CUSTOM.FULL_JSON}")
         meta = dict(cats)
-        root = pcfg.DATA.CUSTOM.IMAGE_ROOT
-        if key == "POINTS":
-            if "POINTS_GT" in files:
-                meta["points_gt_dataset"] = CUSTOM_NAMES["POINTS_GT"]
-            register_point_instances(name, meta, json_file, root)
-        else:
-            register_coco_instances(name, meta, json_file, root)
-            MetadataCatalog.get(name).set(label_kind="points_gt" if key == "POINTS_GT" else "full")
-
-
-def _standard_names(pcfg):
-    p, s = pcfg.DATA.PERCENT, pcfg.DATA.SPLIT_SEED
-    prefix = "wssis_shapes_train" if pcfg.DATA.KIND == "shapes" else "coco_2017_train"
-    names = [f"{prefix}_{p}p_s{s}_{k}" for k in ("full", "points", "points_gt")]
-    if pcfg.DATA.KIND == "shapes":
-        names += ["wssis_shapes_train", "wssis_shapes_val"]
-    return names
-
-
-def _unregister(name):
-    DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
+        if key == "POINTS" and "POINTS_GT" in files:
+            meta["points_gt_dataset"] = CUSTOM_NAMES["POINTS_GT"]
+        elif key != "POINTS":
+            meta["label_kind"] = "points_gt" if key == "POINTS_GT" else "full"
+        register_dataset(CUSTOM_NAMES[key], json_file, "points" if key == "POINTS" else "coco",
+                         pcfg.DATA.CUSTOM.IMAGE_ROOT, meta)
 
 
 def register_datasets(pcfg) -> None:
     """Register the standard names of ``DATA.KIND`` (the ``DATA.PERCENT`` / ``DATA.SPLIT_SEED`` split)
-    under ``DATA.ROOT``, or the DATA.CUSTOM files (DATA.KIND custom). A name already registered in this
-    process with a file outside that root (e.g. from ``$DETECTRON2_DATASETS`` by ``register_wssis_splits()``)
-    is registered again here. Idempotent."""
+    under ``DATA.ROOT``, or the DATA.CUSTOM files (DATA.KIND custom), through ``register_dataset``: a no-op
+    when they are registered with these files, an error when a name is registered with another file in
+    this process."""
     if pcfg.DATA.KIND == "custom":
         _register_custom(pcfg)
         return
-    root = pcfg.DATA.ROOT
-    here = os.path.join(root, "wssis_shapes" if pcfg.DATA.KIND == "shapes" else "coco") + os.sep
-    for name in _standard_names(pcfg):
-        if name in DatasetCatalog.list():
-            json_file = MetadataCatalog.get(name).get("json_file", None)
-            if not json_file or not os.path.abspath(json_file).startswith(here):
-                logger.info(f"Dataset {name!r} was registered with {json_file}; registering it under {root}")
-                _unregister(name)
     percents, seeds = (pcfg.DATA.PERCENT,), (pcfg.DATA.SPLIT_SEED,)
     if pcfg.DATA.KIND == "shapes":
         register_wssis_shapes(shapes_root(pcfg), percents=percents, seeds=seeds)
     else:
-        register_wssis_splits(root, percents=percents, seeds=seeds)
+        register_wssis_splits(pcfg.DATA.ROOT, percents=percents, seeds=seeds)
 
 
-def register_json_dataset(name: str, json_file: str, kind: str = "train", metadata: Optional[dict] = None):
+def register_json_dataset(name: str, json_file: str, kind: str = "train") -> str:
     """Register a json the run made: ``kind`` "mrn" (MaskRefineNet samples) or "train" (COCO json with
-    RLE masks: merged full + pseudo-labels). Re-registers ``name`` when it points to another file."""
+    RLE masks: merged full + pseudo-labels)."""
     json_file = os.path.abspath(json_file)
-    if name in DatasetCatalog.list():
-        if MetadataCatalog.get(name).get("json_file", None) == json_file:
-            return name
-        _unregister(name)
     if kind == "mrn":
         register_mrn_dataset(name, json_file)
     elif kind == "train":
-        register_pseudo_label_dataset(name, json_file, metadata=metadata)
+        register_pseudo_label_dataset(name, json_file)
     else:
         raise ValueError(f"Unknown dataset kind {kind!r}")
     return name
@@ -229,9 +195,3 @@ def prepare_data(pcfg) -> dict:
     if pcfg.DATA.KIND == "custom":  # input scale and tiles from FULL_JSON's instance sizes (pipeline/scale.py)
         metrics["scale_choice"] = run_scale_choice(pcfg)
     return {"outputs": outputs, "metrics": metrics}
-
-
-def unregister(names: Iterable[str]) -> None:
-    for name in names:
-        if name in DatasetCatalog.list():
-            _unregister(name)

@@ -1,15 +1,17 @@
 """The stages that run models, each called in every process by detectron2's ``launch``: training
 (teacher, MaskRefineNet, students, the 100% model), pseudo-label exports and the MRN refinement.
 
-Every function takes the pipeline config, the stage folder and a plain ``spec`` dict (picklable), builds
-the stage's detectron2 config (``stage_cfg``), saves it as ``<stage>/config.yaml`` and returns the stage
-result (``{"outputs": {...}, "metrics": {...}, ...}``) that the parent writes into the marker.
+Every function takes the pipeline config, the stage folder and a typed, picklable spec (:class:`TrainSpec`,
+:class:`ExportSpec` of :class:`ExportJob` s, :class:`RefineSpec`), builds the stage's detectron2 config
+(``stage_cfg``), saves it as ``<stage>/config.yaml`` and returns the stage result
+(``{"outputs": {...}, "metrics": {...}, ...}``) that the parent writes into the marker.
 """
+import dataclasses
 import logging
 import math
 import os
 from functools import reduce
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
@@ -29,6 +31,10 @@ from .data import register_datasets, register_json_dataset
 from .scale import explicit_input_keys
 
 __all__ = [
+    "TrainSpec",
+    "ExportJob",
+    "ExportSpec",
+    "RefineSpec",
     "stage_cfg",
     "checkpoint_iterations",
     "checkpoint_file",
@@ -39,6 +45,69 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """A training stage.
+
+    node: TEACHER / STUDENT / FULL_100 / MRN (the pipeline config node of the model config).
+    train, test: dataset names. classes_from: the dataset whose class count sets NUM_CLASSES.
+    register: (name, json, kind) of jsons the run made (``register_json_dataset``).
+    forced: KEY VALUE pairs merged last (``stage_cfg``). auto_opts: the data stage's input scale choice.
+    checkpoint_fractions: fractions of the schedule whose checkpoints must be saved (CHECKPOINT_PERIOD is
+    lowered to divide them).
+    """
+
+    node: str
+    train: Tuple[str, ...]
+    test: Tuple[str, ...] = ()
+    classes_from: str = ""
+    register: Tuple[Tuple[str, str, str], ...] = ()
+    forced: Tuple = ()
+    auto_opts: Tuple = ()
+    checkpoint_fractions: Tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportJob:
+    """One pseudo-label export with the teacher: ``mode`` is MODEL.WSSIS.PSEUDO_LABEL_MODE; ``threshold``
+    (mode "threshold") MODEL.WSSIS.THRESHOLD and ``level`` (mode "fixed") MODEL.WSSIS.FIXED_LEVEL when set.
+    ``name`` keys the output (and its quality report) in the marker."""
+
+    name: str
+    mode: str
+    dataset: str
+    weights: str
+    output: str
+    threshold: Optional[float] = None
+    level: Optional[int] = None
+
+    def opts(self) -> list:
+        """The model-config KEY VALUE pairs of the job (merged after PSEUDO.OPTS)."""
+        opts = [] if self.threshold is None else ["MODEL.WSSIS.THRESHOLD", self.threshold]
+        opts += [] if self.level is None else ["MODEL.WSSIS.FIXED_LEVEL", self.level]
+        return opts + ["MODEL.WSSIS.PSEUDO_LABEL_MODE", self.mode, "MODEL.WSSIS.EXPORT_PSEUDO_LABELS", True,
+                       "MODEL.WSSIS.EXPORT_PATH", self.output, "MODEL.WEIGHTS", self.weights]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSpec:
+    """Exports with the teacher config; ``classes_from`` and ``auto_opts`` as in :class:`TrainSpec`."""
+
+    jobs: Tuple[ExportJob, ...]
+    classes_from: str
+    auto_opts: Tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineSpec:
+    """The MaskRefineNet refinement of the ``pseudo`` json into ``output`` with ``weights``."""
+
+    pseudo: str
+    output: str
+    weights: str
+    classes_from: str
 
 
 def stage_cfg(pcfg, node: str, stage_dir: str, *, train: Sequence[str] = (), test: Sequence[str] = (),
@@ -116,36 +185,28 @@ def _num_classes(dataset: str) -> int:
     return len(MetadataCatalog.get(dataset).thing_classes)
 
 
-def _register(pcfg, spec: dict):
+def _register(pcfg, register: Sequence = ()):
+    """The run's datasets in this process, and the (name, json, kind) jsons the run made."""
     register_datasets(pcfg)
-    for name, json_file, kind in spec.get("register", []):
-        register_json_dataset(name, json_file, kind=kind, metadata=spec.get("metadata"))
+    for name, json_file, kind in register:
+        register_json_dataset(name, json_file, kind=kind)
 
 
-def train_stage(pcfg, stage_dir: str, spec: dict) -> dict:
-    """Train (resuming from ``<stage>/last_checkpoint`` when there is one) and evaluate on the test sets.
-
-    spec: ``node`` (TEACHER / STUDENT / FULL_100 / MRN), ``train``, ``test`` (dataset names),
-    ``classes_from`` (dataset whose class count sets NUM_CLASSES), optional ``register``
-    ([(name, json, kind)]), ``metadata``, ``opts``, ``forced``, ``auto_opts`` (``stage_cfg``),
-    ``checkpoint_fractions`` (fractions of the schedule whose checkpoints must be saved: CHECKPOINT_PERIOD is
-    lowered to divide them).
-    """
-    _register(pcfg, spec)
-    forced = list(spec.get("forced", []))
-    cfg = stage_cfg(pcfg, spec["node"], stage_dir, train=spec["train"], test=spec.get("test", ()),
-                    num_classes=_num_classes(spec["classes_from"]), opts=spec.get("opts", ()), forced=forced,
-                    auto_opts=spec.get("auto_opts", ()))
-    fractions = spec.get("checkpoint_fractions") or []
+def train_stage(pcfg, stage_dir: str, spec: TrainSpec) -> dict:
+    """Train (resuming from ``<stage>/last_checkpoint`` when there is one) and evaluate on the test sets."""
+    _register(pcfg, spec.register)
+    cfg = stage_cfg(pcfg, spec.node, stage_dir, train=spec.train, test=spec.test,
+                    num_classes=_num_classes(spec.classes_from), forced=spec.forced, auto_opts=spec.auto_opts)
+    fractions = list(spec.checkpoint_fractions)
     if fractions:
         n = checkpoint_iterations(cfg.SOLVER.MAX_ITER, fractions)
         period = teacher_checkpoint_period(cfg.SOLVER.CHECKPOINT_PERIOD, n, cfg.SOLVER.MAX_ITER)
         if period != cfg.SOLVER.CHECKPOINT_PERIOD:
             logger.info(f"CHECKPOINT_PERIOD {cfg.SOLVER.CHECKPOINT_PERIOD} -> {period} so that the checkpoints "
                         f"after {n} iterations are saved")
-            cfg = stage_cfg(pcfg, spec["node"], stage_dir, train=spec["train"], test=spec.get("test", ()),
-                            num_classes=_num_classes(spec["classes_from"]), opts=spec.get("opts", ()),
-                            forced=forced + ["SOLVER.CHECKPOINT_PERIOD", period], auto_opts=spec.get("auto_opts", ()))
+            cfg.defrost()
+            cfg.SOLVER.CHECKPOINT_PERIOD = period
+            cfg.freeze()
     _setup(cfg, stage_dir)
     trainer = trainer_class(cfg)(cfg)
     if pcfg.SHARE_CORES and pcfg.PARALLEL_STAGES > 1:
@@ -155,7 +216,7 @@ def train_stage(pcfg, stage_dir: str, spec: dict) -> dict:
     start_iter = trainer.start_iter
     if start_iter > 0:
         logger.info(f"Resuming {stage_dir} at iteration {start_iter} of {cfg.SOLVER.MAX_ITER}")
-    logger.info(f"Training {spec['node'].lower()} on {list(cfg.DATASETS.TRAIN)} for {cfg.SOLVER.MAX_ITER} "
+    logger.info(f"Training {spec.node.lower()} on {list(cfg.DATASETS.TRAIN)} for {cfg.SOLVER.MAX_ITER} "
                 f"iterations (batch {cfg.SOLVER.IMS_PER_BATCH}); output {stage_dir}")
     trainer.train()
     results = getattr(trainer, "_last_eval_results", None) or {}
@@ -170,58 +231,46 @@ def train_stage(pcfg, stage_dir: str, spec: dict) -> dict:
             "checkpoint_iterations": saved}
 
 
-def export_stage(pcfg, stage_dir: str, spec: dict) -> dict:
+def export_stage(pcfg, stage_dir: str, spec: ExportSpec) -> dict:
     """Pseudo-label exports with the teacher (``PseudoLabelTrainer.test``, what ``train_net.py --eval-only``
-    runs with a pseudo-label config).
-
-    spec: ``jobs``, a list of {``name``, ``dataset``, ``mode``, ``weights``, ``output``, ``opts``}. A job
-    whose output exists is skipped (the exporter writes it atomically, last); otherwise it runs from the
-    start (the exporter truncates its part files). Also ``classes_from`` and optional ``auto_opts``
-    (``stage_cfg``; the exports use the teacher's).
+    runs with a pseudo-label config), one per job. A job whose output exists is skipped (the exporter writes
+    it atomically, last); otherwise it runs from the start (the exporter truncates its part files).
     """
-    _register(pcfg, spec)
+    _register(pcfg)
     outputs, metrics = {}, {}
-    for job in spec["jobs"]:
-        outputs[job["name"]] = job["output"]
-        if os.path.isfile(job["output"]):
-            logger.info(f"{job['output']} exists: export {job['name']} skipped")
+    for job in spec.jobs:
+        outputs[job.name] = job.output
+        if os.path.isfile(job.output):
+            logger.info(f"{job.output} exists: export {job.name} skipped")
             continue
-        opts = list(pcfg.PSEUDO.OPTS) + list(job.get("opts", [])) + [
-            "MODEL.WSSIS.PSEUDO_LABEL_MODE", job["mode"], "MODEL.WSSIS.EXPORT_PSEUDO_LABELS", True,
-            "MODEL.WSSIS.EXPORT_PATH", job["output"], "MODEL.WEIGHTS", job["weights"]]
-        job_dir = stage_dir if len(spec["jobs"]) == 1 else os.path.join(stage_dir, job["name"])
-        cfg = stage_cfg(pcfg, "TEACHER", job_dir, test=[job["dataset"]],
-                        num_classes=_num_classes(spec["classes_from"]), opts=opts, auto_opts=spec.get("auto_opts", ()))
+        job_dir = stage_dir if len(spec.jobs) == 1 else os.path.join(stage_dir, job.name)
+        cfg = stage_cfg(pcfg, "TEACHER", job_dir, test=[job.dataset], num_classes=_num_classes(spec.classes_from),
+                        opts=list(pcfg.PSEUDO.OPTS) + job.opts(), auto_opts=spec.auto_opts)
         _setup(cfg, job_dir)
         trainer_cls = trainer_class(cfg)  # PseudoLabelTrainer: MODEL.WSSIS.EXPORT_PSEUDO_LABELS is set
         model = trainer_cls.build_model(cfg)
-        checked(DetectionCheckpointer(model, save_dir=job_dir)).load(job["weights"])
-        logger.info(f"Exporting {job['mode']} pseudo-labels of {job['dataset']} with {job['weights']} "
-                    f"-> {job['output']}")
+        checked(DetectionCheckpointer(model, save_dir=job_dir)).load(job.weights)
+        logger.info(f"Exporting {job.mode} pseudo-labels of {job.dataset} with {job.weights} -> {job.output}")
         result = trainer_cls.test(cfg, model)
-        metrics[job["name"]] = dict(result.get("pseudo_labels", {})) if result else {}
+        metrics[job.name] = dict(result.get("pseudo_labels", {})) if result else {}
     comm.synchronize()
     return {"outputs": outputs, "metrics": {"export": metrics}}
 
 
-def refine_stage(pcfg, stage_dir: str, spec: dict) -> dict:
-    """Refine a pseudo-label json with the trained MaskRefineNet (resumes from its part files).
-
-    spec: ``pseudo`` (input json), ``output``, ``weights``, ``classes_from``.
-    """
-    _register(pcfg, spec)
-    cfg = stage_cfg(pcfg, "MRN", stage_dir, num_classes=_num_classes(spec["classes_from"]),
-                    forced=["MODEL.WEIGHTS", spec["weights"]])
+def refine_stage(pcfg, stage_dir: str, spec: RefineSpec) -> dict:
+    """Refine a pseudo-label json with the trained MaskRefineNet (resumes from its part files)."""
+    _register(pcfg)
+    cfg = stage_cfg(pcfg, "MRN", stage_dir, num_classes=_num_classes(spec.classes_from),
+                    forced=["MODEL.WEIGHTS", spec.weights])
     _setup(cfg, stage_dir)
     model = build_model(cfg)
-    checked(DetectionCheckpointer(model)).load(spec["weights"])
-    info = {"weights": spec["weights"], "config_file": os.path.join(stage_dir, "config.yaml"),
+    checked(DetectionCheckpointer(model)).load(spec.weights)
+    info = {"weights": spec.weights, "config_file": os.path.join(stage_dir, "config.yaml"),
             "depth": cfg.MODEL.MRN.DEPTH, "crop_size": cfg.MODEL.MRN.CROP_SIZE,
             "box_scale": cfg.MODEL.MRN.BOX_SCALE, "mask_threshold": cfg.MODEL.MRN.MASK_THRESHOLD,
             "heatmap_mode": cfg.MODEL.MRN.HEATMAP_MODE, "device": str(model.device)}
-    result = refine_pseudo_labels(model, spec["pseudo"], spec["output"], image_format=cfg.INPUT.FORMAT,
-                                  info=info)
+    result = refine_pseudo_labels(model, spec.pseudo, spec.output, image_format=cfg.INPUT.FORMAT, info=info)
     keys = ("num_annotations", "num_refined", "num_kept_coarse", "instances_per_s_all_ranks")
-    return {"outputs": {"pseudo_labels": spec["output"]},
+    return {"outputs": {"pseudo_labels": spec.output},
             "metrics": {"refine": {k: result[k] for k in keys if k in result}}}
 

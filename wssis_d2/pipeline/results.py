@@ -26,15 +26,9 @@ from ..data.json_io import write_json_atomic
 from ..evaluation.quality import compare_reports
 from ..utils.part_files import atomic_output
 from .config import MODEL_ROWS, PSEUDO_ROWS
+from .stage_table import stage_of_row
 
-__all__ = ["MODEL_STAGES", "PSEUDO_STAGES", "best_fixed_level", "build_results", "format_results",
-           "machine_info", "write_results"]
-
-# Stage whose marker holds each row.
-MODEL_STAGES = {"teacher": "teacher", "student_threshold": "student_threshold", "student_points": "student_points",
-                "student_points_mrn": "student_points_mrn", "full_100": "full_100"}
-PSEUDO_STAGES = {"threshold": "pseudo_threshold", "adaptive": "pseudo_adaptive",
-                 "adaptive_mrn": "pseudo_adaptive_mrn", "oracle_size": "pseudo_oracle_size"}
+__all__ = ["best_fixed_level", "build_results", "format_results", "machine_info", "write_results"]
 
 MODEL_LABELS = {
     "teacher": "teacher (full labels only)",
@@ -87,18 +81,15 @@ def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None
     """results.json content from the stage markers (see the module docstring)."""
     pseudo = {k: None for k in PSEUDO_ROWS}
     models = {k: None for k in MODEL_ROWS}
-    for row in pcfg.ROWS.PSEUDO_LABELS:
-        if row == "fixed_best":
-            continue
-        reports = _reports(records.get(PSEUDO_STAGES[row]))
-        pseudo[row] = next(iter(reports.values()), None)
+    for row in pcfg.ROWS.PSEUDO_LABELS:  # the stage's report of the row (fixed_best: below)
+        pseudo[row] = _reports(records.get(stage_of_row(row))).get(row)
     fixed = _reports(records.get("pseudo_fixed"))
     level = best_fixed_level(fixed) if "fixed_best" in pcfg.ROWS.PSEUDO_LABELS else None
     if level is not None:
         pseudo["fixed_best"] = fixed[f"fixed_{level}"]
     no_predictions = []
     for row in pcfg.ROWS.MODELS:
-        segm = ((records.get(MODEL_STAGES[row]) or {}).get("metrics") or {}).get("segm")
+        segm = ((records.get(stage_of_row(row)) or {}).get("metrics") or {}).get("segm")
         if segm is None:
             continue
         models[row] = segm.get("AP")
@@ -203,7 +194,7 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                                             f"mean IoU {_fmt(rep.get('mean_iou'), 3)}" if rep else "") + ".")
     lines += ["", f"## Models (segm mask AP on `{d.TEST or 'no test set'}`)", "", "| model | iterations | mask AP |", "|---|---|---|"]
     for row in MODEL_ROWS:
-        rec = records.get(MODEL_STAGES[row])
+        rec = records.get(stage_of_row(row))
         note = " (no predictions)" if row in results.get("no_predictions", []) else ""
         lines.append(f"| {MODEL_LABELS[row]} | {_iterations(rec)} | {_fmt(results['models'][row])}{note} |")
     lines += ["", f"## Pseudo-labels of the point images (`{d.POINTS}`)", ""]

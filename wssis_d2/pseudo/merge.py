@@ -14,9 +14,7 @@ the pseudo-labels treated exactly like GT (METHOD.md section 5). Rules of ``merg
 import json
 import os
 
-from detectron2.data import MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
-
+from ..data.datasets import register_dataset
 from ..data.json_io import load_json, write_json_atomic
 from ..data.validation import load_coco
 
@@ -145,6 +143,5 @@ def register_pseudo_label_dataset(name, json_file, image_root=None, metadata=Non
     """
     if image_root is None:
         image_root = read_json_info(json_file).get("image_root") or ""
-    register_coco_instances(name, dict(metadata or {}), json_file, image_root)
-    MetadataCatalog.get(name).set(label_kind="full")
+    register_dataset(name, json_file, "coco", image_root, metadata)
     return name

@@ -11,19 +11,17 @@ Names (``<p>`` in ``SPLIT_PERCENTS``, ``<s>`` in the seeds, default 1):
 
 ``DETECTRON2_DATASETS`` defaults to ``datasets`` (detectron2's convention). Files are only read when a
 dataset is used; a missing file raises FileNotFoundError with the command that generates it.
-Registering again skips names that are already registered.
+Registering again leaves names registered with the same files alone; with other files it is an error
+(``register.py``).
 """
 import os
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
-from detectron2.data.datasets.coco import load_coco_json
 
 from ..categories import category_metadata
-from ..coco_masks import clean_mask_records
 from ..splits import split_file_names
 from ..synthetic import SHAPE_CATEGORIES
-from .point_instances import register_point_instances
+from .register import register_dataset
 
 __all__ = ["SPLIT_PERCENTS", "default_root", "register_wssis_shapes", "register_wssis_splits"]
 
@@ -35,35 +33,20 @@ def default_root():
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
-def _load_coco_checked(json_file, image_root, name, hint):
-    if not os.path.isfile(json_file):
-        raise FileNotFoundError(f"{json_file} (dataset '{name}') does not exist. {hint}")
-    return clean_mask_records(load_coco_json(json_file, image_root, name), f"{name} ({json_file})")
-
-
-def _register_coco(name, metadata, json_file, image_root, hint, label_kind="full"):
-    """A COCO instances json (masks), evaluated with COCOEvaluator; loaded with detectron2's loader."""
-    DatasetCatalog.register(name, lambda: _load_coco_checked(json_file, image_root, name, hint))
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco",
-                                  label_kind=label_kind, **metadata)
-
-
 def _register_split_triplet(prefix, file_prefix, percent, seed, split_dir, image_root, metadata, hint,
                             registered):
-    """Register ``<prefix>_<p>p_s<seed>_{full,points,points_gt}``; skip names already present."""
+    """Register ``<prefix>_<p>p_s<seed>_{full,points,points_gt}`` (names already registered with these
+    files are left alone)."""
     files = split_file_names(file_prefix, seed, percent=percent)
     base = f"{prefix}_{percent}p_s{seed}"
     for kind, fname in files.items():
         name = f"{base}_{kind}"
-        if name in DatasetCatalog.list():
-            continue
-        json_file = os.path.join(split_dir, fname)
         if kind == "points":
-            register_point_instances(name, dict(metadata, points_gt_dataset=f"{base}_points_gt"),
-                                     json_file, image_root, missing_hint=hint)
+            meta, data_kind = dict(metadata, points_gt_dataset=f"{base}_points_gt"), "points"
         else:
-            _register_coco(name, metadata, json_file, image_root, hint, label_kind=kind)
-        registered.append(name)
+            meta, data_kind = dict(metadata, label_kind=kind), "masks"
+        if register_dataset(name, os.path.join(split_dir, fname), data_kind, image_root, meta, hint=hint):
+            registered.append(name)
 
 
 def _shapes_metadata():
@@ -80,8 +63,7 @@ def register_wssis_shapes(root=None, percents=SPLIT_PERCENTS, seeds=(1,)):
     registered = []
     for split in ("train", "val"):
         name = f"wssis_shapes_{split}"
-        if name not in DatasetCatalog.list():
-            _register_coco(name, meta, os.path.join(root, f"{split}.json"), image_root, gen_hint)
+        if register_dataset(name, os.path.join(root, f"{split}.json"), "masks", image_root, meta, hint=gen_hint):
             registered.append(name)
     for p in percents:
         for s in seeds:
@@ -103,8 +85,8 @@ def register_wssis_splits(root=None, percents=SPLIT_PERCENTS, seeds=(1,)):
         seeds (iterable[int]): split seeds.
 
     Returns:
-        list[str]: names newly registered (names already registered are skipped, so calling this
-        twice is harmless).
+        list[str]: names newly registered (names already registered with the same files are left
+        alone, so calling this twice is harmless; with other files: ValueError).
     """
     root = root or default_root()
     coco_root = os.path.join(root, "coco")

@@ -21,7 +21,7 @@ import logging
 import os
 
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..categories import category_metadata
@@ -128,15 +128,14 @@ def point_records_from_coco(coco, json_file, image_root, dataset_name=None):
 
 
 def register_point_instances(name, metadata, json_file, image_root, *, missing_hint=None):
-    """Register a point-label json as dataset ``name`` (lazily: the file is read on first use).
+    """Register a point-label json as dataset ``name`` (lazily: the file is read on first use), through
+    :func:`~.register.register_dataset` (kind "points": the same name with the same file is a no-op, with
+    another file an error).
 
     Metadata set: the given ``metadata`` (e.g. thing_classes, thing_dataset_id_to_contiguous_id),
     ``json_file``, ``image_root`` and ``label_kind="points"``. No ``evaluator_type``: a points set
-    has no masks to evaluate against (use its points_gt set). Registering a name twice raises, as
-    in detectron2.
+    has no masks to evaluate against (use its points_gt set). Returns True when newly registered.
     """
-    DatasetCatalog.register(
-        name, lambda: load_point_json(json_file, image_root, name, missing_hint=missing_hint)
-    )
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, label_kind="points",
-                                  **metadata)
+    from .register import register_dataset  # register.py loads point files with load_point_json
+
+    return register_dataset(name, json_file, "points", image_root, metadata, hint=missing_hint)

@@ -16,7 +16,6 @@ another json it is an error.
 import logging
 import os
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import load_coco_json
 
 from ..categories import category_metadata
@@ -24,9 +23,9 @@ from ..coco_masks import clean_mask_records
 from ..json_io import load_json
 from ..validation import check_coco
 from ...utils.errors import WSSISInputError
-from .point_instances import register_point_instances
+from .register import register_dataset
 
-__all__ = ["is_point_json", "register_user_datasets"]
+__all__ = ["is_point_json", "load_user_masks", "read_user_json", "register_user_datasets"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +39,8 @@ def is_point_json(coco: dict, json_file: str = "<json>") -> bool:
     return kinds == {True}
 
 
-def _load_masks(json_file, image_root, name):
+def load_user_masks(json_file, image_root, name, hint=None):
+    """detectron2's ``load_coco_json`` without the flagged annotations (``wssis_flag``), masks cleaned."""
     dicts = load_coco_json(json_file, image_root, name, extra_annotation_keys=["wssis_flag"])
     flagged = 0
     for d in dicts:
@@ -54,6 +54,16 @@ def _load_masks(json_file, image_root, name):
     return clean_mask_records(dicts, f"{name} ({json_file})")
 
 
+def read_user_json(name: str, json_file: str, metadata: dict):
+    """(is a points file, ``metadata`` + categories of the json): the file read and checked once, when
+    ``name`` is registered (kind "user" of :func:`~.register.register_dataset`)."""
+    coco = check_coco(load_json(json_file), json_file)  # keys, types, ids, points (WSSISInputError)
+    is_points = is_point_json(coco, json_file)
+    logger.info(f"Registered {name!r} ({'points' if is_points else 'masks'}, {len(coco.get('images') or [])} "
+                f"images) from {json_file}")
+    return is_points, dict(metadata, **category_metadata(coco.get("categories") or [], json_file))
+
+
 def register_user_datasets(entries) -> list:
     """Register every ``[name, json_file, image_root]`` of ``entries`` (module docstring). Returns the
     names newly registered."""
@@ -62,22 +72,6 @@ def register_user_datasets(entries) -> list:
         if len(entry) != 3:
             raise ValueError(f"DATASETS.WSSIS_REGISTER entries are [name, json_file, image_root], got {entry!r}")
         name, json_file, image_root = (os.fspath(v) for v in entry)
-        json_file = os.path.abspath(json_file)
-        if name in DatasetCatalog.list():
-            if MetadataCatalog.get(name).get("json_file", None) == json_file:
-                continue
-            raise ValueError(f"DATASETS.WSSIS_REGISTER: {name!r} is already registered with "
-                             f"{MetadataCatalog.get(name).get('json_file', None)}, not {json_file}")
-        coco = check_coco(load_json(json_file), json_file)  # keys, types, ids, points (WSSISInputError)
-        meta = category_metadata(coco.get("categories") or [], json_file)
-        if is_point_json(coco, json_file):
-            register_point_instances(name, meta, json_file, image_root)
-            kind = "points"
-        else:
-            DatasetCatalog.register(name, lambda j=json_file, r=image_root, n=name: _load_masks(j, r, n))
-            MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco",
-                                          label_kind="full", **meta)
-            kind = "masks"
-        logger.info(f"Registered {name!r} ({kind}, {len(coco.get('images') or [])} images) from {json_file}")
-        registered.append(name)
+        if register_dataset(name, os.path.abspath(json_file), "user", image_root):
+            registered.append(name)
     return registered
