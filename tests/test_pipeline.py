@@ -15,15 +15,16 @@ from wssis_d2.pipeline import (MARKER, MODEL_ROWS, PSEUDO_ROWS, load_pipeline_cf
                                run_pipeline, stage_status)
 from wssis_d2.pipeline import stage_table
 from wssis_d2.pipeline import stages as stages_module
-from wssis_d2.pipeline.model_stages import checkpoint_file, checkpoint_iterations, teacher_checkpoint_period
+from wssis_d2.pipeline.model_stages import checkpoint_file, checkpoint_iterations
 from wssis_d2.pipeline.compare import HEADLINES, format_comparison, headline_figures
 from wssis_d2.pipeline.results import best_fixed_level
 
 from conftest import REPO, saved_catalogs
 
 TINY = os.path.join(REPO, "configs", "pipeline", "shapes_tiny.yaml")
-ALL_STAGES = ["data", "teacher", "pseudo_threshold", "pseudo_fixed", "pseudo_adaptive", "pseudo_oracle_size", "mrn_data",
-              "mrn", "pseudo_adaptive_mrn", "student_threshold", "student_points", "student_points_mrn", "full_100"]
+ALL_STAGES = ["data", "teacher", "pseudo_threshold", "pseudo_fixed", "pseudo_adaptive", "pseudo_oracle_size",
+              "pseudo_oracle_best", "mrn_data", "mrn", "pseudo_adaptive_mrn", "student_threshold", "student_points",
+              "student_points_mrn", "full_100"]
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
@@ -71,10 +72,12 @@ def test_every_stage_writes_folder_marker_and_config(tiny_run):
     teacher_cfg = open(os.path.join(pcfg.OUTPUT_DIR, "teacher", "config.yaml")).read()
     assert "MAX_ITER: 12" in teacher_cfg and "wssis_shapes_train_30p_s1_full" in teacher_cfg
     assert "MASK_FORMAT: bitmask" in open(os.path.join(pcfg.OUTPUT_DIR, "student_points", "config.yaml")).read()
-    # the teacher kept the checkpoints the MRN data came from (50% and 100% of 12 iterations)
+    # the teacher kept the checkpoints the MRN data came from (50% and 83% of 12 iterations), whatever its
+    # CHECKPOINT_PERIOD
     teacher = read_marker(os.path.join(pcfg.OUTPUT_DIR, "teacher"))
-    assert teacher["checkpoint_iterations"] == [6, 12]
+    assert teacher["checkpoint_iterations"] == [6, 10]
     assert os.path.isfile(os.path.join(pcfg.OUTPUT_DIR, "teacher", "model_0000005.pth"))
+    assert os.path.isfile(os.path.join(pcfg.OUTPUT_DIR, "teacher", "model_0000009.pth"))
     samples = read_marker(os.path.join(pcfg.OUTPUT_DIR, "mrn_data"))["metrics"]["samples"]
     assert samples["train"] > 0 and samples["pairing"]["unmatched"] == 0
     assert os.path.isfile(os.path.join(pcfg.OUTPUT_DIR, "pipeline_config.yaml"))
@@ -90,11 +93,27 @@ def test_results_json_schema_every_row_filled(tiny_run):
         assert isinstance(ap, float) and 0 <= ap <= 100, row
     assert results["pseudo_labels"]["threshold"]["mean_iou"] is None  # no point belongs to a detection
     assert 0 < results["pseudo_labels"]["adaptive"]["coverage"] <= 1
-    assert set(results["fixed_levels"]) == {"0", "2"} and results["fixed_best_level"] in (0, 2)
+    assert set(results["fixed_levels"]) == {"0", "1", "2", "3", "4"} and results["fixed_best_level"] in range(5)
+    # the SSIS baseline at every threshold, with its own scores too; the row (and its student) is the best
+    thresholds = results["thresholds"]
+    assert set(thresholds) == {"0.1", "0.3", "0.5"} and results["best_threshold"] in (0.1, 0.3, 0.5)
+    best = thresholds[f"{results['best_threshold']:g}"]
+    assert results["pseudo_labels"]["threshold"] == best
+    assert all(best["AP"] >= r["AP"] for r in thresholds.values())
+    assert all(r["AP_scored"] is not None for r in thresholds.values())
+    # oracle_best: per click the best of every level, so no level rule has a higher mean IoU
+    p = results["pseudo_labels"]
+    for row in ("fixed_best", "adaptive", "oracle_size"):
+        assert p["oracle_best"]["mean_iou"] >= p[row]["mean_iou"] - 1e-9, row
+    for level, r in results["fixed_levels"].items():
+        assert p["oracle_best"]["mean_iou"] >= r["mean_iou"] - 1e-9, level
+    assert results["ratios"]["full_100"] in (1.0, None)
+    assert results["mrn_settings"]["crop_size"] == 64 and results["mrn_settings"]["teacher_checkpoints"] == [0.5, 0.83]
     assert set(results["timings"]) == set(ALL_STAGES)
     assert results["meta"]["machine"]["cpu_count"] >= 1 and results["meta"]["stages_run"] == ALL_STAGES
     md = open(os.path.join(pcfg.OUTPUT_DIR, "results.md")).read()
     assert "student: full + points + MRN" in md and "Wall time per stage" in md and "adaptive + MRN" in md
+    assert "64-px crops, heatmap sigma 3" in md and "Every threshold of the SSIS baseline" in md
 
 
 def test_comparison_of_two_runs(tiny_run, tmp_path):
@@ -111,6 +130,7 @@ def test_comparison_of_two_runs(tiny_run, tmp_path):
     assert fig["student_gain"] == pytest.approx(m["student_points_mrn"] - m["teacher"])
     assert fig["adaptive_vs_fixed"] == pytest.approx(p["adaptive"]["AP"] - p["fixed_best"]["AP"])
     assert fig["oracle_gap"] == pytest.approx(p["oracle_size"]["AP"] - p["adaptive"]["AP"])
+    assert fig["oracle_best_gap"] == pytest.approx(p["oracle_best"]["AP"] - p["adaptive"]["AP"])
     partial = {"models": {"teacher": 5.0, "full_100": 20.0, "student_points_mrn": None},
                "pseudo_labels": {"adaptive": {"AP": 30.0, "mean_iou": 0.5}, "threshold": {"AP": 12.5}}}
     fig2 = headline_figures(partial)
@@ -129,7 +149,7 @@ def test_comparison_of_two_runs(tiny_run, tmp_path):
     assert "| | real | partial |" in md and "| teacher (full labels only) | " + f"{m['teacher']:.1f} | 5.0 | 20.1 |" in md
     assert "| teacher / 100% model (%) | " in md and "| 25.0 | 50.6 |" in md
     assert "| adaptive | " + f"{p['adaptive']['AP']:.2f}" in md and "30.00 / 0.500 |" in md
-    assert len([line for line in md.splitlines() if line.startswith("| pseudo-labels:")]) == 4 == len(HEADLINES) - 3
+    assert len([line for line in md.splitlines() if line.startswith("| pseudo-labels:")]) == 5 == len(HEADLINES) - 3
     missing = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compare_results.py"), "--run", "x",
                               str(tmp_path / "nope.json")], capture_output=True, text=True, cwd=REPO)
     assert missing.returncode == 2 and "nope.json" in missing.stderr
@@ -190,10 +210,6 @@ def test_plan_follows_rows():
 
 def test_checkpoint_rules():
     assert checkpoint_iterations(1500, [0.5, 1.0]) == [750, 1500]
-    assert teacher_checkpoint_period(500, [750, 1500], 1500) == 375
-    assert teacher_checkpoint_period(5000, [15000, 30000], 30000) == 5000
-    assert teacher_checkpoint_period(1000, [6, 12], 12) == 6
-    assert teacher_checkpoint_period(500, [1000], 1000) == 500
     assert checkpoint_file("d", 750, 1500) == os.path.join("d", "model_0000749.pth")
     assert checkpoint_file("d", 1500, 1500) == os.path.join("d", "model_final.pth")
     reports = {"fixed_0": {"AP": 1.0, "mean_iou": 0.2}, "fixed_1": {"AP": 3.0, "mean_iou": 0.1},

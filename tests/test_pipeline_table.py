@@ -23,10 +23,11 @@ def reference_plan(pseudo, models, custom):
     need = {
         "teacher": bool(pseudo) or bool(models - {"full_100"}) or custom,
         "pseudo_threshold": "threshold" in pseudo or "student_threshold" in models,
-        "pseudo_fixed": "fixed_best" in pseudo,
+        "pseudo_fixed": bool({"fixed_best", "oracle_best"} & pseudo),
         "pseudo_adaptive": bool({"adaptive", "adaptive_mrn"} & pseudo)
         or bool({"student_points", "student_points_mrn"} & models) or custom,
         "pseudo_oracle_size": "oracle_size" in pseudo,
+        "pseudo_oracle_best": "oracle_best" in pseudo,
         "mrn_data": need_mrn, "mrn": need_mrn, "pseudo_adaptive_mrn": need_mrn,
         "labels": custom,
     }
@@ -59,11 +60,12 @@ def test_table_is_consistent():
         assert all(names.index(n) < i for n in stage.needs + stage.after), stage.name
     for row in PSEUDO_ROWS + MODEL_ROWS:  # every row of the results table is filled by one stage
         assert [s.name for s in STAGES if row in s.pseudo_rows + s.model_rows] == [stage_of_row(row)]
-    exports = {s.name: (s.mode, s.threshold, s.levels) for s in STAGES if s.mode}
+    exports = {s.name: (s.mode, s.thresholds, s.levels) for s in STAGES if s.mode}
     assert exports == {"pseudo_threshold": ("threshold", None, None), "pseudo_fixed": ("fixed", None, None),
                        "pseudo_adaptive": ("adaptive", None, None), "pseudo_oracle_size": ("oracle_size", None, None)}
     order = sorted(names, key=lambda n: STAGE[n].priority)
-    assert order[:4] == ["data", "teacher", "full_100", "pseudo_adaptive"] and order[-1] == "pseudo_fixed"
+    assert order[:4] == ["data", "teacher", "full_100", "pseudo_adaptive"]
+    assert order[-2:] == ["pseudo_fixed", "pseudo_oracle_best"]
 
 
 def test_needs_resolution():

@@ -11,7 +11,7 @@ Runs (or resumes: finished stages are skipped) ``python -m wssis_d2.pipeline`` w
 - ``<output-dir>/comparison.png``: ``--overlays`` point images side by side: the points, the threshold
   baseline's masks, the adaptive pseudo-labels, the refined ones and the true masks (the columns the
   profile filled);
-- ``<output-dir>/models_ap.png``: a bar plot of the model rows' AP (ours and the paper's);
+- ``<output-dir>/models_ap.png``: a bar plot of each model row's AP / the 100% model's (ours and the paper's);
 - ``<output-dir>/overlays/<kind>/*.png``: one picture per image and kind, at full size.
 
 5-11 min on 2 CPU cores (README "Quick start": it depends on how fast the machine is that day).
@@ -74,7 +74,7 @@ def main(argv=None):
                                                  os.path.join(pcfg.OUTPUT_DIR, "comparison.png"),
                                                  num_images=args.overlays)}
         results = load_json(out["results"]["json"])
-        if results["models"].get("full_100") and any(v is not None for v in results["models"].values()):
+        if any(v is not None for v in results["models"].values()):
             figures["models_ap"] = plot_model_rows(results["models"], os.path.join(pcfg.OUTPUT_DIR, "models_ap.png"),
                                                    percent=pcfg.DATA.PERCENT)
         logger.info(f"Figures: {', '.join(figures.values())}")

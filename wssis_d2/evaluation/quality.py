@@ -39,7 +39,7 @@ from ..data.validation import load_coco
 from .coco import has_fast_coco_eval
 from .ids import one_based_annotation_ids, usable_gt_masks
 
-__all__ = ["REPORT_KEYS", "pseudo_label_quality", "point_ious", "format_report", "compare_reports"]
+__all__ = ["REPORT_KEYS", "pseudo_label_quality", "point_ious", "best_report", "format_report", "compare_reports"]
 
 REPORT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP_scored", "mean_iou", "coverage", "levels")
 _AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}  # COCOeval's
@@ -175,6 +175,16 @@ def point_ious(anns, points, coco_gt: COCO):
         gt = [coco_gt.annToRLE(points[k]) for k in rows]
         ious[rows] = np.diag(np.asarray(mask_util.iou(dt, gt, [0] * len(gt))).reshape(len(dt), len(gt)))
     return ious, covered
+
+
+def best_report(reports: Mapping[str, Mapping[str, object]]) -> Optional[str]:
+    """Name of the best report: highest AP, then mean IoU, then AP_scored (None on missing values count
+    lowest; ties: the first name in sorted order). None without reports."""
+    def key(name):
+        r = reports[name]
+        return tuple(-1.0 if r.get(k) is None else float(r[k]) for k in ("AP", "mean_iou", "AP_scored"))
+    names = sorted(reports)
+    return max(names, key=key) if names else None
 
 
 def _fmt(value, digits=2):

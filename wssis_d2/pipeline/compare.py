@@ -24,11 +24,13 @@ HEADLINES = (
     ("adaptive_vs_threshold", "pseudo-labels: adaptive - threshold (AP)", None),
     ("adaptive_vs_fixed", "pseudo-labels: adaptive - best fixed level (AP)", None),
     ("oracle_gap", "pseudo-labels: oracle_size - adaptive (AP)", None),
+    ("oracle_best_gap", "pseudo-labels: oracle_best - adaptive (AP; the bound of level choice)", None),
     ("mrn_gain", "pseudo-labels: adaptive + MRN - adaptive (AP)", None),
 )
 
 PSEUDO_LABELS = {"threshold": "threshold (no points)", "fixed_best": "best fixed level", "adaptive": "adaptive",
-                 "adaptive_mrn": "adaptive + MRN", "oracle_size": "size-oracle level"}
+                 "adaptive_mrn": "adaptive + MRN", "oracle_size": "size-oracle level",
+                 "oracle_best": "best level per click (bound)"}
 
 
 def _ratio(a, b):
@@ -50,6 +52,7 @@ def headline_figures(results: Mapping) -> Dict[str, Optional[float]]:
         "adaptive_vs_threshold": _diff(ap.get("adaptive"), ap.get("threshold")),
         "adaptive_vs_fixed": _diff(ap.get("adaptive"), ap.get("fixed_best")),
         "oracle_gap": _diff(ap.get("oracle_size"), ap.get("adaptive")),
+        "oracle_best_gap": _diff(ap.get("oracle_best"), ap.get("adaptive")),
         "mrn_gain": _diff(ap.get("adaptive_mrn"), ap.get("adaptive")),
     }
 

@@ -12,12 +12,12 @@ __all__ = ["CUSTOM_NAMES", "PSEUDO_ROWS", "MODEL_ROWS", "get_pipeline_cfg", "loa
            "resolve_path"]
 
 # Rows of the results table, in table order (results.json keys).
-PSEUDO_ROWS = ("threshold", "fixed_best", "adaptive", "adaptive_mrn", "oracle_size")
+PSEUDO_ROWS = ("threshold", "fixed_best", "adaptive", "adaptive_mrn", "oracle_size", "oracle_best")
 MODEL_ROWS = ("teacher", "student_threshold", "student_points", "student_points_mrn", "full_100")
 
 # DATASETS names of a DATA.KIND custom run ("" where the file is not given).
 CUSTOM_NAMES = {"FULL": "wssis_custom_full", "POINTS": "wssis_custom_points",
-                "POINTS_GT": "wssis_custom_points_gt", "TEST": "wssis_custom_val",
+                "POINTS_GT": "wssis_custom_points_gt", "TEST": "wssis_custom_val", "VAL": "wssis_custom_val_only",
                 "TRAIN_ALL": "wssis_custom_train_all"}
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -72,6 +72,8 @@ def get_pipeline_cfg():
     cfg.DATA.SHAPES.GENERATE = False
     cfg.DATA.SHAPES.NUM_TRAIN = 1000
     cfg.DATA.SHAPES.NUM_VAL = 200
+    # Images of a "test" split (wssis_shapes_test), generated beside train and val (0: none).
+    cfg.DATA.SHAPES.NUM_TEST = 0
     # Image side in pixels.
     cfg.DATA.SHAPES.SIZE = 320
     # Generator seed (every image is seeded by (SEED, split, index)).
@@ -93,8 +95,11 @@ def get_pipeline_cfg():
     cfg.DATA.CUSTOM.POINTS_JSON = ""
     # Folder the file_name of both jsons (and of VAL_JSON / POINTS_GT_JSON) are relative to.
     cfg.DATA.CUSTOM.IMAGE_ROOT = ""
-    # Optional COCO json with masks: teacher and students are evaluated on it ("" = not evaluated).
+    # Optional COCO json with masks: teacher and students are evaluated on it ("" = not evaluated). With
+    # TEST_JSON it is the validation set (for choosing settings) and the model rows are TEST_JSON's.
     cfg.DATA.CUSTOM.VAL_JSON = ""
+    # Optional COCO json with masks of held-out images for reporting: the model rows ("" = VAL_JSON's).
+    cfg.DATA.CUSTOM.TEST_JSON = ""
     # Optional COCO json with the true masks of (some of) the clicked images, matched by file_name and by
     # the mask under each click: pseudo-label quality rows only ("" = those rows are skipped).
     cfg.DATA.CUSTOM.POINTS_GT_JSON = ""
@@ -117,6 +122,9 @@ def get_pipeline_cfg():
     cfg.DATASETS.POINTS_GT = "wssis_shapes_train_5p_s1_points_gt"
     cfg.DATASETS.TRAIN_ALL = "wssis_shapes_train"
     cfg.DATASETS.TEST = "wssis_shapes_val"
+    # Optional validation set for choosing settings: models are evaluated on it too (results.json
+    # "models_val"); the model rows are DATASETS.TEST's ("" = no separate validation set).
+    cfg.DATASETS.VAL = ""
 
     # Teacher: SOLOv2 trained on DATASETS.FULL only.
     cfg.TEACHER = _train_node("configs/CPU/SOLOv2_shapes.yaml")
@@ -124,8 +132,9 @@ def get_pipeline_cfg():
     cfg.PSEUDO = CN()
     # Overrides of the teacher config for the pseudo-label exports (e.g. MODEL.WSSIS.MAX_PER_IMAGE 200).
     cfg.PSEUDO.OPTS = []
-    # Score threshold of the SSIS baseline ("+unlabeled", mode threshold). Paper: 0.1 or 0.5.
-    cfg.PSEUDO.THRESHOLD = 0.1
+    # Score thresholds of the SSIS baseline ("+unlabeled", mode threshold), one export each (paper: 0.1 and
+    # 0.5); the "threshold" row and the student_threshold model take the best by pseudo-label AP.
+    cfg.PSEUDO.THRESHOLDS = [0.1, 0.3, 0.5]
     # Levels exported in fixed mode; the "fixed_best" row is the one with the highest AP (then mean IoU).
     cfg.PSEUDO.FIXED_LEVELS = [0, 1, 2, 3, 4]
 
@@ -136,8 +145,8 @@ def get_pipeline_cfg():
     cfg.MRN.DATA_MODE = "oracle_size"
     # Teacher checkpoints giving MRN training data, as fractions of the teacher's schedule (1.0 =
     # model_final.pth): intermediate ones, so that the coarse masks are as imperfect as those MRN refines
-    # (METHOD.md section 4; the paper's 5% run: 15k and 25k of 30k). The teacher's CHECKPOINT_PERIOD is
-    # lowered so that each one is saved.
+    # (METHOD.md section 4; the paper's 5% run: 15k and 25k of 30k). Each is saved whatever the teacher's
+    # CHECKPOINT_PERIOD.
     cfg.MRN.TEACHER_CHECKPOINTS = [0.5, 0.83]
     # Fraction of the full images held out to evaluate the MRN (0: none).
     cfg.MRN.VAL_FRACTION = 0.1
@@ -215,13 +224,15 @@ def load_pipeline_cfg(config_file=None, opts=(), output_dir=None):
     for node in ("TEACHER", "MRN", "STUDENT", "FULL_100"):
         cfg[node].CONFIG = resolve_path(cfg[node].CONFIG)
     if cfg.DATA.KIND == "custom":
-        for key in ("FULL_JSON", "POINTS_JSON", "IMAGE_ROOT", "VAL_JSON", "POINTS_GT_JSON", "TRAIN_ALL_JSON"):
+        for key in ("FULL_JSON", "POINTS_JSON", "IMAGE_ROOT", "VAL_JSON", "TEST_JSON", "POINTS_GT_JSON",
+                    "TRAIN_ALL_JSON"):
             value = cfg.DATA.CUSTOM[key].replace("{OUTPUT_DIR}", cfg.OUTPUT_DIR)
             cfg.DATA.CUSTOM[key] = os.path.abspath(value) if value else ""
         c = cfg.DATA.CUSTOM
         cfg.DATASETS.FULL, cfg.DATASETS.POINTS = CUSTOM_NAMES["FULL"], CUSTOM_NAMES["POINTS"]
         cfg.DATASETS.POINTS_GT = CUSTOM_NAMES["POINTS_GT"] if c.POINTS_GT_JSON else ""
-        cfg.DATASETS.TEST = CUSTOM_NAMES["TEST"] if c.VAL_JSON else ""
+        cfg.DATASETS.TEST = CUSTOM_NAMES["TEST"] if c.VAL_JSON or c.TEST_JSON else ""
+        cfg.DATASETS.VAL = CUSTOM_NAMES["VAL"] if c.VAL_JSON and c.TEST_JSON else ""
         cfg.DATASETS.TRAIN_ALL = CUSTOM_NAMES["TRAIN_ALL"] if c.TRAIN_ALL_JSON else ""
     _check(cfg)
     cfg.freeze()

@@ -38,7 +38,8 @@ def custom_gt_json(pcfg) -> str:
 def _custom_files(pcfg) -> Dict[str, str]:
     """DATASETS key -> the json registered under that key's name (DATA.KIND custom; given files only)."""
     c = pcfg.DATA.CUSTOM
-    files = {"FULL": c.FULL_JSON, "POINTS": c.POINTS_JSON, "TEST": c.VAL_JSON,
+    files = {"FULL": c.FULL_JSON, "POINTS": c.POINTS_JSON, "TEST": c.TEST_JSON or c.VAL_JSON,
+             "VAL": c.VAL_JSON if c.TEST_JSON else "",
              "POINTS_GT": custom_gt_json(pcfg) if c.POINTS_GT_JSON else "", "TRAIN_ALL": c.TRAIN_ALL_JSON}
     return {k: v for k, v in files.items() if v}
 
@@ -102,8 +103,8 @@ def _generate_shapes(pcfg) -> Dict[str, float]:
     s = pcfg.DATA.SHAPES
     root = shapes_root(pcfg)
     seconds = {}
-    for split, num in (("train", s.NUM_TRAIN), ("val", s.NUM_VAL)):
-        if os.path.isfile(os.path.join(root, f"{split}.json")):
+    for split, num in (("train", s.NUM_TRAIN), ("val", s.NUM_VAL), ("test", s.NUM_TEST)):
+        if os.path.isfile(os.path.join(root, f"{split}.json")) or (split == "test" and not num):
             continue
         t0 = time.perf_counter()
         logger.info(f"Generating {num} {s.SIZE}-px shapes images ({split}) under {root} (seed {s.SEED})")

@@ -127,16 +127,21 @@ def plot_model_rows(models: Mapping[str, Optional[float]], output_path: str, per
 
     ours, paper = ratios(models), ratios(PAPER_5P)
     rows = [r for r in MODEL_ROWS if ours[r] is not None]
-    if not rows:
-        raise ValueError("no model row has a value and a 100% model to compare it with")
+    ylabel = "mask AP / AP of the 100% model"
+    if not rows:  # no 100% model (or its AP is 0): our AP alone, nothing to set beside the paper's
+        rows = [r for r in MODEL_ROWS if models.get(r) is not None]
+        if not rows:
+            raise ValueError("no model row has a value to plot")
+        ours, paper, ylabel = dict(models), None, "mask AP (no 100% model to compare with: no ratios)"
     x = np.arange(len(rows))
     fig = Figure(figsize=(8, 4.2))
     ax = fig.subplots()
     bars = ax.bar(x - 0.2, [ours[r] for r in rows], 0.4, label=f"ours ({percent:g}% shapes)")
-    ax.bar(x + 0.2, [paper[r] for r in rows], 0.4, label="paper (COCO 5%, R-101)", color="0.75")
+    if paper is not None:
+        ax.bar(x + 0.2, [paper[r] for r in rows], 0.4, label="paper (COCO 5%, R-101)", color="0.75")
     ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_xticks(x, [MODEL_LABELS[r].replace(": ", ":\n").replace(" (", "\n(") for r in rows], fontsize=7)
-    ax.set_ylabel("mask AP / AP of the 100% model")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -8,9 +8,7 @@ Every function takes the pipeline config, the stage folder and a typed, picklabl
 """
 import dataclasses
 import logging
-import math
 import os
-from functools import reduce
 from typing import List, Optional, Sequence, Tuple
 
 import detectron2.utils.comm as comm
@@ -22,6 +20,7 @@ from detectron2.utils.env import seed_all_rng
 
 from ..config import add_wssis_config
 from ..engine import trainer_class
+from ..engine.checkpoints import SaveAtIterations, checkpoint_name
 from ..mrn.refine import refine_pseudo_labels
 from ..utils.part_files import atomic_output
 from ..checkpoint_check import checked
@@ -41,7 +40,6 @@ __all__ = [
     "train_stage",
     "export_stage",
     "refine_stage",
-    "teacher_checkpoint_period",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,8 +53,8 @@ class TrainSpec:
     train, test: dataset names. classes_from: the dataset whose class count sets NUM_CLASSES.
     register: (name, json, kind) of jsons the run made (``register_json_dataset``).
     forced: KEY VALUE pairs merged last (``stage_cfg``). auto_opts: the data stage's input scale choice.
-    checkpoint_fractions: fractions of the schedule whose checkpoints must be saved (CHECKPOINT_PERIOD is
-    lowered to divide them).
+    checkpoint_fractions: fractions of the schedule whose checkpoints are saved as well
+    (``engine.checkpoints.SaveAtIterations``, whatever CHECKPOINT_PERIOD).
     """
 
     node: str
@@ -155,19 +153,9 @@ def checkpoint_iterations(max_iter: int, fractions: Sequence[float]) -> List[int
 
 
 def checkpoint_file(stage_dir: str, n: int, max_iter: int) -> str:
-    """The file detectron2's ``PeriodicCheckpointer`` writes after n iterations: ``model_final.pth`` for
-    n == max_iter, else ``model_{n - 1:07d}.pth`` (saved when CHECKPOINT_PERIOD divides n)."""
-    return os.path.join(stage_dir, "model_final.pth" if n == max_iter else f"model_{n - 1:07d}.pth")
-
-
-def teacher_checkpoint_period(period: int, iterations: Sequence[int], max_iter: int) -> int:
-    """The largest period <= ``period`` that divides every n < max_iter in ``iterations``, so that each of
-    those checkpoints is saved (the one after max_iter iterations is model_final.pth anyway) while
-    checkpoints stay about as frequent as configured."""
-    g = reduce(math.gcd, [int(n) for n in iterations if n < max_iter], 0)
-    if g == 0 or g % period == 0:
-        return int(period)
-    return next(d for d in range(min(int(period), g), 0, -1) if g % d == 0)
+    """The checkpoint after n iterations (``engine.checkpoints.checkpoint_name``: ``model_final.pth`` for
+    n == max_iter, else ``model_{n - 1:07d}.pth``, the periodic checkpointer's name)."""
+    return os.path.join(stage_dir, checkpoint_name(n, max_iter) + ".pth")
 
 
 def _setup(cfg, stage_dir: str):
@@ -197,18 +185,11 @@ def train_stage(pcfg, stage_dir: str, spec: TrainSpec) -> dict:
     _register(pcfg, spec.register)
     cfg = stage_cfg(pcfg, spec.node, stage_dir, train=spec.train, test=spec.test,
                     num_classes=_num_classes(spec.classes_from), forced=spec.forced, auto_opts=spec.auto_opts)
-    fractions = list(spec.checkpoint_fractions)
-    if fractions:
-        n = checkpoint_iterations(cfg.SOLVER.MAX_ITER, fractions)
-        period = teacher_checkpoint_period(cfg.SOLVER.CHECKPOINT_PERIOD, n, cfg.SOLVER.MAX_ITER)
-        if period != cfg.SOLVER.CHECKPOINT_PERIOD:
-            logger.info(f"CHECKPOINT_PERIOD {cfg.SOLVER.CHECKPOINT_PERIOD} -> {period} so that the checkpoints "
-                        f"after {n} iterations are saved")
-            cfg.defrost()
-            cfg.SOLVER.CHECKPOINT_PERIOD = period
-            cfg.freeze()
+    saved = checkpoint_iterations(cfg.SOLVER.MAX_ITER, spec.checkpoint_fractions)
     _setup(cfg, stage_dir)
     trainer = trainer_class(cfg)(cfg)
+    if saved:
+        trainer.register_hooks([SaveAtIterations(saved)])
     if pcfg.SHARE_CORES and pcfg.PARALLEL_STAGES > 1:
         trainer.register_hooks([CoreShareHook(os.path.join(pcfg.OUTPUT_DIR, RUNNING_FILE), os.cpu_count() or 1,
                                               floor=max(1, pcfg.NUM_THREADS))])
@@ -222,7 +203,6 @@ def train_stage(pcfg, stage_dir: str, spec: TrainSpec) -> dict:
     results = getattr(trainer, "_last_eval_results", None) or {}
     outputs = {"weights": os.path.join(stage_dir, "model_final.pth"),
                "config": os.path.join(stage_dir, "config.yaml")}
-    saved = checkpoint_iterations(cfg.SOLVER.MAX_ITER, fractions)
     for n in saved:
         outputs[f"checkpoint_{n}"] = checkpoint_file(stage_dir, n, cfg.SOLVER.MAX_ITER)
     return {"outputs": outputs, "metrics": dict(results), "start_iter": start_iter,

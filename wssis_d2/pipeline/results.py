@@ -2,11 +2,17 @@
 
 ``results.json``::
 
-    {"pseudo_labels": {"threshold" | "fixed_best" | "adaptive" | "adaptive_mrn" | "oracle_size":
+    {"pseudo_labels": {"threshold" (the best threshold) | "fixed_best" | "adaptive" | "adaptive_mrn" |
+                       "oracle_size" | "oracle_best":
                            quality report (wssis_d2.evaluation.quality.REPORT_KEYS) or null},
      "models": {"teacher" | "student_threshold" | "student_points" | "student_points_mrn" | "full_100":
                     segm mask AP on DATASETS.TEST (COCOEvaluator, percent) or null},
+     "models_val": the same on DATASETS.VAL (the set settings are chosen on), or null without it,
      "fixed_levels": {level: report}, "fixed_best_level": int or null,
+     "thresholds": {threshold: report}, "best_threshold": float or null,
+     "ratios": {model row: AP / AP of full_100, or null},
+     "mrn_settings": {"crop_size", "heatmap_sigma", "dice_weight", "bce_weight", "teacher_checkpoints"} of
+         the MaskRefineNet stage, or null (every table reporting MRN says them: the paper's are 256, 6, Dice),
      "no_predictions": [model rows whose model predicted nothing on the test set: AP 0],
      "labels": counts of OUTPUT_DIR/labels.json (DATA.KIND custom) and, with POINTS_GT, its quality; or null,
      "skipped_rows": {row: why} (DATA.KIND custom: rows that need data the run does not have),
@@ -21,9 +27,10 @@ import platform
 from typing import Dict, Mapping, Optional
 
 import torch
+import yaml
 
 from ..data.json_io import write_json_atomic
-from ..evaluation.quality import compare_reports
+from ..evaluation.quality import best_report, compare_reports
 from ..utils.part_files import atomic_output
 from .config import MODEL_ROWS, PSEUDO_ROWS
 from .stage_table import stage_of_row
@@ -62,15 +69,31 @@ def _elapsed_seconds(records) -> Optional[float]:
 
 
 def best_fixed_level(reports: Mapping[str, dict]) -> Optional[int]:
-    """Level of the best ``fixed_<l>`` report: highest AP, then mean IoU (None without reports)."""
-    def key(item):
-        r = item[1]
-        return (r.get("AP") if r.get("AP") is not None else -1.0,
-                r.get("mean_iou") if r.get("mean_iou") is not None else -1.0)
-    if not reports:
+    """Level of the best ``fixed_<l>`` report (``quality.best_report``: highest AP, then mean IoU; None
+    without reports)."""
+    name = best_report(reports)
+    return None if name is None else int(name.rsplit("_", 1)[1])
+
+
+def mrn_settings(pcfg, record: Optional[dict]) -> Optional[dict]:
+    """Crop size, heatmap sigma, loss weights (from the MRN stage's saved config) and the teacher
+    checkpoints of its training data; None when the stage has not run."""
+    path = ((record or {}).get("outputs") or {}).get("config")
+    if not path or not os.path.isfile(path):
         return None
-    name, _ = max(sorted(reports.items()), key=key)
-    return int(name.rsplit("_", 1)[1])
+    with open(path) as f:
+        mrn = ((yaml.safe_load(f) or {}).get("MODEL") or {}).get("MRN") or {}
+    return {"crop_size": mrn.get("CROP_SIZE"), "heatmap_sigma": mrn.get("HEATMAP_SIGMA"),
+            "dice_weight": mrn.get("DICE_WEIGHT"), "bce_weight": mrn.get("BCE_WEIGHT"),
+            "teacher_checkpoints": list(pcfg.MRN.TEACHER_CHECKPOINTS)}
+
+
+def _segm_ap(metrics: Optional[dict]) -> Optional[float]:
+    """segm AP of one evaluation's results (0.0 when the model predicted nothing: COCOEvaluator's NaN)."""
+    segm = (metrics or {}).get("segm")
+    if segm is None:
+        return None
+    return 0.0 if segm.get("AP") is None else segm["AP"]
 
 
 def _reports(record: Optional[dict]) -> Dict[str, dict]:
@@ -88,20 +111,31 @@ def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None
     if level is not None:
         pseudo["fixed_best"] = fixed[f"fixed_{level}"]
     no_predictions = []
+    models_val = {k: None for k in MODEL_ROWS} if pcfg.DATASETS.VAL else None
     for row in pcfg.ROWS.MODELS:
-        segm = ((records.get(stage_of_row(row)) or {}).get("metrics") or {}).get("segm")
-        if segm is None:
+        metrics = (records.get(stage_of_row(row)) or {}).get("metrics") or {}
+        if pcfg.DATASETS.VAL and pcfg.DATASETS.TEST:  # two test sets: detectron2 keys the results by name
+            models_val[row] = _segm_ap(metrics.get(pcfg.DATASETS.VAL))
+            metrics = metrics.get(pcfg.DATASETS.TEST) or {}
+        if metrics.get("segm") is None:
             continue
-        models[row] = segm.get("AP")
-        if models[row] is None:  # COCOEvaluator gives NaN when the model predicts nothing: AP 0
-            models[row] = 0.0
+        models[row] = _segm_ap(metrics)
+        if metrics["segm"].get("AP") is None:  # COCOEvaluator gives NaN when the model predicts nothing: AP 0
             no_predictions.append(row)
+    thresholds = {k: r for k, r in _reports(records.get("pseudo_threshold")).items() if k != "threshold"}
+    full = models.get("full_100")
+    ratios = {row: (ap / full if ap is not None and full else None) for row, ap in models.items()}
     timings = {name: rec.get("seconds") for name, rec in records.items()}
     return {
         "pseudo_labels": pseudo,
         "models": models,
+        "models_val": models_val,
         "fixed_levels": {name.rsplit("_", 1)[1]: r for name, r in sorted(fixed.items())},
         "fixed_best_level": level,
+        "thresholds": {name.rsplit("_", 1)[1]: r for name, r in sorted(thresholds.items())},
+        "best_threshold": ((records.get("pseudo_threshold") or {}).get("metrics") or {}).get("best_threshold"),
+        "ratios": ratios,
+        "mrn_settings": mrn_settings(pcfg, records.get("mrn")),
         "no_predictions": no_predictions,
         "labels": (records.get("labels") or {}).get("metrics"),
         "skipped_rows": dict((meta or {}).get("skipped_rows") or {}),
@@ -153,8 +187,8 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
         c = pcfg.DATA.CUSTOM
         lines += [f"- Data (custom): `{c.FULL_JSON}` ({count('full')}) fully labeled, `{c.POINTS_JSON}` "
                   f"({count('points')}) clicked, images under `{c.IMAGE_ROOT}`.",
-                  f"- Models are evaluated on `{c.VAL_JSON}` ({count('test')}) with detectron2's COCOEvaluator "
-                  "(segm mask AP, ordinary inference, no points)." if c.VAL_JSON else
+                  f"- Models are evaluated on `{c.TEST_JSON or c.VAL_JSON}` ({count('test')}) with detectron2's "
+                  "COCOEvaluator (segm mask AP, ordinary inference, no points)." if c.VAL_JSON or c.TEST_JSON else
                   "- Models are not evaluated (no DATA.CUSTOM.VAL_JSON)."]
         if c.TRAIN_ALL_JSON:
             lines.append(f"- The 100% model trains on `{c.TRAIN_ALL_JSON}` ({count('train_all')}).")
@@ -167,6 +201,9 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
             "ordinary inference, no points). The 100% model trains on "
             f"`{d.TRAIN_ALL}` ({count('train_all')}).",
         ]
+    if d.VAL:
+        lines.append(f"- Settings are chosen on `{d.VAL}` ({count('val')}), the validation set: its AP is the "
+                     "\"val\" column; the mask AP rows are the separate test set's.")
     lines.append(
         f"- Pseudo-label quality: the pseudo-labels of `{d.POINTS}` against `{d.POINTS_GT}`, every score 1 "
         "(`tools/pseudo_label_report.py`): mask AP, mean IoU per point (no mask = 0), coverage, levels."
@@ -192,11 +229,14 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                      f"{lab['num_clicks']} clicks = {lab['num_pseudo_labels']} pseudo-labels + {lab['num_fallback']} "
                      "flagged fallbacks" + (f"; on the clicked images vs their true masks: AP {_fmt(rep.get('AP'), 2)}, "
                                             f"mean IoU {_fmt(rep.get('mean_iou'), 3)}" if rep else "") + ".")
-    lines += ["", f"## Models (segm mask AP on `{d.TEST or 'no test set'}`)", "", "| model | iterations | mask AP |", "|---|---|---|"]
+    lines += ["", f"## Models (segm mask AP on `{d.TEST or 'no test set'}`)", "", "| model | iterations | mask AP | / 100% model | val |",
+              "|---|---|---|---|---|"]
     for row in MODEL_ROWS:
         rec = records.get(stage_of_row(row))
         note = " (no predictions)" if row in results.get("no_predictions", []) else ""
-        lines.append(f"| {MODEL_LABELS[row]} | {_iterations(rec)} | {_fmt(results['models'][row])}{note} |")
+        val = _fmt((results.get("models_val") or {}).get(row))
+        lines.append(f"| {MODEL_LABELS[row]} | {_iterations(rec)} | {_fmt(results['models'][row])}{note} | "
+                     f"{_fmt(results['ratios'][row], 2)} | {val} |")
     lines += ["", f"## Pseudo-labels of the point images (`{d.POINTS}`)", ""]
     named = {}
     for row in PSEUDO_ROWS:
@@ -205,13 +245,24 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
             continue
         label = row
         if row == "threshold":
-            label = f"threshold {pcfg.PSEUDO.THRESHOLD} (no points)"
+            label = f"threshold {_fmt(results.get('best_threshold'), 2)} (best; no points)"
         elif row == "fixed_best":
             label = f"fixed level {results['fixed_best_level']} (best)"
         elif row == "adaptive_mrn":
             label = "adaptive + MRN"
+        elif row == "oracle_best":
+            label = "oracle_best (per click the best level: the bound)"
         named[label] = r
     lines.append(compare_reports(named, print_table=False) if named else "(no pseudo-label row in this profile)")
+    m = results.get("mrn_settings")
+    if m:
+        loss = "Dice" + (f" + {m['bce_weight']:g} x BCE" if m.get("bce_weight") else "")
+        lines += ["", f"MaskRefineNet: {m['crop_size']}-px crops, heatmap sigma {m['heatmap_sigma']:g}, loss {loss}, "
+                      f"trained on the teacher's predictions at {m['teacher_checkpoints']} of its schedule "
+                      f"(the paper: 256 px, sigma 6, Dice)."]
+    if results.get("thresholds"):
+        lines += ["", "Every threshold of the SSIS baseline (AP_scored: ranked by the teacher's scores):", "",
+                  compare_reports({f"threshold {k}": r for k, r in results["thresholds"].items()}, print_table=False)]
     if results["fixed_levels"]:
         lines += ["", "Every fixed level:", "",
                   compare_reports({f"fixed {k}": r for k, r in results["fixed_levels"].items()}, print_table=False)]

@@ -7,12 +7,21 @@ are shared. Each run is an ordinary, resumable pipeline run with its own results
 reads them and ``format_seed_table`` writes mean +- sample standard deviation per row to
 ``<OUTPUT_DIR>/results_seeds.{md,json}``.
 """
+import concurrent.futures
+import logging
 import math
+import multiprocessing
 import os
 import re
 from typing import Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["seed_opts", "aggregate", "format_seed_table"]
+from ..data.json_io import load_json, write_json_atomic
+from ..utils.part_files import atomic_output
+from .config import load_pipeline_cfg
+
+__all__ = ["seed_opts", "aggregate", "format_seed_table", "run_seeds"]
+
+logger = logging.getLogger(__name__)
 
 
 def seed_opts(pcfg, k: int) -> List:
@@ -82,3 +91,39 @@ def format_seed_table(agg: Mapping, seeds: Sequence[int], title: str = "") -> st
         n = stats["n"] if stats else 0
         lines.append(f"| {row} | {_cell(stats, 2)} | {_cell(agg['pseudo_labels_mean_iou'].get(row), 3)} | {n} |")
     return "\n".join(lines) + "\n"
+
+
+def _seed_run(config_file: str, opts: Sequence, run_kwargs: dict) -> str:
+    """One seed's pipeline run (in its own process); returns its results.json."""
+    from .run import run_pipeline  # the stage table is only needed here
+    from .stages import stage_logging
+
+    with stage_logging(None):
+        run_cfg = load_pipeline_cfg(config_file, list(opts))
+        return run_pipeline(run_cfg, config_file=config_file, **run_kwargs)["results"]["json"]
+
+
+def run_seeds(pcfg, num_seeds: int, config_file: str, opts: Sequence = (), **run_kwargs) -> dict:
+    """Run (or resume) the profile with seeds 0..num_seeds-1 (``seed_opts``), then write
+    ``<OUTPUT_DIR>/results_seeds.{json,md}``. ``opts``: the user's overrides (applied before the seed's).
+
+    Returns:
+        {"aggregate": ``aggregate`` of the runs, "markdown": the table, "runs": [results.json paths]}
+    """
+    seeds = list(range(num_seeds))
+    paths = []
+    ctx = multiprocessing.get_context("spawn")
+    for k in seeds:
+        run_opts = list(opts) + seed_opts(pcfg, k)
+        logger.info(f"Seed run {k + 1} of {num_seeds}: {' '.join(map(str, run_opts))}")
+        # A fresh process per run: the run-made dataset names stand for one file per process.
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            paths.append(pool.submit(_seed_run, config_file, run_opts, run_kwargs).result())
+    agg = aggregate([load_json(p) for p in paths])
+    md = format_seed_table(agg, seeds, title=f"{config_file}: {num_seeds} seeds")
+    write_json_atomic({"aggregate": agg, "runs": paths, "seeds": seeds},
+                      os.path.join(pcfg.OUTPUT_DIR, "results_seeds.json"))
+    with atomic_output(os.path.join(pcfg.OUTPUT_DIR, "results_seeds.md")) as f:
+        f.write(md)
+    logger.info(f"Results over {num_seeds} seeds: {os.path.join(pcfg.OUTPUT_DIR, 'results_seeds.md')}")
+    return {"aggregate": agg, "markdown": md, "runs": paths}

@@ -8,12 +8,12 @@ its arguments. The pseudo-label mode, threshold and fixed levels of an export ar
 
 Planning (:func:`plan_stages`): the stages that fill a row of ``ROWS`` (or whose ``when`` holds), plus what
 they need, in table order. Adding a stage is one entry; a stage whose body is a plain function of the
-earlier stages' outputs, run here::
+earlier stages' outputs, run here, is e.g. the upper bound of level choice::
 
-    Stage("oracle_best", in_process(best_of_fixed), needs=("pseudo_fixed",), pseudo_rows=("oracle_best",),
+    Stage("pseudo_oracle_best", in_process(_oracle_best), needs=("pseudo_fixed",), pseudo_rows=("oracle_best",),
           produces=("oracle_best",), priority=135)
 
-with ``best_of_fixed(ctx) -> {"outputs": {...}, "metrics": {...}}`` (a new row is also named in
+with ``_oracle_best(ctx) -> {"outputs": {...}, "metrics": {...}}`` (a new row is also named in
 ``config.PSEUDO_ROWS`` / ``MODEL_ROWS``: the table's column order).
 """
 import dataclasses
@@ -22,7 +22,8 @@ import os
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..data.json_io import load_json, write_json_atomic
-from ..evaluation.quality import pseudo_label_quality
+from ..evaluation.oracle_best import oracle_best_labels
+from ..evaluation.quality import best_report, pseudo_label_quality
 from ..mrn.samples import make_mrn_sample_jsons
 from ..pseudo.labels import build_labels, training_labels
 from ..pseudo.merge import merge_pseudo_label_files
@@ -67,7 +68,8 @@ class Stage:
     when: planned whatever the rows when ``when(pcfg)`` holds.
     node: pipeline config node of its model (TEACHER, MRN, STUDENT, FULL_100).
     mode: MODEL.WSSIS.PSEUDO_LABEL_MODE of a pseudo-label export.
-    threshold: MODEL.WSSIS.THRESHOLD of a "threshold" export (None: PSEUDO.THRESHOLD).
+    thresholds: MODEL.WSSIS.THRESHOLD of each "threshold" export (None: PSEUDO.THRESHOLDS); the stage's
+        row and output are the best of them (``quality.best_report``).
     levels: MODEL.WSSIS.FIXED_LEVEL of each "fixed" export (None: PSEUDO.FIXED_LEVELS).
     pseudo: a student's pseudo-label stage (its json + DATASETS.FULL is the training set).
     """
@@ -83,7 +85,7 @@ class Stage:
     when: Optional[Callable] = None
     node: str = ""
     mode: str = ""
-    threshold: Optional[float] = None
+    thresholds: Optional[Tuple[float, ...]] = None
     levels: Optional[Tuple[int, ...]] = None
     pseudo: str = ""
 
@@ -114,7 +116,8 @@ def in_process(fn: Callable[[StageContext], dict]) -> Callable[[StageContext], S
 
 
 def _test(pcfg) -> Tuple[str, ...]:
-    return (pcfg.DATASETS.TEST,) if pcfg.DATASETS.TEST else ()
+    """The sets models are evaluated on: DATASETS.VAL (for choosing) and DATASETS.TEST (the rows)."""
+    return tuple(name for name in (pcfg.DATASETS.VAL, pcfg.DATASETS.TEST) if name)
 
 
 def _data(ctx):
@@ -159,25 +162,64 @@ def _report_post(pcfg, names):
 
 
 def _export(ctx):
-    """Pseudo-labels of the POINTS set with the final teacher in ``stage.mode`` (one export per fixed level),
-    then their quality reports, keyed by the stage's row (``fixed_<level>`` for the fixed levels)."""
+    """Pseudo-labels of the POINTS set with the final teacher in ``stage.mode`` (one export per fixed level or
+    threshold), then their quality reports, keyed by the stage's row (``fixed_<level>``,
+    ``threshold_<t>``: the row ``threshold`` and the stage's "threshold" output are the best threshold)."""
     pcfg, stage = ctx.pcfg, ctx.stage
     row = stage.pseudo_rows[0] if stage.pseudo_rows else stage.mode
-    levels, threshold = [None], None
+    settings = [dict()]
     if stage.mode == "fixed":
         levels = pcfg.PSEUDO.FIXED_LEVELS if stage.levels is None else stage.levels
+        settings = [dict(name=f"fixed_{lv}", level=int(lv)) for lv in levels]
     elif stage.mode == "threshold":
-        threshold = pcfg.PSEUDO.THRESHOLD if stage.threshold is None else stage.threshold
+        thresholds = pcfg.PSEUDO.THRESHOLDS if stage.thresholds is None else stage.thresholds
+        settings = [dict(name=f"threshold_{t:g}", threshold=float(t)) for t in thresholds]
     weights = os.path.join(ctx.runner.stage_dir("teacher"), "model_final.pth")
     jobs = []
-    for level in levels:
-        name = row if level is None else f"{stage.mode}_{level}"
-        output = os.path.join(ctx.dir, f"{name}.json" if len(levels) > 1 else "pseudo_labels.json")
+    for setting in settings:
+        name = setting.pop("name", row)
+        output = os.path.join(ctx.dir, f"{name}.json" if len(settings) > 1 else "pseudo_labels.json")
         jobs.append(ExportJob(name=name, mode=stage.mode, dataset=pcfg.DATASETS.POINTS, weights=weights,
-                              output=output, threshold=threshold, level=None if level is None else int(level)))
+                              output=output, **setting))
     spec = ExportSpec(jobs=tuple(jobs), classes_from=pcfg.DATASETS.FULL,
                       auto_opts=tuple(auto_opts(pcfg, ctx.runner.records, "TEACHER")))
-    return StageCall(export_stage, (pcfg, ctx.dir, spec), launched=True, post=_report_post(pcfg, [j.name for j in jobs]))
+    post = _report_post(pcfg, [j.name for j in jobs])
+    if stage.mode == "threshold":
+        post = _best_threshold(post, row, [j.name for j in jobs])
+    return StageCall(export_stage, (pcfg, ctx.dir, spec), launched=True, post=post)
+
+
+def _best_threshold(report_post, row: str, names: Sequence[str]):
+    """post() of the threshold exports: their reports, then output and report ``row`` = the best threshold's
+    (the first one when there are no reports: no POINTS_GT)."""
+    def post(result):
+        result = report_post(result)
+        reports = result["metrics"].get("reports") or {}
+        best = best_report(reports) or names[0]
+        result["outputs"][row] = result["outputs"][best]
+        if best in reports:
+            reports[row] = reports[best]
+        result["metrics"]["best_threshold"] = float(best.rsplit("_", 1)[1])
+        logger.info(f"SSIS baseline: {best} is the best threshold by pseudo-label AP; its pseudo-labels are the "
+                    f"{row!r} row and student_threshold's")
+        return result
+    return post
+
+
+def _oracle_best(ctx) -> dict:
+    """Per click, the fixed-level pseudo-label with the highest IoU with its true mask (``oracle_best_labels``:
+    the upper bound of any level rule) and its quality report."""
+    pcfg, row = ctx.pcfg, ctx.stage.pseudo_rows[0]
+    fixed = ctx.runner.records["pseudo_fixed"]["outputs"]
+    files = [fixed[k] for k in sorted(fixed, key=lambda k: int(k.rsplit("_", 1)[1]))]
+    gt = dataset_json(pcfg.DATASETS.POINTS_GT)
+    best = oracle_best_labels(files, gt)
+    path = write_json_atomic(best, os.path.join(ctx.dir, "pseudo_labels.json"))
+    report = pseudo_label_quality(path, gt)
+    write_json_atomic(report, os.path.join(ctx.dir, "pseudo_labels_report.json"))
+    logger.info(f"oracle_best: AP {report['AP']}, mean IoU {report['mean_iou']} (clicks per level "
+                f"{best['info']['clicks_per_source']}) -> {path}")
+    return {"outputs": {row: path}, "metrics": {"reports": {row: report}, "info": best["info"]}}
 
 
 def _mrn_data(ctx):
@@ -292,6 +334,8 @@ STAGES: Tuple[Stage, ...] = (
           priority=30, mode="adaptive"),
     Stage("pseudo_oracle_size", _export, needs=("teacher",), pseudo_rows=("oracle_size",), produces=("oracle_size",),
           priority=120, mode="oracle_size"),
+    Stage("pseudo_oracle_best", in_process(_oracle_best), needs=("pseudo_fixed",), pseudo_rows=("oracle_best",),
+          produces=("oracle_best",), priority=135),
     Stage("mrn_data", _mrn_data, needs=("teacher",), produces=("mrn_train",), priority=40),
     Stage("mrn", _mrn, needs=("mrn_data",), produces=_TRAINED, priority=50, node="MRN"),
     Stage("pseudo_adaptive_mrn", _refine, needs=("pseudo_adaptive", "mrn"), pseudo_rows=("adaptive_mrn",),

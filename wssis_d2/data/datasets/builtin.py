@@ -61,7 +61,7 @@ def register_wssis_shapes(root=None, percents=SPLIT_PERCENTS, seeds=(1,)):
     meta = _shapes_metadata()
     gen_hint = f"Generate it with: python datasets/generate_shapes.py --output-dir {root}"
     registered = []
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):  # test: only generated when asked for (NUM_TEST, --num-test)
         name = f"wssis_shapes_{split}"
         if register_dataset(name, os.path.join(root, f"{split}.json"), "masks", image_root, meta, hint=gen_hint):
             registered.append(name)
