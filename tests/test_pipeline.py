@@ -91,6 +91,8 @@ def test_results_json_schema_every_row_filled(tiny_run):
         assert report is not None and tuple(report) == REPORT_KEYS, row
     for row, ap in results["models"].items():
         assert isinstance(ap, float) and 0 <= ap <= 100, row
+        # also measured on the validation set (for choosing), reported on the test set
+        assert isinstance(results["models_val"][row], float) and 0 <= results["models_val"][row] <= 100, row
     assert results["pseudo_labels"]["threshold"]["mean_iou"] is None  # no point belongs to a detection
     assert 0 < results["pseudo_labels"]["adaptive"]["coverage"] <= 1
     assert set(results["fixed_levels"]) == {"0", "1", "2", "3", "4"} and results["fixed_best_level"] in range(5)
@@ -101,6 +103,10 @@ def test_results_json_schema_every_row_filled(tiny_run):
     assert results["pseudo_labels"]["threshold"] == best
     assert all(best["AP"] >= r["AP"] for r in thresholds.values())
     assert all(r["AP_scored"] is not None for r in thresholds.values())
+    best_json = read_marker(os.path.join(pcfg.OUTPUT_DIR, "pseudo_threshold"))["outputs"]["threshold"]
+    assert best_json.endswith(f"threshold_{results['best_threshold']:g}.json")
+    merged = json.load(open(os.path.join(pcfg.OUTPUT_DIR, "student_threshold", "train.json")))
+    assert merged["info"]["pseudo"]["source"] == best_json  # the "+unlabeled" student trains on the best
     # oracle_best: per click the best of every level, so no level rule has a higher mean IoU
     p = results["pseudo_labels"]
     for row in ("fixed_best", "adaptive", "oracle_size"):

@@ -27,6 +27,7 @@ from wssis_d2.data.json_io import load_json  # noqa: E402
 from wssis_d2.pipeline import load_pipeline_cfg, run_pipeline  # noqa: E402
 from wssis_d2.pipeline.data import dataset_json  # noqa: E402
 from wssis_d2.pipeline.demo_figures import draw_comparison, paper_table, plot_model_rows  # noqa: E402
+from wssis_d2.pipeline.stage_table import main_output  # noqa: E402
 from wssis_d2.pipeline.stages import stage_logging  # noqa: E402
 from wssis_d2.utils.visualize import render_coco_json  # noqa: E402
 from wssis_d2.utils.errors import run_cli  # noqa: E402
@@ -60,7 +61,7 @@ def main(argv=None):
             record = out["records"].get(stage)
             if record:
                 kind = stage[len("pseudo_"):]
-                drawn[kind] = render_coco_json(next(iter(record["outputs"].values())),
+                drawn[kind] = render_coco_json(main_output(record, stage),
                                                os.path.join(overlay_dir, kind), max_images=args.overlays)
         logger.info(f"Overlays: {', '.join(f'{k} ({len(v)})' for k, v in drawn.items())} in {overlay_dir}")
         columns = []
@@ -69,7 +70,7 @@ def main(argv=None):
                 name = pcfg.DATASETS.POINTS if title == "points" else pcfg.DATASETS.POINTS_GT
                 columns.append((title, dataset_json(name)))
             elif out["records"].get(stage):
-                columns.append((title, next(iter(out["records"][stage]["outputs"].values()))))
+                columns.append((title, main_output(out["records"][stage], stage)))
         figures = {"comparison": draw_comparison(dataset_json(pcfg.DATASETS.POINTS), columns,
                                                  os.path.join(pcfg.OUTPUT_DIR, "comparison.png"),
                                                  num_images=args.overlays)}

@@ -32,8 +32,8 @@ from .model_stages import (ExportJob, ExportSpec, RefineSpec, TrainSpec, checkpo
                            export_stage, refine_stage, train_stage)
 from .scale import auto_opts
 
-__all__ = ["Stage", "StageCall", "StageContext", "STAGES", "STAGE", "in_process", "plan_stages", "row_plan",
-           "stage_needs", "labels_source", "stage_of_row", "LABELS_FILE"]
+__all__ = ["Stage", "StageCall", "StageContext", "STAGES", "STAGE", "in_process", "main_output", "plan_stages",
+           "row_plan", "stage_needs", "labels_source", "stage_of_row", "LABELS_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,17 @@ class StageContext:
         return self.runner.stage_dir(self.stage.name)
 
     def output(self, stage: str, key: Optional[str] = None) -> str:
-        """Output ``key`` (default: the first) of a finished stage's marker."""
-        outputs = self.runner.records[stage]["outputs"]
-        return outputs[key] if key else next(iter(outputs.values()))
+        """Output ``key`` (default: ``main_output``) of a finished stage's marker."""
+        record = self.runner.records[stage]
+        return record["outputs"][key] if key else main_output(record, stage)
+
+
+def main_output(record: dict, stage: str) -> str:
+    """The main output of stage ``stage``'s marker ``record``: the first key its entry ``produces`` (e.g. the
+    best threshold's pseudo-labels of pseudo_threshold), else its first output."""
+    produces = STAGE[stage].produces
+    outputs = record["outputs"]
+    return outputs[produces[0]] if produces else next(iter(outputs.values()))
 
 
 def in_process(fn: Callable[[StageContext], dict]) -> Callable[[StageContext], StageCall]:
