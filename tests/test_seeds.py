@@ -19,8 +19,10 @@ def test_seed_opts_move_training_and_split_seeds_and_the_split_names(tmp_path):
 
 
 def test_aggregate_mean_std_ratios_and_missing_rows():
-    runs = [{"models": {"teacher": 10.0, "full_100": 20.0}, "pseudo_labels": {"adaptive": {"AP": 30.0, "mean_iou": 0.5}}},
-            {"models": {"teacher": 14.0, "full_100": 20.0}, "pseudo_labels": {"adaptive": {"AP": 34.0, "mean_iou": 0.7}}},
+    runs = [{"models": {"teacher": 10.0, "full_100": 20.0},
+             "pseudo_labels": {"adaptive": {"AP": 30.0, "mean_iou": 0.5}}},
+            {"models": {"teacher": 14.0, "full_100": 20.0},
+             "pseudo_labels": {"adaptive": {"AP": 34.0, "mean_iou": 0.7}}},
             {"models": {"teacher": None, "full_100": 40.0}, "pseudo_labels": {"adaptive": None}}]
     agg = aggregate(runs)
     assert agg["models"]["teacher"]["mean"] == pytest.approx(12.0) and agg["models"]["teacher"]["n"] == 2

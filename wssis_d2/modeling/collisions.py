@@ -4,7 +4,8 @@ Pure tensor functions for ``point_filter.select_point_masks``, one image at a ti
 points, L levels, G points sharing cells, (Hf, Wf) mask features at 1/4 of the padded input (H, W).
 Points are (x, y) in padded-input pixels (continuous convention, ``grid``).
 
-Two points collide when they choose the same (level, cell), whatever their classes: one cell, one mask, one object.
+Two points collide when they choose the same (level, cell), whatever their classes: one cell, one mask,
+one object.
 ``MODEL.WSSIS.COLLISION_RULE`` (``COLLISION_RULES``) decides: "reassign" (default; the point nearest the
 cell centre keeps it, the others move to their best free level, ``assign_cells``; with none left they
 split the cell's mask, ``split_shared_masks``), "split", or "share" (the same whole mask for each: the

@@ -37,10 +37,11 @@ Rules (each one is tested in ``tests/test_point_filter.py``):
   (-1, -1), score 0, an all-zero mask. There is no score threshold: the point itself is the evidence of
   an instance.
 - **Same-cell points (collisions).** Every point keeps its own output row. When points choose one
-  (level, cell), whatever their classes (a cell has one mask for every class), ``collision_rule`` decides: "reassign" (default; the point nearest the cell
-  centre keeps it, the others move to their best free level, ``assign_cells``; with none left they
-  split the cell's mask, ``split_shared_masks``), "split", or "share" (the same whole mask for each:
-  the published code's behaviour, one object seen twice). ``point_mask_nms`` never lets one point
+  (level, cell), whatever their classes (a cell has one mask for every class), ``collision_rule``
+  decides: "reassign" (default; the point nearest the cell centre keeps it, the others move to their
+  best free level, ``assign_cells``; with none left they split the cell's mask, ``split_shared_masks``),
+  "split", or "share" (the same whole mask for each: the published code's behaviour, one object seen
+  twice). ``point_mask_nms`` never lets one point
   suppress another point of the same cell.
 - **fixed** mode: one given level for every point (still the point's own cell on that level).
 - **oracle_size** mode: exactly one level per point, from the true size sqrt(w * h) alone: the level

@@ -229,7 +229,8 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                      f"{lab['num_clicks']} clicks = {lab['num_pseudo_labels']} pseudo-labels + {lab['num_fallback']} "
                      "flagged fallbacks" + (f"; on the clicked images vs their true masks: AP {_fmt(rep.get('AP'), 2)}, "
                                             f"mean IoU {_fmt(rep.get('mean_iou'), 3)}" if rep else "") + ".")
-    lines += ["", f"## Models (segm mask AP on `{d.TEST or 'no test set'}`)", "", "| model | iterations | mask AP | / 100% model | val |",
+    lines += ["", f"## Models (segm mask AP on `{d.TEST or 'no test set'}`)", "",
+              "| model | iterations | mask AP | / 100% model | val |",
               "|---|---|---|---|---|"]
     for row in MODEL_ROWS:
         rec = records.get(stage_of_row(row))

@@ -81,7 +81,8 @@ def _cell(stats: Optional[dict], digits: int = 1, scale: float = 1.0) -> str:
 def format_seed_table(agg: Mapping, seeds: Sequence[int], title: str = "") -> str:
     """Markdown: one table of models (AP and AP / 100%), one of pseudo-labels (AP, mean IoU)."""
     lines = [f"# {title or 'Results over seeds'}", "",
-             f"Mean +- sample standard deviation over {len(seeds)} runs (SEED / DATA.SPLIT_SEED offsets {list(seeds)}).",
+             f"Mean +- sample standard deviation over {len(seeds)} runs "
+             f"(SEED / DATA.SPLIT_SEED offsets {list(seeds)}).",
              "", "| model | mask AP | AP / 100% model | runs |", "|---|---|---|---|"]
     for row, stats in agg["models"].items():
         n = stats["n"] if stats else 0

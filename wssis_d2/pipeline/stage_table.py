@@ -272,7 +272,8 @@ def _mrn(ctx):
 def _refine(ctx):
     """The adaptive pseudo-labels refined by the MaskRefineNet; output and report keyed by the row."""
     row = ctx.stage.pseudo_rows[0]
-    spec = RefineSpec(pseudo=ctx.output("pseudo_adaptive", "adaptive"), output=os.path.join(ctx.dir, "pseudo_labels.json"),
+    spec = RefineSpec(pseudo=ctx.output("pseudo_adaptive", "adaptive"),
+                      output=os.path.join(ctx.dir, "pseudo_labels.json"),
                       weights=ctx.output("mrn", "weights"), classes_from=ctx.pcfg.DATASETS.FULL)
     report = _report_post(ctx.pcfg, [row])
 
