@@ -20,9 +20,9 @@ from ..data.images import read_image
 from ..data.json_io import load_json
 from ..utils.visualize import draw_instances, instances_of_annotations
 from .config import MODEL_ROWS
-from .results import MODEL_LABELS
+from .results import MODEL_LABELS, model_ratios
 
-__all__ = ["PAPER_5P", "ratios", "paper_table", "draw_comparison", "plot_model_rows"]
+__all__ = ["PAPER_5P", "paper_table", "draw_comparison", "plot_model_rows"]
 
 # Published mask AP at 5% full labels (METHOD.md section 7: COCO test-dev, ResNet-101); full_100 = 100%.
 PAPER_5P = {"teacher": 20.1, "student_threshold": 22.8, "student_points": 29.0, "student_points_mrn": 33.7,
@@ -33,17 +33,11 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def ratios(models: Mapping[str, Optional[float]]) -> Dict[str, Optional[float]]:
-    """{row: AP / AP of full_100} (None where either is missing)."""
-    full = models.get("full_100")
-    return {r: (models[r] / full if models.get(r) is not None and full else None) for r in MODEL_ROWS}
-
-
 def paper_table(models: Mapping[str, Optional[float]], percent: float) -> str:
     """Markdown table: model row, our segm AP (``results.json["models"]``) and its ratio to our 100%
     model, the paper's 5% AP and its ratio to the paper's 100% model. AP on generated shapes and on COCO
     are not one scale; the ratios are the comparable part."""
-    ours, paper = ratios(models), ratios(PAPER_5P)
+    ours, paper = model_ratios(models), model_ratios(PAPER_5P)
     lines = [f"| model | ours ({percent:g}% shapes) | / 100% | paper (COCO 5%, R-101) | / 100% |",
              "|---|---|---|---|---|"]
     for row in MODEL_ROWS:
@@ -125,7 +119,7 @@ def plot_model_rows(models: Mapping[str, Optional[float]], output_path: str, per
     each beside the paper's 5% ratio: AP on shapes and on COCO are not one scale, ratios compare."""
     from matplotlib.figure import Figure
 
-    ours, paper = ratios(models), ratios(PAPER_5P)
+    ours, paper = model_ratios(models), model_ratios(PAPER_5P)
     rows = [r for r in MODEL_ROWS if ours[r] is not None]
     ylabel = "mask AP / AP of the 100% model"
     if not rows:  # no 100% model (or its AP is 0): our AP alone, nothing to set beside the paper's

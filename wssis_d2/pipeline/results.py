@@ -35,7 +35,7 @@ from ..utils.part_files import atomic_output
 from .config import MODEL_ROWS, PSEUDO_ROWS
 from .stage_table import stage_of_row
 
-__all__ = ["best_fixed_level", "build_results", "format_results", "machine_info", "write_results"]
+__all__ = ["best_fixed_level", "build_results", "format_results", "machine_info", "model_ratios", "write_results"]
 
 MODEL_LABELS = {
     "teacher": "teacher (full labels only)",
@@ -73,6 +73,12 @@ def best_fixed_level(reports: Mapping[str, dict]) -> Optional[int]:
     without reports)."""
     name = best_report(reports)
     return None if name is None else int(name.rsplit("_", 1)[1])
+
+
+def model_ratios(models: Mapping[str, Optional[float]]) -> Dict[str, Optional[float]]:
+    """{model row: its AP / the AP of full_100} (None where either is missing or the 100% AP is 0)."""
+    full = models.get("full_100")
+    return {r: (models[r] / full if models.get(r) is not None and full else None) for r in MODEL_ROWS}
 
 
 def mrn_settings(pcfg, record: Optional[dict]) -> Optional[dict]:
@@ -123,8 +129,6 @@ def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None
         if metrics["segm"].get("AP") is None:  # COCOEvaluator gives NaN when the model predicts nothing: AP 0
             no_predictions.append(row)
     thresholds = {k: r for k, r in _reports(records.get("pseudo_threshold")).items() if k != "threshold"}
-    full = models.get("full_100")
-    ratios = {row: (ap / full if ap is not None and full else None) for row, ap in models.items()}
     timings = {name: rec.get("seconds") for name, rec in records.items()}
     return {
         "pseudo_labels": pseudo,
@@ -134,7 +138,7 @@ def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None
         "fixed_best_level": level,
         "thresholds": {name.rsplit("_", 1)[1]: r for name, r in sorted(thresholds.items())},
         "best_threshold": ((records.get("pseudo_threshold") or {}).get("metrics") or {}).get("best_threshold"),
-        "ratios": ratios,
+        "ratios": model_ratios(models),
         "mrn_settings": mrn_settings(pcfg, records.get("mrn")),
         "no_predictions": no_predictions,
         "labels": (records.get("labels") or {}).get("metrics"),

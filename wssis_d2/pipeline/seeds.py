@@ -18,6 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from ..data.json_io import load_json, write_json_atomic
 from ..utils.part_files import atomic_output
 from .config import load_pipeline_cfg
+from .results import model_ratios
 
 __all__ = ["seed_opts", "aggregate", "format_seed_table", "run_seeds"]
 
@@ -59,12 +60,7 @@ def aggregate(results: Sequence[Mapping]) -> Dict[str, Dict[str, Optional[dict]]
     pseudo_rows = list(dict.fromkeys(r for res in results for r in (res.get("pseudo_labels") or {})))
     for row in model_rows:
         out["models"][row] = _stats([(res.get("models") or {}).get(row) for res in results])
-        ratios = []
-        for res in results:
-            m = res.get("models") or {}
-            full = m.get("full_100")
-            ratios.append(m[row] / full if m.get(row) is not None and full else None)
-        out["ratios"][row] = _stats(ratios)
+        out["ratios"][row] = _stats([model_ratios(res.get("models") or {}).get(row) for res in results])
     for row in pseudo_rows:
         reports = [(res.get("pseudo_labels") or {}).get(row) or {} for res in results]
         out["pseudo_labels"][row] = _stats([r.get("AP") for r in reports])
