@@ -214,6 +214,22 @@ def test_plan_follows_rows():
     assert cfg.DATA.ROOT == "/tmp/x/data" and os.path.isabs(cfg.TEACHER.CONFIG)
 
 
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(REPO, "configs", "pipeline"))
+                                         if f.endswith(".yaml")))
+def test_every_shipped_profile_loads_and_plans(name):
+    """A key renamed in config.py but left in a shipped profile fails here, not after an hour of make
+    benchmark (PSEUDO.THRESHOLD -> PSEUDO.THRESHOLDS did)."""
+    path = os.path.join(REPO, "configs", "pipeline", name)
+    opts = []
+    if name.startswith("custom"):
+        opts = ["DATA.CUSTOM.FULL_JSON", "f.json", "DATA.CUSTOM.POINTS_JSON", "p.json", "DATA.CUSTOM.IMAGE_ROOT", "i"]
+    cfg = load_pipeline_cfg(path, opts)
+    planned = plan_stages(cfg)
+    assert planned[0] == "data" and "teacher" in planned
+    for node in ("TEACHER", "MRN", "STUDENT", "FULL_100"):
+        assert not cfg[node].CONFIG or os.path.isfile(cfg[node].CONFIG), (name, node, cfg[node].CONFIG)
+
+
 def test_checkpoint_rules():
     assert checkpoint_iterations(1500, [0.5, 1.0]) == [750, 1500]
     assert checkpoint_file("d", 750, 1500) == os.path.join("d", "model_0000749.pth")
