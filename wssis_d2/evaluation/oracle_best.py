@@ -12,11 +12,13 @@ depends on the masks of the other clicks, so only ``mean_iou`` is a bound by con
 The output is a pseudo-label json of the exporter's schema (docs/PSEUDO_LABELS.md) with ``info.mode``
 "oracle_best" and, per level, how many clicks took it.
 """
+import os
 from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from .quality import _coco, _gt_points, _load, point_ious
+from ..data.validation import load_coco
+from .quality import clicked_gt, point_ious
 
 __all__ = ["oracle_best_labels"]
 
@@ -35,10 +37,8 @@ def oracle_best_labels(level_files: Sequence[Union[str, Mapping]], gt: Union[str
     """
     if not level_files:
         raise ValueError("oracle_best_labels needs the pseudo-labels of at least one level")
-    levels = [_load(f) for f in level_files]
-    gt = _load(gt)
-    coco_gt = _coco(gt)
-    points = _gt_points(gt)
+    levels = [load_coco(f, "pseudo") if isinstance(f, (str, os.PathLike)) else f for f in level_files]
+    coco_gt, points = clicked_gt(gt)
     ious = np.full((len(levels), len(points)), -1.0)  # -1: no mask on that level
     by_point = []
     for k, pseudo in enumerate(levels):

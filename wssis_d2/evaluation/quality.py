@@ -28,7 +28,7 @@ import io
 import math
 import os
 from collections import Counter
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -39,7 +39,7 @@ from ..data.validation import load_coco
 from .coco import has_fast_coco_eval
 from .ids import one_based_annotation_ids, usable_gt_masks
 
-__all__ = ["REPORT_KEYS", "pseudo_label_quality", "point_ious", "best_report", "format_report", "compare_reports"]
+__all__ = ["REPORT_KEYS", "pseudo_label_quality", "clicked_gt", "point_ious", "best_report", "format_report", "compare_reports"]
 
 REPORT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP_scored", "mean_iou", "coverage", "levels")
 _AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}  # COCOeval's
@@ -114,8 +114,8 @@ def pseudo_label_quality(pseudo: Union[str, Mapping], gt: Union[str, Mapping]) -
     Returns:
         dict with exactly the keys ``REPORT_KEYS``.
     """
-    pseudo, gt = _load(pseudo), _load(gt)
-    coco_gt = _coco(gt)
+    pseudo = _load(pseudo)
+    coco_gt, points = clicked_gt(gt)
     image_ids = sorted(coco_gt.getImgIds())
     id_set = set(image_ids)
     anns = [a for a in pseudo["annotations"] if a["image_id"] in id_set]
@@ -127,7 +127,6 @@ def pseudo_label_quality(pseudo: Union[str, Mapping], gt: Union[str, Mapping]) -
     report["AP_scored"] = _coco_ap(coco_gt, [dict(d, score=float(d.get("score", 1.0))) for d in dets],
                                    image_ids)["AP"]
 
-    points = _gt_points(gt)
     threshold_mode = (pseudo.get("info") or {}).get("mode") == "threshold" or (
         anns and all(a.get("point_ann_id", -1) < 0 for a in anns)
     )
@@ -141,10 +140,12 @@ def pseudo_label_quality(pseudo: Union[str, Mapping], gt: Union[str, Mapping]) -
     return {k: report[k] for k in REPORT_KEYS}
 
 
-def _gt_points(gt: Mapping) -> list:
-    """The clicked true instances: non-crowd GT annotations minus ``info["no_point_annotation_ids"]``."""
+def clicked_gt(gt: Union[str, Mapping]) -> Tuple[COCO, list]:
+    """The points_gt json (path or dict) as a ``COCO`` (1-based ids, unusable masks dropped) and its clicked
+    true instances: non-crowd annotations minus ``info["no_point_annotation_ids"]``, in file order."""
+    gt = _load(gt)
     no_point = set((gt.get("info") or {}).get("no_point_annotation_ids") or [])
-    return [a for a in gt["annotations"] if not a.get("iscrowd", 0) and a["id"] not in no_point]
+    return _coco(gt), [a for a in gt["annotations"] if not a.get("iscrowd", 0) and a["id"] not in no_point]
 
 
 def point_ious(anns, points, coco_gt: COCO):
@@ -152,7 +153,7 @@ def point_ious(anns, points, coco_gt: COCO):
 
     Args:
         anns: pseudo-label annotations (one per point; should there be more, the highest score counts).
-        points: the true annotations of the clicked instances (``_gt_points``).
+        points: the true annotations of the clicked instances (``clicked_gt``).
         coco_gt: the GT as a ``COCO`` (for ``annToRLE``).
 
     Returns:
