@@ -1,0 +1,103 @@
+"""How far two pseudo-label jsons of the same clicks differ (e.g. one run on 1 process and one on 2).
+
+Annotations are matched by (``image_id``, ``point_ann_id``), or by (``image_id``, ``id``) where
+``point_ann_id`` is -1 (threshold pseudo-labels). For the matched pairs it counts equal ids, classes,
+points and levels and equal masks bit for bit, and gives the mask IoU (pycocotools, RLE) and the largest
+score difference; unmatched annotations are counted on each side. Masks are compared as the exporter wrote
+them (RLE), so "equal" means the same pixels.
+"""
+import os
+from collections import defaultdict
+from typing import Dict, Mapping, Union
+
+import numpy as np
+import pycocotools.mask as mask_util
+
+from ..data.validation import load_coco
+
+__all__ = ["diff_pseudo_labels", "format_label_diff"]
+
+
+def _key(ann) -> tuple:
+    point_ann_id = ann.get("point_ann_id", -1)
+    return (ann["image_id"], "point", point_ann_id) if point_ann_id is not None and point_ann_id >= 0 else (
+        ann["image_id"], "id", ann["id"])
+
+
+def _rle(ann, height, width):
+    seg = ann["segmentation"]
+    if isinstance(seg, list):  # polygons
+        return mask_util.merge(mask_util.frPyObjects(seg, height, width))
+    if isinstance(seg.get("counts"), list):  # uncompressed RLE
+        return mask_util.frPyObjects(seg, height, width)
+    return seg
+
+
+def _counts(rle):
+    counts = rle["counts"]
+    return counts.decode("ascii") if isinstance(counts, bytes) else counts
+
+
+def diff_pseudo_labels(a: Union[str, Mapping], b: Union[str, Mapping]) -> Dict[str, object]:
+    """Compare two pseudo-label jsons (paths or dicts of the exporter's schema).
+
+    Returns:
+        dict: ``annotations_a`` / ``annotations_b``, ``matched``, ``only_a`` / ``only_b`` (counts),
+        ``equal_ids`` / ``equal_classes`` / ``equal_points`` / ``equal_levels`` / ``equal_masks`` (counts
+        over the matched pairs), ``mask_iou_mean`` / ``mask_iou_min`` (None without pairs),
+        ``max_score_diff``, and ``identical`` (every annotation matched and every field above equal).
+    """
+    a = load_coco(a, "pseudo") if isinstance(a, (str, os.PathLike)) else a
+    b = load_coco(b, "pseudo") if isinstance(b, (str, os.PathLike)) else b
+    sizes = {img["id"]: (img["height"], img["width"]) for img in a["images"]}
+    by_key_b = {_key(ann): ann for ann in b["annotations"]}
+    pairs = defaultdict(list)  # image id -> [(ann a, ann b)]
+    only_a = 0
+    for ann in a["annotations"]:
+        other = by_key_b.pop(_key(ann), None)
+        if other is None:
+            only_a += 1
+        else:
+            pairs[ann["image_id"]].append((ann, other))
+    flat = [p for image_pairs in pairs.values() for p in image_pairs]
+    ious = []
+    equal_masks = 0
+    for image_id, image_pairs in pairs.items():  # one IoU call per image
+        h, w = sizes.get(image_id, (None, None))  # needed for polygons only
+        rles_a = [_rle(x, h, w) for x, _ in image_pairs]
+        rles_b = [_rle(y, h, w) for _, y in image_pairs]
+        ious.append(np.diag(np.asarray(mask_util.iou(rles_a, rles_b, [0] * len(rles_b))).reshape(len(rles_a), -1)))
+        # Compressed RLE is canonical: the same pixels give the same counts.
+        equal_masks += sum(_counts(ra) == _counts(rb) and list(ra["size"]) == list(rb["size"])
+                           for ra, rb in zip(rles_a, rles_b))
+    ious = np.concatenate(ious) if ious else np.zeros(0)
+
+    def count(field):
+        return sum(x.get(field) == y.get(field) for x, y in flat)
+
+    result = {
+        "annotations_a": len(a["annotations"]), "annotations_b": len(b["annotations"]), "matched": len(flat),
+        "only_a": only_a, "only_b": len(by_key_b),
+        "equal_ids": count("id"), "equal_classes": count("category_id"), "equal_points": count("point"),
+        "equal_levels": count("level"), "equal_masks": equal_masks,
+        "mask_iou_mean": float(ious.mean()) if len(ious) else None,
+        "mask_iou_min": float(ious.min()) if len(ious) else None,
+        "max_score_diff": max((abs(float(x.get("score", 1)) - float(y.get("score", 1))) for x, y in flat),
+                              default=0.0),
+    }
+    n = len(flat)
+    result["identical"] = bool(result["only_a"] == result["only_b"] == 0 and all(
+        result[k] == n for k in ("equal_ids", "equal_classes", "equal_points", "equal_levels", "equal_masks"))
+        and result["max_score_diff"] == 0)
+    return result
+
+
+def format_label_diff(name: str, diff: Mapping[str, object]) -> str:
+    """One line of :func:`diff_pseudo_labels`'s result."""
+    iou = "-" if diff["mask_iou_mean"] is None else f"{diff['mask_iou_mean']:.4f} (min {diff['mask_iou_min']:.4f})"
+    n = diff["matched"]
+    return (f"{name}: {'IDENTICAL' if diff['identical'] else 'differ'}; {diff['annotations_a']} vs "
+            f"{diff['annotations_b']} annotations, {n} matched ({diff['only_a']} / {diff['only_b']} unmatched); "
+            f"equal ids {diff['equal_ids']}/{n}, classes {diff['equal_classes']}/{n}, points "
+            f"{diff['equal_points']}/{n}, levels {diff['equal_levels']}/{n}, masks {diff['equal_masks']}/{n}; "
+            f"mask IoU {iou}; largest score difference {diff['max_score_diff']:.3g}")
