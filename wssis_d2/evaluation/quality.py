@@ -39,7 +39,8 @@ from ..data.validation import load_coco
 from .coco import has_fast_coco_eval
 from .ids import one_based_annotation_ids, usable_gt_masks
 
-__all__ = ["REPORT_KEYS", "pseudo_label_quality", "clicked_gt", "point_ious", "best_report", "format_report", "compare_reports"]
+__all__ = ["REPORT_KEYS", "pseudo_label_quality", "clicked_gt", "point_ious", "best_report", "format_report",
+           "compare_reports"]
 
 REPORT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP_scored", "mean_iou", "coverage", "levels")
 _AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}  # COCOeval's
