@@ -7,7 +7,7 @@ import numpy as np
 from wssis_d2.evaluation.label_diff import diff_pseudo_labels, format_label_diff
 
 from conftest import load_script
-from test_pseudo_quality import _box, _pseudo
+from test_pseudo_quality import _box, _pseudo, _rle
 
 
 def test_identical_files():
@@ -32,12 +32,14 @@ def test_each_kind_of_difference_is_counted():
     assert np.isclose(diff["max_score_diff"], 0.25)
 
 
-def test_threshold_labels_match_by_id():
-    a = _pseudo(mode="threshold")
+def test_threshold_labels_match_by_mask_iou():
+    a = _pseudo(mode="threshold")  # 3 masks without clicks (point_ann_id -1)
     b = copy.deepcopy(a)
-    b["annotations"][2]["id"] = 99  # another id: no partner on either side
+    b["annotations"][0]["id"], b["annotations"][1]["id"] = 2, 1  # another score order: ids swapped
+    b["annotations"][2]["segmentation"] = _rle(_box(0, 4, 50, 60))  # image 2: a mask elsewhere, IoU 0
     diff = diff_pseudo_labels(a, b)
     assert (diff["matched"], diff["only_a"], diff["only_b"]) == (2, 1, 1) and not diff["identical"]
+    assert diff["equal_masks"] == 2 and diff["equal_ids"] == 0 and diff["mask_iou_min"] == 1.0
 
 
 def test_cli_compares_two_run_folders(tmp_path, capsys):

@@ -1,7 +1,8 @@
 """How far two pseudo-label jsons of the same clicks differ (e.g. one run on 1 process and one on 2).
 
-Annotations are matched by (``image_id``, ``point_ann_id``), or by (``image_id``, ``id``) where
-``point_ann_id`` is -1 (threshold pseudo-labels). For the matched pairs it counts equal ids, classes,
+Annotations of a click are matched by (``image_id``, ``point_ann_id``); those without one (threshold
+pseudo-labels, ``point_ann_id`` -1, whose ids follow their score order) greedily by mask IoU within their
+image, highest first (IoU > 0). For the matched pairs it counts equal ids, classes,
 points and levels and equal masks bit for bit, and gives the mask IoU (pycocotools, RLE) and the largest
 score difference; unmatched annotations are counted on each side. Masks are compared as the exporter wrote
 them (RLE), so "equal" means the same pixels.
@@ -18,10 +19,27 @@ from ..data.validation import load_coco
 __all__ = ["diff_pseudo_labels", "format_label_diff"]
 
 
-def _key(ann) -> tuple:
+def _click(ann):
     point_ann_id = ann.get("point_ann_id", -1)
-    return (ann["image_id"], "point", point_ann_id) if point_ann_id is not None and point_ann_id >= 0 else (
-        ann["image_id"], "id", ann["id"])
+    return point_ann_id is not None and point_ann_id >= 0
+
+
+def _match_by_iou(anns_a, anns_b, size):
+    """Greedy one-to-one pairs of two lists of one image's annotations, highest mask IoU first (IoU > 0)."""
+    if not anns_a or not anns_b:
+        return []
+    iou = np.asarray(mask_util.iou([_rle(x, *size) for x in anns_a], [_rle(y, *size) for y in anns_b],
+                                   [0] * len(anns_b))).reshape(len(anns_a), len(anns_b))
+    order = np.argsort(-iou, axis=None, kind="stable")
+    used_a, used_b, pairs = set(), set(), []
+    for i, j in zip(*np.unravel_index(order, iou.shape)):
+        if iou[i, j] <= 0:
+            break
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+            pairs.append((anns_a[i], anns_b[j]))
+    return pairs
 
 
 def _rle(ann, height, width):
@@ -50,19 +68,26 @@ def diff_pseudo_labels(a: Union[str, Mapping], b: Union[str, Mapping]) -> Dict[s
     a = load_coco(a, "pseudo") if isinstance(a, (str, os.PathLike)) else a
     b = load_coco(b, "pseudo") if isinstance(b, (str, os.PathLike)) else b
     sizes = {img["id"]: (img["height"], img["width"]) for img in a["images"]}
-    by_key_b = {_key(ann): ann for ann in b["annotations"]}
+    by_click_b = {(ann["image_id"], ann["point_ann_id"]): ann for ann in b["annotations"] if _click(ann)}
     pairs = defaultdict(list)  # image id -> [(ann a, ann b)]
-    only_a = 0
+    free_a, free_b = defaultdict(list), defaultdict(list)  # image id -> annotations without a click
     for ann in a["annotations"]:
-        other = by_key_b.pop(_key(ann), None)
-        if other is None:
-            only_a += 1
-        else:
+        other = by_click_b.pop((ann["image_id"], ann["point_ann_id"]), None) if _click(ann) else None
+        if other is not None:
             pairs[ann["image_id"]].append((ann, other))
+        elif not _click(ann):
+            free_a[ann["image_id"]].append(ann)
+    for ann in b["annotations"]:
+        if not _click(ann):
+            free_b[ann["image_id"]].append(ann)
+    for image_id in set(free_a) & set(free_b):
+        pairs[image_id] += _match_by_iou(free_a[image_id], free_b[image_id], sizes.get(image_id, (None, None)))
     flat = [p for image_pairs in pairs.values() for p in image_pairs]
     ious = []
     equal_masks = 0
     for image_id, image_pairs in pairs.items():  # one IoU call per image
+        if not image_pairs:
+            continue
         h, w = sizes.get(image_id, (None, None))  # needed for polygons only
         rles_a = [_rle(x, h, w) for x, _ in image_pairs]
         rles_b = [_rle(y, h, w) for _, y in image_pairs]
@@ -77,7 +102,7 @@ def diff_pseudo_labels(a: Union[str, Mapping], b: Union[str, Mapping]) -> Dict[s
 
     result = {
         "annotations_a": len(a["annotations"]), "annotations_b": len(b["annotations"]), "matched": len(flat),
-        "only_a": only_a, "only_b": len(by_key_b),
+        "only_a": len(a["annotations"]) - len(flat), "only_b": len(b["annotations"]) - len(flat),
         "equal_ids": count("id"), "equal_classes": count("category_id"), "equal_points": count("point"),
         "equal_levels": count("level"), "equal_masks": equal_masks,
         "mask_iou_mean": float(ious.mean()) if len(ious) else None,
