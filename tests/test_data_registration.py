@@ -12,6 +12,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from wssis_d2 import register_point_instances, register_wssis_splits
 from wssis_d2.data.datasets import load_point_json
 
+from conftest import saved_catalogs
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -101,6 +103,12 @@ def test_clis_end_to_end_and_builtin_registration(tmp_path):
         _script("prepare_wssis_splits.py").main(["--json", str(tmp_path / "missing.json"), "--count", "1",
                                                  "--output-dir", str(tmp_path)])
 
+    with saved_catalogs():  # another test may have registered the built-in names under the default root
+        _unregister([n for n in DatasetCatalog.list() if n.startswith(("coco_2017_train_", "wssis_shapes_"))])
+        _check_builtin_registration(root)
+
+
+def _check_builtin_registration(root):
     registered = register_wssis_splits(str(root))
     try:
         assert register_wssis_splits(str(root)) == [], "a second call registers nothing"
