@@ -59,3 +59,18 @@ def test_draw_instances_marks_masks_and_points():
     assert not np.array_equal(out[20, 20], image[20, 20])  # the point over the mask
     assert not np.array_equal(out[35, 5], image[35, 5])  # the lone point
     assert np.array_equal(out[2, 38], image[2, 38])  # background untouched
+
+
+def test_images_with_one_stem_in_two_folders_get_two_overlays(tmp_path):
+    from wssis_d2.utils.visualize import render_records
+    records = []
+    for image_id, (folder, colour) in enumerate((("a", 40), ("b", 200)), start=1):
+        (tmp_path / folder).mkdir()
+        path = str(tmp_path / folder / "t001.png")
+        cv2.imwrite(path, np.full((32, 32, 3), colour, np.uint8))
+        records.append({"file_name": path, "image_id": image_id, "height": 32, "width": 32, "annotations": []})
+    written = render_records(records, str, str(tmp_path / "out"), scale=1.0)
+    assert [os.path.basename(p) for p in written] == ["t001.png", "t001_2.png"]
+    assert [int(cv2.imread(p)[0, 0, 0]) for p in written] == [40, 200]  # neither overwrote the other
+    named = render_records([dict(records[1], overlay_name="b__t001")], str, str(tmp_path / "out"), scale=1.0)
+    assert os.path.basename(named[0]) == "b__t001.png"

@@ -8,8 +8,9 @@ Output folder::
                             (clicks the model gave no mask: not annotations, the schema has masks only)
     labelme/*.json          with --export labelme: one review file per image (``review_export``: outer-contour
     cvat/annotations.xml    polygons; clicks without a mask as point shapes), or --export cvat
-    overlays/<stem>.png     with --overlay: every click's mask (class name and score) and its click, drawn by
-                            ``wssis_d2.utils.visualize``; a click without a mask is a dot with its class name
+    overlays/<name>.png     with --overlay: every click's mask (class name and score) and its click, drawn by
+                            ``wssis_d2.utils.visualize``; a click without a mask is a dot with its class name;
+                            <name>: the image's path under the image root, "/" as "__" (sub/t1.tif: sub__t1)
 
 Resume (the export's pattern, :mod:`wssis_d2.utils.part_files`): each finished image is one json line
 appended and flushed to ``predictions.json.part.jsonl``; a run over the same folder skips the images the
@@ -74,12 +75,14 @@ def image_record(instances, record: dict, contiguous_to_id: Dict[int, int]) -> d
             "clicks_without_mask": clicks}
 
 
-def _overlay(record: dict, names: Dict[int, str], folder: str) -> None:
-    """Draw one image's predictions and its clicks without a mask (``utils.visualize``)."""
+def _overlay(record: dict, names: Dict[int, str], folder: str, relative: str) -> None:
+    """Draw one image's predictions and its clicks without a mask (``utils.visualize``) into
+    ``folder/<relative path without extension, "/" as "__">.png`` (``sub/t1.tif`` -> ``sub__t1.png``)."""
     anns = record["annotations"] + [{"category_id": c["category_id"], "point": c["point"]}
                                     for c in record["clicks_without_mask"]]
-    render_records([{"file_name": record["file_name"], "image_id": record["image_id"], "annotations": anns}],
-                   lambda c: names.get(c, str(c)), folder, max_images=1)
+    name = os.path.splitext(relative)[0].replace("\\", "/").replace("/", "__")
+    render_records([{"file_name": record["file_name"], "image_id": record["image_id"], "annotations": anns,
+                     "overlay_name": name}], lambda c: names.get(c, str(c)), folder, max_images=1)
 
 
 def _restamped(records, image_ids: Dict[str, int]):
@@ -104,7 +107,7 @@ def predict_points(predictor, points: dict, image_root: str, output_dir: str, *,
 
     Args:
         export: None, "labelme" or "cvat" (``review_export.EXPORT_FORMATS``).
-        overlay: draw ``overlays/<image stem>.png`` per image.
+        overlay: draw ``overlays/<relative path, "/" as "__">.png`` per image.
         overwrite: discard the part file of an earlier run instead of resuming it.
         info: extra ``info`` fields of predictions.json (e.g. the config file, the click source).
         progress: a progress bar over the images (stderr).
@@ -153,7 +156,7 @@ def predict_points(predictor, points: dict, image_root: str, output_dir: str, *,
             out = predictor.predict(image, clicks, classes)
             line = image_record(out["instances"], rec, contiguous_to_id)
             if overlay:
-                _overlay(line, names, overlay_dir)
+                _overlay(line, names, overlay_dir, relative[rec["image_id"]])
             line.update(file_name=relative[rec["image_id"]], stats=out["point_stats"], run=settings)
             write_record(f, line)
 

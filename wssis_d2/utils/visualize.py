@@ -100,7 +100,9 @@ def _save(image: np.ndarray, path: str) -> str:
 def render_records(records: Sequence[Mapping], class_name, output_dir: str, max_images: int = 8,
                    scale: float = 0.0, skip_bad_images: bool = False) -> List[str]:
     """Draw the first ``max_images`` records ({"file_name", "height", "width", "annotations"}) into
-    ``output_dir/<image file stem>.png``; ``scale`` 0 = enlarge small images to ~512 px. Returns the paths.
+    ``output_dir/<name>.png``: the record's ``"overlay_name"`` if it has one, else the image file's stem, with
+    ``_<image_id>`` added when an earlier record of this call took the name (``a/t1.tif`` and ``b/t1.tif``);
+    ``scale`` 0 = enlarge small images to ~512 px. Returns the paths.
 
     An image that cannot be read raises ``WSSISInputError`` naming it and its id; with ``skip_bad_images`` it
     is skipped (warning, count at the end; the next image takes its place)."""
@@ -120,8 +122,11 @@ def render_records(records: Sequence[Mapping], class_name, output_dir: str, max_
         h, w = image.shape[:2]
         insts = instances_of_annotations(rec.get("annotations", []), h, w, class_name)
         drawn = draw_instances(image, insts, scale=_auto_scale(h, w, scale))
-        stem = os.path.splitext(os.path.basename(rec["file_name"]))[0]
-        paths.append(_save(drawn, os.path.join(output_dir, f"{stem}.png")))
+        name = rec.get("overlay_name") or os.path.splitext(os.path.basename(rec["file_name"]))[0]
+        path = os.path.join(output_dir, f"{name}.png")
+        if path in paths:
+            path = os.path.join(output_dir, f"{name}_{rec.get('image_id', len(paths))}.png")
+        paths.append(_save(drawn, path))
     if bad:
         logger.warning(f"skipped {bad} images that cannot be read")
     return paths
