@@ -11,7 +11,7 @@ import pytest
 from detectron2.config import get_cfg
 
 from wssis_d2.config import add_wssis_config
-from wssis_d2.data.scale_choice import MAX_SCALE, ModelFacts, choose_scale, coco_size_stats
+from wssis_d2.data.scale_choice import MAX_SCALE, ModelFacts, choose_scale, coco_size_stats, detection_cap_opts
 from wssis_d2.pipeline import load_pipeline_cfg
 from wssis_d2.pipeline.data import prepare_data
 from wssis_d2.pipeline.model_stages import stage_cfg
@@ -108,6 +108,13 @@ def test_too_few_instances_choose_nothing(facts):
     assert choose_scale([], [], [], facts).opts == ()
 
 
+def test_detection_cap_only_raises():
+    assert detection_cap_opts(150, 100, 500) == ["MODEL.SOLOV2.MAX_PER_IMG", 300, "MODEL.SOLOV2.NMS_PRE", 900]
+    assert detection_cap_opts(51, 100, 500) == ["MODEL.SOLOV2.MAX_PER_IMG", 200, "MODEL.SOLOV2.NMS_PRE", 600]
+    assert detection_cap_opts(50, 100, 500) == [] and detection_cap_opts(0, 100, 500) == []
+    assert detection_cap_opts(400, 100, 5000)[3] == 5000  # NMS_PRE never lowered
+
+
 def test_coco_size_stats():
     coco = {"images": [{"id": 1, "height": 10, "width": 20}, {"id": 2, "height": 30, "width": 40}],
             "annotations": [{"id": 1, "image_id": 1, "bbox": [0, 0, 4, 9]},
@@ -169,6 +176,9 @@ def test_stage_configs_receive_the_chosen_tiles(tmp_path, caplog):
     for cfg in _cfgs(pcfg, _records(choice), tmp_path):
         assert cfg.INPUT.TILE.SIZE == t["tile_size"] > 0 and cfg.INPUT.TILE.OVERLAP == t["tile_overlap"]
         assert cfg.INPUT.TILE.SCALE == pytest.approx(t["scale"]) and cfg.INPUT.MIN_SIZE_TEST == 192
+        # 150 objects per image: every one can be kept (and scored), not COCO's 100
+        assert cfg.MODEL.SOLOV2.MAX_PER_IMG == 300 and cfg.MODEL.SOLOV2.NMS_PRE == 900
+    assert t["densest_image"] == 150 and "Detections per image: the densest image has 150 objects" in caplog.text
 
 
 def test_whole_image_choice_reaches_the_sizes(tmp_path):
@@ -180,6 +190,7 @@ def test_whole_image_choice_reaches_the_sizes(tmp_path):
     assert s["mode"] == "whole" and 192 < s["input_side"] < 240
     cfg = _cfgs(pcfg, _records(choice), tmp_path)[2]
     assert cfg.INPUT.TILE.SIZE == 0 and cfg.INPUT.MIN_SIZE_TEST == s["input_side"]
+    assert s["detection_opts"] == [] and cfg.MODEL.SOLOV2.MAX_PER_IMG == 100  # 5 objects per image: as configured
     assert isinstance(cfg.INPUT.MIN_SIZE_TRAIN, tuple) and cfg.INPUT.MIN_SIZE_TRAIN[2] == s["input_side"]
 
 
@@ -199,6 +210,7 @@ def test_explicit_opts_win(tmp_path, caplog):
     assert teacher.INPUT.TILE.SIZE == choice["nodes"]["TEACHER"]["tile_size"]
     assert export.INPUT.TILE.SIZE == 300 and export.INPUT.TILE.SCALE == 1.0  # the user's keys, none of the choice
     assert student.INPUT.TILE.SIZE == 0 and student.INPUT.MIN_SIZE_TEST == 96 and student.SOLVER.BASE_LR == 0.001
+    assert export.MODEL.SOLOV2.MAX_PER_IMG == student.MODEL.SOLOV2.MAX_PER_IMG == 300  # the cap is not a size
     assert explicit_input_keys(["INPUT.TILE.OVERLAP", 8, "INPUT.FORMAT", "RGB", "INPUT.MAX_SIZE_TRAIN", 9]) == [
         "INPUT.TILE.OVERLAP", "INPUT.MAX_SIZE_TRAIN"]
 

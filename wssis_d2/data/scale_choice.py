@@ -37,7 +37,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["ModelFacts", "ScaleChoice", "choose_scale", "coco_size_stats", "format_choice",
+__all__ = ["ModelFacts", "ScaleChoice", "choose_scale", "coco_size_stats", "detection_cap_opts", "format_choice",
            "MAX_SCALE", "MAX_PER_CELL", "MIN_INSTANCES", "TILE_ABOVE", "MIN_BULK_PX", "TOO_SMALL_PX"]
 
 # Largest scale the rule picks (upscaling further invents no detail and costs s^2 pixels).
@@ -54,6 +54,10 @@ MIN_BULK_PX = 8.0
 TOO_SMALL_PX = 4.0
 # Tile overlap = this x the 95th percentile of the sizes (at most half the tile).
 OVERLAP_FACTOR = 1.5
+# Detections kept per image >= this x the densest image's objects (val / test images may be denser).
+CAP_FACTOR = 2.0
+# Candidates entering Matrix NMS >= this x the detections kept (several grid cells fire per object).
+NMS_PRE_FACTOR = 3
 # Warn when more than these fractions of the instances are too small / outside every level's range.
 WARN_TOO_SMALL, WARN_OUTSIDE = 0.05, 0.1
 
@@ -290,3 +294,19 @@ def format_choice(c: ScaleChoice) -> List[str]:
             f"choice: {what}; median instance {c.median_input_size:.1f} px, {c.objects_per_cell:.3f} instances per "
             f"finest cell, {100 * c.frac_outside_ranges:.1f}% outside every level's range, "
             f"{100 * c.frac_too_small:.1f}% under {TOO_SMALL_PX:g} px"]
+
+
+def detection_cap_opts(densest: int, max_per_img: int, nms_pre: int) -> list:
+    """SOLOv2 inference keys so that an image with ``densest`` objects can keep them all.
+
+    Detections kept per image (``MODEL.SOLOV2.MAX_PER_IMG``; also what COCO evaluation scores, see
+    ``evaluation/coco.py``) become at least ``CAP_FACTOR`` x ``densest`` rounded up to a hundred, and the
+    candidates entering Matrix NMS (``NMS_PRE``) at least ``NMS_PRE_FACTOR`` x that. Only ever raised.
+
+    Returns:
+        KEY VALUE list (``[]`` when the config's ``max_per_img`` already is enough).
+    """
+    cap = int(math.ceil(CAP_FACTOR * densest / 100.0)) * 100
+    if cap <= max_per_img:
+        return []
+    return ["MODEL.SOLOV2.MAX_PER_IMG", cap, "MODEL.SOLOV2.NMS_PRE", max(int(nms_pre), NMS_PRE_FACTOR * cap)]

@@ -114,10 +114,10 @@ def stage_cfg(pcfg, node: str, stage_dir: str, *, train: Sequence[str] = (), tes
     """The detectron2 config of a stage, frozen.
 
     Order: the node's model config <- SOLVER.MAX_ITER / STEPS of the node (STEPS scaled with MAX_ITER when
-    not given) <- NUM_CLASSES (SOLOv2 or MRN, from the data), SEED and SAMPLE_SEEDS <- ``auto_opts`` (the input scale the
-    data stage chose, ``pipeline/scale.py``; left out entirely when the node's OPTS or ``opts`` set any
-    INPUT size or tile key) <- the node's OPTS <- ``opts`` <- DATASETS, OUTPUT_DIR and ``forced`` (never
-    overridden).
+    not given) <- NUM_CLASSES (SOLOv2 or MRN, from the data), SEED and SAMPLE_SEEDS <- ``auto_opts`` (the
+    input scale and detection cap the data stage chose, ``pipeline/scale.py``; its INPUT size and tile keys
+    left out when the node's OPTS or ``opts`` set any of them, its detection cap kept) <- the node's OPTS
+    <- ``opts`` <- DATASETS, OUTPUT_DIR and ``forced`` (never overridden).
     """
     config_file, max_iter, steps, node_opts = node_values(pcfg, node)
     cfg = get_cfg()
@@ -138,8 +138,10 @@ def stage_cfg(pcfg, node: str, stage_dir: str, *, train: Sequence[str] = (), tes
             cfg.MODEL.SOLOV2.NUM_CLASSES = num_classes
     cfg.SEED = pcfg.SEED
     cfg.DATALOADER.WSSIS_SAMPLE_SEEDS = pcfg.SAMPLE_SEEDS
-    if auto_opts and not explicit_input_keys(node_opts + list(opts)):
-        cfg.merge_from_list(list(auto_opts))
+    if auto_opts:  # the input-size keys of the choice only where the OPTS set none (they win as a whole)
+        keep_sizes = not explicit_input_keys(node_opts + list(opts))
+        cfg.merge_from_list([x for k, v in zip(auto_opts[0::2], auto_opts[1::2])
+                             if keep_sizes or not explicit_input_keys([k]) for x in (k, v)])
     cfg.merge_from_list(node_opts + list(opts))
     cfg.merge_from_list(["DATASETS.TRAIN", tuple(train), "DATASETS.TEST", tuple(test), "OUTPUT_DIR", stage_dir]
                         + list(forced))

@@ -14,13 +14,14 @@ The choice is made once, by the data stage, and kept in its marker: a resumed ru
 import dataclasses
 import logging
 import os
+from collections import Counter
 from typing import List, Mapping, Sequence
 
 from detectron2.config import get_cfg
 
 from ..config import add_wssis_config
 from ..data.json_io import load_json
-from ..data.scale_choice import ModelFacts, choose_scale, coco_size_stats, format_choice
+from ..data.scale_choice import ModelFacts, choose_scale, coco_size_stats, detection_cap_opts, format_choice
 from .config import REPO_ROOT, node_values
 
 __all__ = ["INPUT_SIZE_KEYS", "NODES", "auto_opts", "explicit_input_keys", "run_scale_choice"]
@@ -41,12 +42,14 @@ def explicit_input_keys(opts: Sequence) -> List[str]:
 
 
 def auto_opts(pcfg, records: Mapping[str, dict], node: str) -> list:
-    """The chosen OPTS of ``node`` from the data stage's marker (``records["data"]``); [] unless DATA.KIND
-    is custom with DATA.CUSTOM.AUTO_SCALE on. Exports use node TEACHER."""
+    """The chosen OPTS of ``node`` from the data stage's marker (``records["data"]``): input scale / tiles,
+    then the detection cap for dense images (``detection_opts``); [] unless DATA.KIND is custom with
+    DATA.CUSTOM.AUTO_SCALE on. Exports use node TEACHER."""
     if pcfg.DATA.KIND != "custom" or not pcfg.DATA.CUSTOM.AUTO_SCALE:
         return []
     choice = ((records.get("data") or {}).get("metrics") or {}).get("scale_choice") or {}
-    return list(((choice.get("nodes") or {}).get(node) or {}).get("opts") or [])
+    entry = (choice.get("nodes") or {}).get(node) or {}
+    return list(entry.get("opts") or []) + list(entry.get("detection_opts") or [])
 
 
 def _short(path: str) -> str:
@@ -73,7 +76,9 @@ def run_scale_choice(pcfg) -> dict:
         return {"enabled": False}
     full_json = pcfg.DATA.CUSTOM.FULL_JSON
     image_hw, sizes, counts = coco_size_stats(load_json(full_json))
-    nodes, lines, warnings, seen = {}, [], [], {}
+    clicks = Counter(a.get("image_id") for a in load_json(pcfg.DATA.CUSTOM.POINTS_JSON).get("annotations") or [])
+    densest = max(list(counts) + list(clicks.values()) + [0])
+    nodes, lines, warnings, seen, detection_lines = {}, [], [], {}, []
     for node, what in NODES.items():
         config_file, _, _, node_opts = node_values(pcfg, node)
         cfg = get_cfg()
@@ -86,7 +91,12 @@ def run_scale_choice(pcfg) -> dict:
         choice = choose_scale(image_hw, sizes, counts, facts)
         explicit = explicit_input_keys(node_opts)
         entry = dict(dataclasses.asdict(choice), config=config_file, applied=bool(choice.opts) and not explicit,
-                     explicit_keys=explicit)
+                     explicit_keys=explicit, densest_image=densest,
+                     detection_opts=detection_cap_opts(densest, cfg.MODEL.SOLOV2.MAX_PER_IMG, cfg.MODEL.SOLOV2.NMS_PRE))
+        if entry["detection_opts"]:
+            detection_lines.append(f"  {node}: MODEL.SOLOV2.MAX_PER_IMG {cfg.MODEL.SOLOV2.MAX_PER_IMG} -> "
+                                   f"{entry['detection_opts'][1]}, NMS_PRE {cfg.MODEL.SOLOV2.NMS_PRE} -> "
+                                   f"{entry['detection_opts'][3]}")
         verdict = _verdict(choice, explicit, "its OPTS")
         if node == "TEACHER":  # the exports add PSEUDO.OPTS
             exports = explicit or explicit_input_keys(list(pcfg.PSEUDO.OPTS))
@@ -112,4 +122,9 @@ def run_scale_choice(pcfg) -> dict:
                 + "\n".join(lines))
     for w in warnings:
         logger.warning(f"Input scale: {w}")
+    if detection_lines:
+        logger.info(f"Detections per image: the densest image has {densest} objects (FULL_JSON instances, "
+                    f"POINTS_JSON clicks); so that every one can be kept and scored "
+                    f"(wssis_d2/data/scale_choice.py detection_cap_opts, applied even with explicit input sizes; "
+                    f"a node's OPTS win):\n" + "\n".join(detection_lines))
     return {"enabled": True, "full_json": full_json, "nodes": nodes}
