@@ -15,6 +15,7 @@ from wssis_d2.data.scale_choice import MAX_SCALE, ModelFacts, choose_scale, coco
 from wssis_d2.pipeline import load_pipeline_cfg
 from wssis_d2.pipeline.data import prepare_data
 from wssis_d2.pipeline.model_stages import stage_cfg
+from wssis_d2.pipeline.results import _scale_line
 from wssis_d2.pipeline.results import build_results
 from wssis_d2.pipeline.scale import auto_opts, explicit_input_keys, run_scale_choice
 from wssis_d2.pipeline.stages import jsonable
@@ -179,6 +180,8 @@ def test_stage_configs_receive_the_chosen_tiles(tmp_path, caplog):
         # 150 objects per image: every one can be kept (and scored), not COCO's 100
         assert cfg.MODEL.SOLOV2.MAX_PER_IMG == 300 and cfg.MODEL.SOLOV2.NMS_PRE == 900
     assert t["densest_image"] == 150 and "Detections per image: the densest image has 150 objects" in caplog.text
+    line = _scale_line(_records(choice)["data"]["metrics"]["scale_choice"])  # results.md
+    assert "Detections per image raised for the densest image (150 objects): TEACHER MAX_PER_IMG 300" in line
 
 
 def test_whole_image_choice_reaches_the_sizes(tmp_path):

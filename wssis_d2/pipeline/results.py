@@ -173,7 +173,13 @@ def _scale_line(choice: Optional[dict]) -> str:
         else:
             what = "nothing chosen"
         parts.append(f"{node} {what}" + ("" if c["applied"] else " (not applied)"))
-    return f"- Input scale chosen from FULL_JSON (DATA.CUSTOM.AUTO_SCALE): {'; '.join(parts)}."
+    line = f"- Input scale chosen from FULL_JSON (DATA.CUSTOM.AUTO_SCALE): {'; '.join(parts)}."
+    caps = {node: c["detection_opts"][1] for node, c in (choice.get("nodes") or {}).items() if c.get("detection_opts")}
+    if caps:
+        densest = max(c.get("densest_image", 0) for c in choice["nodes"].values())
+        line += (f" Detections per image raised for the densest image ({densest} objects): "
+                 + ", ".join(f"{node} MAX_PER_IMG {cap}" for node, cap in caps.items()) + ".")
+    return line
 
 
 def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
