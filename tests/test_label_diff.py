@@ -7,7 +7,13 @@ import numpy as np
 from wssis_d2.evaluation.label_diff import diff_pseudo_labels, format_label_diff
 
 from conftest import load_script
-from test_pseudo_quality import _box, _pseudo, _rle
+from test_pseudo_quality import _box, _gt, _rle
+from test_pseudo_quality import _pseudo as _pseudo_without_images
+
+
+def _pseudo(**kwargs):
+    """test_pseudo_quality's pseudo-labels with their images, as the exporter writes them."""
+    return dict(_pseudo_without_images(**kwargs), images=_gt()["images"])
 
 
 def test_identical_files():

@@ -13,8 +13,8 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import pycocotools.mask as mask_util
 
-__all__ = ["decode_segmentation", "encode_masks", "mask_annotation", "clean_segmentations", "clean_mask_records",
-           "is_valid_polygon"]
+__all__ = ["decode_segmentation", "encode_masks", "to_rle", "mask_annotation", "clean_segmentations",
+           "clean_mask_records", "is_valid_polygon"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,3 +148,13 @@ def clean_mask_records(records: Sequence[dict], source: str) -> List[dict]:
         r["annotations"] = kept
     log_cleaned(total, source)
     return records
+
+
+def to_rle(segm, height: int, width: int) -> dict:
+    """Compressed RLE (counts as str or bytes; pycocotools reads both) of a COCO segmentation of any
+    kind."""
+    if isinstance(segm, dict) and not isinstance(segm.get("counts"), list):
+        if list(segm.get("size", [])) != [height, width]:
+            raise ValueError(f"RLE size {segm.get('size')} differs from the image size {[height, width]}")
+        return dict(segm)
+    return encode_masks(decode_segmentation(segm, height, width)[None])[0]

@@ -20,6 +20,7 @@ Ids 0 are valid here (evaluation remaps annotation ids for pycocotools, see
 :func:`wssis_d2.evaluation.ids.one_based_annotation_ids`); category ids may have gaps: they are mapped
 to contiguous ids sorted by id, as detectron2 does.
 """
+import os
 from collections import Counter
 
 import numpy as np
@@ -27,7 +28,7 @@ import numpy as np
 from ..utils.errors import WSSISInputError
 from .json_io import load_json
 
-__all__ = ["check_coco", "load_coco"]
+__all__ = ["as_coco", "check_coco", "load_coco"]
 
 KINDS = ("instances", "points", "pseudo")
 
@@ -165,3 +166,8 @@ def load_coco(path, kind="instances", hint=None):
     """``load_json`` (missing file: ``FileNotFoundError`` with ``hint``; bad json: ``WSSISInputError``)
     followed by :func:`check_coco`."""
     return check_coco(load_json(path, hint=hint), str(path), kind)
+
+
+def as_coco(obj, kind="instances"):
+    """A COCO dict given as the dict itself, or as a path (``load_coco(obj, kind)``)."""
+    return load_coco(obj, kind) if isinstance(obj, (str, os.PathLike)) else obj

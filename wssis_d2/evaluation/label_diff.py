@@ -7,14 +7,14 @@ points and levels and equal masks bit for bit, and gives the mask IoU (pycocotoo
 score difference; unmatched annotations are counted on each side. Masks are compared as the exporter wrote
 them (RLE), so "equal" means the same pixels.
 """
-import os
 from collections import defaultdict
 from typing import Dict, Mapping, Union
 
 import numpy as np
 import pycocotools.mask as mask_util
 
-from ..data.validation import load_coco
+from ..data.coco_masks import to_rle
+from ..data.validation import as_coco
 
 __all__ = ["diff_pseudo_labels", "format_label_diff"]
 
@@ -28,7 +28,8 @@ def _match_by_iou(anns_a, anns_b, size):
     """Greedy one-to-one pairs of two lists of one image's annotations, highest mask IoU first (IoU > 0)."""
     if not anns_a or not anns_b:
         return []
-    iou = np.asarray(mask_util.iou([_rle(x, *size) for x in anns_a], [_rle(y, *size) for y in anns_b],
+    iou = np.asarray(mask_util.iou([to_rle(x["segmentation"], *size) for x in anns_a],
+                                   [to_rle(y["segmentation"], *size) for y in anns_b],
                                    [0] * len(anns_b))).reshape(len(anns_a), len(anns_b))
     order = np.argsort(-iou, axis=None, kind="stable")
     used_a, used_b, pairs = set(), set(), []
@@ -40,15 +41,6 @@ def _match_by_iou(anns_a, anns_b, size):
             used_b.add(j)
             pairs.append((anns_a[i], anns_b[j]))
     return pairs
-
-
-def _rle(ann, height, width):
-    seg = ann["segmentation"]
-    if isinstance(seg, list):  # polygons
-        return mask_util.merge(mask_util.frPyObjects(seg, height, width))
-    if isinstance(seg.get("counts"), list):  # uncompressed RLE
-        return mask_util.frPyObjects(seg, height, width)
-    return seg
 
 
 def _counts(rle):
@@ -65,8 +57,7 @@ def diff_pseudo_labels(a: Union[str, Mapping], b: Union[str, Mapping]) -> Dict[s
         over the matched pairs), ``mask_iou_mean`` / ``mask_iou_min`` (None without pairs),
         ``max_score_diff``, and ``identical`` (every annotation matched and every field above equal).
     """
-    a = load_coco(a, "pseudo") if isinstance(a, (str, os.PathLike)) else a
-    b = load_coco(b, "pseudo") if isinstance(b, (str, os.PathLike)) else b
+    a, b = as_coco(a, "pseudo"), as_coco(b, "pseudo")
     sizes = {img["id"]: (img["height"], img["width"]) for img in a["images"]}
     by_click_b = {(ann["image_id"], ann["point_ann_id"]): ann for ann in b["annotations"] if _click(ann)}
     pairs = defaultdict(list)  # image id -> [(ann a, ann b)]
@@ -81,16 +72,16 @@ def diff_pseudo_labels(a: Union[str, Mapping], b: Union[str, Mapping]) -> Dict[s
         if not _click(ann):
             free_b[ann["image_id"]].append(ann)
     for image_id in set(free_a) & set(free_b):
-        pairs[image_id] += _match_by_iou(free_a[image_id], free_b[image_id], sizes.get(image_id, (None, None)))
+        pairs[image_id] += _match_by_iou(free_a[image_id], free_b[image_id], sizes[image_id])
     flat = [p for image_pairs in pairs.values() for p in image_pairs]
     ious = []
     equal_masks = 0
     for image_id, image_pairs in pairs.items():  # one IoU call per image
         if not image_pairs:
             continue
-        h, w = sizes.get(image_id, (None, None))  # needed for polygons only
-        rles_a = [_rle(x, h, w) for x, _ in image_pairs]
-        rles_b = [_rle(y, h, w) for _, y in image_pairs]
+        h, w = sizes[image_id]
+        rles_a = [to_rle(x["segmentation"], h, w) for x, _ in image_pairs]
+        rles_b = [to_rle(y["segmentation"], h, w) for _, y in image_pairs]
         ious.append(np.diag(np.asarray(mask_util.iou(rles_a, rles_b, [0] * len(rles_b))).reshape(len(rles_a), -1)))
         # Compressed RLE is canonical: the same pixels give the same counts.
         equal_masks += sum(_counts(ra) == _counts(rb) and list(ra["size"]) == list(rb["size"])

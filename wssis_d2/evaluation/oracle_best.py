@@ -12,12 +12,11 @@ depends on the masks of the other clicks, so only ``mean_iou`` is a bound by con
 The output is a pseudo-label json of the exporter's schema (docs/PSEUDO_LABELS.md) with ``info.mode``
 "oracle_best" and, per level, how many clicks took it.
 """
-import os
 from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from ..data.validation import load_coco
+from ..data.validation import as_coco
 from .quality import clicked_gt, point_ious
 
 __all__ = ["oracle_best_labels"]
@@ -37,7 +36,7 @@ def oracle_best_labels(level_files: Sequence[Union[str, Mapping]], gt: Union[str
     """
     if not level_files:
         raise ValueError("oracle_best_labels needs the pseudo-labels of at least one level")
-    levels = [load_coco(f, "pseudo") if isinstance(f, (str, os.PathLike)) else f for f in level_files]
+    levels = [as_coco(f, "pseudo") for f in level_files]
     coco_gt, points = clicked_gt(gt)
     ious = np.full((len(levels), len(points)), -1.0)  # -1: no mask on that level
     by_point = []

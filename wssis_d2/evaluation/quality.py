@@ -26,7 +26,6 @@ a threshold-mode file (SSIS baseline: no pseudo-label belongs to a point).
 import contextlib
 import io
 import math
-import os
 from collections import Counter
 from typing import Dict, Mapping, Optional, Tuple, Union
 
@@ -35,7 +34,7 @@ import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..data.validation import load_coco
+from ..data.validation import as_coco
 from .coco import has_fast_coco_eval
 from .ids import one_based_annotation_ids, usable_gt_masks
 
@@ -44,10 +43,6 @@ __all__ = ["REPORT_KEYS", "pseudo_label_quality", "clicked_gt", "point_ious", "b
 
 REPORT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP_scored", "mean_iou", "coverage", "levels")
 _AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}  # COCOeval's
-
-
-def _load(obj):
-    return load_coco(obj, "pseudo") if isinstance(obj, (str, os.PathLike)) else obj
 
 
 def _coco(dataset) -> COCO:
@@ -115,7 +110,7 @@ def pseudo_label_quality(pseudo: Union[str, Mapping], gt: Union[str, Mapping]) -
     Returns:
         dict with exactly the keys ``REPORT_KEYS``.
     """
-    pseudo = _load(pseudo)
+    pseudo = as_coco(pseudo, "pseudo")
     coco_gt, points = clicked_gt(gt)
     image_ids = sorted(coco_gt.getImgIds())
     id_set = set(image_ids)
@@ -144,7 +139,7 @@ def pseudo_label_quality(pseudo: Union[str, Mapping], gt: Union[str, Mapping]) -
 def clicked_gt(gt: Union[str, Mapping]) -> Tuple[COCO, list]:
     """The points_gt json (path or dict) as a ``COCO`` (1-based ids, unusable masks dropped) and its clicked
     true instances: non-crowd annotations minus ``info["no_point_annotation_ids"]``, in file order."""
-    gt = _load(gt)
+    gt = as_coco(gt, "pseudo")
     no_point = set((gt.get("info") or {}).get("no_point_annotation_ids") or [])
     return _coco(gt), [a for a in gt["annotations"] if not a.get("iscrowd", 0) and a["id"] not in no_point]
 

@@ -40,7 +40,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 import numpy as np
 import pycocotools.mask as mask_util
 
-from ..data.coco_masks import clean_segmentations, decode_segmentation, encode_masks, log_cleaned
+from ..data.coco_masks import clean_segmentations, decode_segmentation, encode_masks, log_cleaned, to_rle
 from ..data.json_io import load_json
 from ..data.validation import load_coco
 from ..data.point_rules import centroid_point
@@ -55,16 +55,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _PSEUDO_FIELDS = ("image_id", "category_id", "segmentation", "point")
-
-
-def to_rle(segm, height: int, width: int) -> dict:
-    """Compressed RLE (counts as str or bytes; pycocotools reads both) of a COCO segmentation of any
-    kind."""
-    if isinstance(segm, dict) and not isinstance(segm.get("counts"), list):
-        if list(segm.get("size", [])) != [height, width]:
-            raise ValueError(f"RLE size {segm.get('size')} differs from the image size {[height, width]}")
-        return dict(segm)
-    return encode_masks(decode_segmentation(segm, height, width)[None])[0]
 
 
 def _load(obj, what):
