@@ -95,6 +95,7 @@ def test_custom_pipeline_labels_json_one_annotation_per_click(data):
     assert results["models"]["teacher"] is not None and results["models"]["student_points_mrn"] is not None
     assert results["skipped_rows"] == {}
     assert "labels.json: 13 images" in out["results"]["markdown"]
+    assert f"## Models (segm mask AP on `{pcfg.DATA.CUSTOM.VAL_JSON}`)" in out["results"]["markdown"]  # the file
     # back to the tool: one labelme file per image, a polygon per mask part
     counts = export_labels(os.path.join(pcfg.OUTPUT_DIR, "labels.json"), "labelme", str(root / "review"))
     assert counts["images"] == 13 and counts["annotations"] == len(labels["annotations"])

@@ -187,6 +187,10 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
     meta = results.get("meta") or {}
     data = ((records.get("data") or {}).get("metrics")) or {}
     d = pcfg.DATASETS
+    custom = pcfg.DATA.CUSTOM if pcfg.DATA.KIND == "custom" else None
+    # what results.md calls the two evaluation sets: the registered names, or the user's files (custom data)
+    test_set = (custom.TEST_JSON or custom.VAL_JSON) if custom else d.TEST
+    val_set = custom.VAL_JSON if custom and d.VAL else d.VAL
 
     def count(key):
         c = data.get(key) or {}
@@ -212,7 +216,7 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
             f"`{d.TRAIN_ALL}` ({count('train_all')}).",
         ]
     if d.VAL:
-        lines.append(f"- Settings are chosen on `{d.VAL}` ({count('val')}), the validation set: its AP is the "
+        lines.append(f"- Settings are chosen on `{val_set}` ({count('val')}), the validation set: its AP is the "
                      "\"val\" column; the mask AP rows are the separate test set's.")
     lines.append(
         f"- Pseudo-label quality: the pseudo-labels of `{d.POINTS}` against `{d.POINTS_GT}`, every score 1 "
@@ -239,7 +243,7 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                      f"{lab['num_clicks']} clicks = {lab['num_pseudo_labels']} pseudo-labels + {lab['num_fallback']} "
                      "flagged fallbacks" + (f"; on the clicked images vs their true masks: AP {_fmt(rep.get('AP'), 2)}, "
                                             f"mean IoU {_fmt(rep.get('mean_iou'), 3)}" if rep else "") + ".")
-    lines += ["", f"## Models (segm mask AP on `{d.TEST or 'no test set'}`)", "",
+    lines += ["", f"## Models (segm mask AP on `{test_set or 'no test set'}`)", "",
               "| model | iterations | mask AP | / 100% model | val |",
               "|---|---|---|---|---|"]
     for row in MODEL_ROWS:
