@@ -186,7 +186,7 @@ def prepare_data(pcfg) -> dict:
                     " See docs/DATA.md (datasets/prepare_wssis_splits.py).")
             raise FileNotFoundError(f"DATASETS.{key} = {name!r}: {json_file} does not exist.{hint}")
         outputs[key.lower()] = json_file
-        if pcfg.DATA.KIND in ("shapes", "custom"):  # count images and instances for the results table: count images and instances for the results table
+        if pcfg.DATA.KIND in ("shapes", "custom"):  # count images and instances for the results table
             coco = load_coco(json_file, "points" if MetadataCatalog.get(name).get("label_kind", None) == "points"
                              else "instances")  # checked before any stage trains on it
             metrics[key.lower()] = {"name": name, "images": len(coco["images"]),
