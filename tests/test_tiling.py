@@ -295,7 +295,6 @@ def test_plain_tiled_inference_returns_full_image_instances():
 # ----------------------------------------------------------------------------- training crops
 def test_training_mapper_cuts_a_tile_and_drops_unrepresentable_instances():
     cfg = _cfg(SIZE=64, SCALE=2.0)
-    cfg.INPUT.RANDOM_FLIP = "none"
     mapper = WSSISDatasetMapper(cfg, is_train=True)
     from wssis_d2.data.coco_masks import encode_masks
     import cv2

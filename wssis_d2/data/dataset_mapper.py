@@ -13,7 +13,7 @@ from ..utils.errors import WSSISInputError
 from .coco_masks import decode_segmentation, encode_masks
 from .images import BadImageSkipper, read_image
 from .point_utils import is_point_labeled, point_annotations_to_instances
-from .tiles import TinyInstanceFilter, build_tile_augmentation, crop_of, tiles_enabled
+from .tiles import TinyInstanceFilter, annotations_in_view, build_tile_augmentation, tiles_enabled
 
 __all__ = ["WSSISDatasetMapper"]
 
@@ -150,7 +150,7 @@ class WSSISDatasetMapper(DatasetMapper):
                                           f"{len(rle)} annotations have RLE masks; INPUT.MASK_FORMAT 'polygon' "
                                           "takes polygons only: set INPUT.MASK_FORMAT bitmask")
             if self.tiles:
-                self._inside_tile(dataset_dict, transforms)
+                self._inside_tile(dataset_dict, transforms, image_shape)
             if not any(not a.get("iscrowd", 0) for a in dataset_dict["annotations"]):
                 # No object (a tile without objects, or an image kept by FILTER_EMPTY_ANNOTATIONS False): a
                 # negative example. detectron2 would build Instances without gt_masks, which SOLOv2 needs.
@@ -167,19 +167,17 @@ class WSSISDatasetMapper(DatasetMapper):
         return dataset_dict
 
     @staticmethod
-    def _inside_tile(dataset_dict, transforms):
-        """Keep the annotations whose box meets the training tile, with polygons as RLE (cropping polygons
-        would need shapely; a bitmask crop is exact)."""
-        crop = crop_of(transforms)
+    def _inside_tile(dataset_dict, transforms, image_shape):
+        """Keep the annotations that can be visible in the training tile (``data.tiles.annotations_in_view``:
+        the box mapped through every transform meets the tile), with polygons as RLE (cropping polygons
+        would need shapely; a bitmask crop is exact). Crowd annotations are never training targets."""
         h, w = dataset_dict["height"], dataset_dict["width"]
+        annos = [a for a in dataset_dict["annotations"] if not a.get("iscrowd", 0)]
+        in_view = annotations_in_view(annos, transforms, image_shape)
         kept = []
-        for ann in dataset_dict["annotations"]:
-            if ann.get("iscrowd", 0):
-                continue  # never a training target (detectron2's mapper drops them too)
-            if crop is not None and "bbox" in ann:
-                x0, y0, x1, y1 = BoxMode.convert(ann["bbox"], ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS)
-                if x1 <= crop.x0 or y1 <= crop.y0 or x0 >= crop.x0 + crop.w or y0 >= crop.y0 + crop.h:
-                    continue  # wholly outside the tile
+        for ann, seen in zip(annos, in_view):
+            if not seen:
+                continue  # wholly outside the tile
             if isinstance(ann.get("segmentation"), list):
                 ann["segmentation"] = encode_masks(decode_segmentation(ann["segmentation"], h, w)[None])[0]
             kept.append(ann)

@@ -1,16 +1,26 @@
 """Training on tiles (``INPUT.TILE``): the augmentations that cut a random tile from an image at its own
 resolution and scale it, and the rule for instances the tile cuts.
 
-With ``INPUT.TILE.SIZE`` > 0 the training augmentations are detectron2's (``build_augmentation``) without
-its ``ResizeShortestEdge``, then ``RandomTileCrop`` (a SIZE x SIZE window at a random position; a side
-shorter than SIZE is kept whole) and ``ScaleBy`` (SCALE times a factor drawn from TRAIN_SCALE_RANGE).
-At inference there is no augmentation: the model covers the image with tiles itself
-(``wssis_d2.modeling.tiled_inference``), at the same SCALE.
+With ``INPUT.TILE.SIZE`` > 0 the training augmentations are, in this order:
 
-Instances cut by the tile keep their visible part (masks are cropped, boxes recomputed from them). An
-instance whose visible part cannot be a SOLOv2 target, i.e. whose mask is empty at the mask-feature
-resolution (``modeling.targets.downsample_masks``: no 4 x 4 block at least half covered), is dropped and
-counted (``TinyInstanceFilter``).
+1. ``RandomTileCrop``: a SIZE x SIZE window at a random position of the image at its own resolution (a
+   side shorter than SIZE is kept whole);
+2. detectron2's ``build_augmentation`` without its ``ResizeShortestEdge`` (``RandomFlip`` by default), on
+   the tile;
+3. ``ScaleBy``: SCALE times a factor drawn uniformly from TRAIN_SCALE_RANGE (multi-scale training around
+   the tile scale, as MIN_SIZE_TRAIN does for whole images).
+
+At inference there is no augmentation: the model covers the image with tiles itself
+(``wssis_d2.modeling.tiled_inference``), at SCALE.
+
+Which instances a training tile keeps does not depend on that order: an annotation is decoded when its box,
+mapped through the *whole* transform list (``annotations_in_view``), meets the output image; the mask is then
+transformed with the image, so what is kept is what is visible. Rule for instances cut by the tile border:
+an instance keeps its visible part (masks cropped, boxes recomputed from them) when that part can be a SOLOv2
+target, i.e. its mask is not empty at the mask-feature resolution (``modeling.targets.downsample_masks``: at
+least one 4 x 4 block of the model input at least half covered, ~8 input pixels); a visible part below that
+is dropped and counted (``TinyInstanceFilter``). An instance with no pixel in the tile is out of view, not
+dropped.
 """
 import logging
 from typing import List, Sequence
@@ -19,14 +29,14 @@ import numpy as np
 
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.structures import Instances
+from detectron2.structures import BoxMode, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
 from ..modeling.targets import downsample_masks
 from ..modeling.tiling import check_tile_settings
 
 __all__ = ["RandomTileCrop", "ScaleBy", "build_tile_augmentation", "TinyInstanceFilter", "tiles_enabled",
-           "MASK_STRIDE"]
+           "annotations_in_view", "MASK_STRIDE"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,20 +93,43 @@ def build_tile_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
         return []  # the model tiles the image at its own resolution
     augs = [a for a in utils.build_augmentation(cfg, is_train) if not isinstance(a, T.ResizeShortestEdge)]
     lo, hi = (float(v) for v in t.TRAIN_SCALE_RANGE)
-    return augs + [RandomTileCrop(t.SIZE), ScaleBy(t.SCALE * lo, t.SCALE * hi)]
+    # Crop first, at the image's own resolution: the flip (and any other augmentation) then acts on the tile.
+    return [RandomTileCrop(t.SIZE)] + augs + [ScaleBy(t.SCALE * lo, t.SCALE * hi)]
 
 
-def crop_of(transforms: Sequence[T.Transform]):
-    """The ``CropTransform`` of a transform list, or None."""
-    for tfm in getattr(transforms, "transforms", transforms):
-        if isinstance(tfm, T.CropTransform):
-            return tfm
-    return None
+def annotations_in_view(annotations: Sequence[dict], transforms: T.TransformList, out_hw) -> np.ndarray:
+    """Which annotations can be visible in the augmented image: their box, mapped through every transform
+    of ``transforms`` (in order: crop, flip, scale, whatever the list holds), meets the output image.
+
+    Args:
+        annotations: detectron2 annotation dicts with ``bbox`` (and ``bbox_mode``; XYWH_ABS when absent),
+            in the stored image's pixels. One without ``bbox`` is kept (it cannot be tested).
+        transforms: the transforms applied to the image.
+        out_hw: (H', W') of the augmented image.
+
+    Returns:
+        (N,) bool: True where the transformed box has a positive-area intersection with [0, W'] x [0, H'].
+    """
+    n = len(annotations)
+    keep = np.ones(n, dtype=bool)
+    has_box = np.array([a.get("bbox") is not None for a in annotations], dtype=bool)
+    if not has_box.any():
+        return keep
+    boxes = np.array([BoxMode.convert(list(a["bbox"]), a.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS)
+                      for a in annotations if a.get("bbox") is not None], dtype=np.float64).reshape(-1, 4)
+    boxes = transforms.apply_box(boxes)  # (K, 4) XYXY in the output image; flips reorder x0 / x1 themselves
+    h, w = out_hw
+    iw = np.minimum(boxes[:, 2], w) - np.maximum(boxes[:, 0], 0)
+    ih = np.minimum(boxes[:, 3], h) - np.maximum(boxes[:, 1], 0)
+    keep[has_box] = (iw > 0) & (ih > 0)
+    return keep
 
 
 class TinyInstanceFilter:
-    """Drops instances whose visible mask is empty at the mask-feature resolution; counts them
-    (``num_dropped``, ``num_seen``, per process) and logs the running count."""
+    """Drops instances whose visible mask is empty at the mask-feature resolution (module docstring); counts
+    those with visible pixels (``num_dropped`` of ``num_seen`` visible ones, per process) and logs the running
+    count. Instances with no visible pixel (a box that meets the tile, a mask that does not) are out of view:
+    removed, not counted as dropped."""
 
     def __init__(self):
         self.num_dropped = 0
@@ -107,9 +140,10 @@ class TinyInstanceFilter:
         if not len(instances):
             return instances
         masks = instances.gt_masks.tensor
+        visible = masks.flatten(1).any(dim=1)
         keep = downsample_masks(masks, MASK_STRIDE).flatten(1).any(dim=1)
-        self.num_seen += len(instances)
-        dropped = int((~keep).sum())
+        self.num_seen += int(visible.sum())
+        dropped = int((visible & ~keep).sum())
         if dropped:
             self.num_dropped += dropped
             log_every_n_seconds(
