@@ -11,7 +11,9 @@ import pytest
 from detectron2.config import get_cfg
 
 from wssis_d2.config import add_wssis_config
-from wssis_d2.data.scale_choice import MAX_SCALE, ModelFacts, choose_scale, coco_size_stats, detection_cap_opts
+from wssis_d2.data.scale_choice import (MAX_REDUNDANCY, MAX_SCALE, WARN_TILES, ModelFacts, choose_scale, coco_size_stats,
+                                       detection_cap_opts, tile_layout)
+from wssis_d2.modeling.tiling import tile_boxes
 from wssis_d2.pipeline import load_pipeline_cfg
 from wssis_d2.pipeline.data import prepare_data
 from wssis_d2.pipeline.model_stages import stage_cfg
@@ -57,13 +59,38 @@ def test_microscopy_frames_get_tiles_at_about_native_resolution(facts):
     assert c.p95_size <= c.tile_overlap <= c.tile_size // 2
     assert c.objects_per_cell < 0.05 and c.frac_outside_ranges == 0 and not c.warnings
     assert c.opts == ("INPUT.TILE.SIZE", c.tile_size, "INPUT.TILE.OVERLAP", float(c.tile_overlap),
-                      "INPUT.TILE.SCALE", pytest.approx(c.scale))
+                      "INPUT.TILE.SCALE", pytest.approx(c.scale),
+                      # multi-scale training as the config's whole images: MIN_SIZE_TRAIN 160-224 over 192
+                      "INPUT.TILE.TRAIN_SCALE_RANGE", (round(160 / 192, 4), round(224 / 192, 4)))
+    layout = [r for r in c.reasons if r.startswith("layout:")]
+    n, decoded = tile_layout(700, 1100, c.tile_size, c.tile_overlap)
+    assert len(layout) == 1 and f"{n} tiles per 1100 x 700 image" in layout[0] and 1 < decoded < MAX_REDUNDANCY
 
 
 def test_small_dense_objects_in_large_images_get_tiles_and_upscaling(facts):
     c = _choose(facts, (2000, 2000), [400] * 4, _rng().uniform(8, 12, 1600))
     assert c.mode == "tiles" and c.scale > 2 and c.tile_size < 100 and c.median_input_size >= 24
     assert not c.warnings
+
+
+def test_tile_layout_counts_what_tile_boxes_lays():
+    for h, w, t, o in [(700, 1100, 198, 26), (96, 96, 128, 8), (4000, 4000, 48, 18), (130, 1000, 64, 0)]:
+        boxes = tile_boxes(h, w, t, o)
+        n, decoded = tile_layout(h, w, t, o)
+        assert n == len(boxes)
+        area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sum().item()
+        assert decoded == pytest.approx(area / (h * w))
+
+
+def test_tiny_objects_in_a_huge_image_keep_the_decoded_share_bounded_and_warn(facts):
+    # 4000-px image, 20,000 objects of ~10 px (95th percentile ~23 px): 80-px tiles; an overlap of 1.5 x p95
+    # would decode ~3x the pixels
+    c = _choose(facts, (4000, 4000), [20000], 10 * _rng().lognormal(0, 0.5, 20000))
+    assert c.mode == "tiles" and c.tile_size < 100
+    n, decoded = tile_layout(4000, 4000, c.tile_size, c.tile_overlap)
+    assert decoded <= MAX_REDUNDANCY and c.tile_overlap >= c.p95_size
+    assert any(r.startswith("overlap lowered") for r in c.reasons)
+    assert n > WARN_TILES and any("tiles per image" in w for w in c.warnings)
 
 
 def test_576x720_frames_with_11_to_17_px_objects(facts):

@@ -25,7 +25,13 @@ The rule (:func:`choose_scale`):
 5. Tiles when the scaled shorter side s * side exceeds 1.25 D, or exceeds D32 while whole images would
    hold more than 0.1 instances per finest cell (objects per image / S0^2): TILE.SIZE T = floor(D32 / s)
    image pixels, TILE.SCALE = D32 / T (D32-px inputs), TILE.OVERLAP = min(ceil(1.5 * p95 of m), T // 2)
-   pixels (an instance up to 1.5 p95 lies whole in some tile). Else whole images, TILE.SIZE 0:
+   pixels (an instance up to 1.5 p95 lies whole in some tile), lowered to max(ceil(p95), T // 3) when the
+   tiles would decode more than ``MAX_REDUNDANCY`` x the image's pixels (overlap > T / 3); TILE.TRAIN_SCALE_RANGE
+   = the config's own relative multi-scale range (min and max of MIN_SIZE_TRAIN over MIN_SIZE_TEST; (1, 1) for
+   a single size), so tiled training jitters the scale around s as whole-image training does around D. The
+   layout of the median image (tiles per image, overlap, decoded pixels / image pixels) is one line of the
+   reasons; more than ``WARN_TILES`` tiles per image or a decoded share above ``MAX_REDUNDANCY`` warns.
+   Else whole images, TILE.SIZE 0:
    MIN_SIZE_TEST = round(s * side) (D when s = s0) and the config's MIN_SIZE_TRAIN, MAX_SIZE_TRAIN,
    MAX_SIZE_TEST scaled by MIN_SIZE_TEST / D (unchanged when s = s0).
 
@@ -38,7 +44,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 __all__ = ["ModelFacts", "ScaleChoice", "choose_scale", "coco_size_stats", "detection_cap_opts", "format_choice",
-           "MAX_SCALE", "MAX_PER_CELL", "MIN_INSTANCES", "TILE_ABOVE", "MIN_BULK_PX", "TOO_SMALL_PX"]
+           "MAX_SCALE", "MAX_PER_CELL", "MIN_INSTANCES", "TILE_ABOVE", "MIN_BULK_PX", "TOO_SMALL_PX", "MAX_REDUNDANCY",
+           "WARN_TILES", "tile_layout"]
 
 # Largest scale the rule picks (upscaling further invents no detail and costs s^2 pixels).
 MAX_SCALE = 4.0
@@ -58,6 +65,10 @@ OVERLAP_FACTOR = 1.5
 CAP_FACTOR = 2.0
 # Candidates entering Matrix NMS >= this x the detections kept (several grid cells fire per object).
 NMS_PRE_FACTOR = 3
+# Tile overlap lowered (to max(p95, T / 3)) when the tiles of an image would decode more than this x its pixels.
+MAX_REDUNDANCY = 2.25
+# Warn when the median image needs more tiles than this (one forward pass each).
+WARN_TILES = 2000
 # Warn when more than these fractions of the instances are too small / outside every level's range.
 WARN_TOO_SMALL, WARN_OUTSIDE = 0.05, 0.1
 
@@ -86,6 +97,12 @@ class ModelFacts:
         if len(self.scale_ranges) > 1:
             return self.scale_ranges[1]
         return self.scale_ranges[0][1] / 2, self.scale_ranges[0][1]
+
+    @property
+    def train_scale_range(self) -> Tuple[float, float]:
+        """The config's multi-scale training range relative to its test size: (min, max) of MIN_SIZE_TRAIN / D."""
+        sizes = self.min_size_train or (self.design_side,)
+        return round(min(sizes) / self.design_side, 4), round(max(sizes) / self.design_side, 4)
 
     @property
     def tile_input_side(self) -> int:
@@ -140,6 +157,15 @@ def coco_size_stats(coco: dict) -> Tuple[List[Tuple[int, int]], List[float], Lis
         if ann.get("image_id") in counts:
             counts[ann["image_id"]] += 1
     return [(int(img["height"]), int(img["width"])) for img in images], sizes, [counts[img["id"]] for img in images]
+
+
+def tile_layout(height: float, width: float, tile: int, overlap: int) -> Tuple[int, float]:
+    """(tiles, decoded pixels / image pixels) of ``modeling.tiling.tile_boxes``'s layout of one image: per
+    axis one tile when the side is <= ``tile``, else ceil((side - tile) / (tile - overlap)) + 1 tiles."""
+    def per_axis(side):
+        return 1 if side <= tile else int(math.ceil((side - tile) / (tile - overlap))) + 1
+    ny, nx = per_axis(height), per_axis(width)
+    return ny * nx, ny * nx * min(tile, height) * min(tile, width) / float(height * width)
 
 
 def _config_choice(facts, image_side, sizes, counts, s0, warning) -> ScaleChoice:
@@ -228,6 +254,14 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
         s = D32 / tile
         want = int(math.ceil(OVERLAP_FACTOR * p95))
         overlap = min(want, tile // 2)
+        med_h, med_w = (float(v) for v in np.median(hw, axis=0))
+        if tile_layout(med_h, med_w, tile, overlap)[1] > MAX_REDUNDANCY and overlap > tile // 3:
+            lower = min(max(int(math.ceil(p95)), tile // 3), overlap)
+            reasons.append(f"overlap lowered from {overlap} to {lower} px: {overlap} px would decode "
+                           f"{tile_layout(med_h, med_w, tile, overlap)[1]:.2f} x the image's pixels "
+                           f"(> {MAX_REDUNDANCY:g}); instances up to {lower} px still lie whole in some tile")
+            overlap = lower
+        num_tiles, decoded = tile_layout(med_h, med_w, tile, overlap)
         per_cell = rho * tile * tile / S0 ** 2
         input_side = D32
         why = (f"exceeds {TILE_ABOVE:g} x {D} px" if s * side > TILE_ABOVE * D else
@@ -236,10 +270,21 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
         reasons.append(f"tiles: the scaled image ({s * side:.0f} px shorter side) {why}; "
                        f"tiles of {tile} px scaled by {s:.4g} -> {D32}-px inputs, overlap {overlap} px "
                        f"(~{OVERLAP_FACTOR:g} x the 95th percentile, {p95:.1f} px)")
-        if want > overlap:
-            warnings.append(f"large instances (95th percentile {p95:.0f} px) need an overlap of {want} px, more than "
-                            f"half the {tile}-px tile: some will be cut at tile borders")
-        opts = ("INPUT.TILE.SIZE", tile, "INPUT.TILE.OVERLAP", float(overlap), "INPUT.TILE.SCALE", round(s, 6))
+        if p95 > overlap:
+            warnings.append(f"large instances (95th percentile {p95:.0f} px) are larger than the {overlap}-px tile "
+                            f"overlap: some will be seen whole by no tile")
+        jitter = facts.train_scale_range
+        reasons.append(f"layout: {num_tiles} tiles per {med_w:.0f} x {med_h:.0f} image (the median), overlap {overlap} "
+                       f"px, decoded pixels / image pixels {decoded:.2f}; training scales x{jitter[0]:g}-{jitter[1]:g} "
+                       f"around {s:.4g} (the config's MIN_SIZE_TRAIN / MIN_SIZE_TEST)")
+        if num_tiles > WARN_TILES:
+            warnings.append(f"{num_tiles} tiles per image (one forward pass each): inference will be slow; objects of "
+                            f"{m:.0f} px may be labelled at a lower resolution")
+        if decoded > MAX_REDUNDANCY:
+            warnings.append(f"the tiles decode {decoded:.2f} x each image's pixels (overlap {overlap} px of {tile}-px "
+                            "tiles): inference costs that much more than one pass")
+        opts = ("INPUT.TILE.SIZE", tile, "INPUT.TILE.OVERLAP", float(overlap), "INPUT.TILE.SCALE", round(s, 6),
+                "INPUT.TILE.TRAIN_SCALE_RANGE", tuple(jitter))
         mode = "tiles"
     else:
         tile = overlap = 0
