@@ -93,7 +93,7 @@ def test_labelme_unknown_label_error_and_skip(root):
     assert data["info"]["unknown_labels"] == {"horse": 1}
 
 
-@pytest.mark.parametrize("xy", [(40.0, 3.0), (-0.1, 3.0), (5.0, 30.0)])
+@pytest.mark.parametrize("xy", [(40.5, 3.0), (-0.1, 3.0), (5.0, 30.25)])  # 40 x 30: [0, 40] x [0, 30] is inside
 def test_click_outside_its_image(root, xy):
     lm = root / "labelme"
     lm.mkdir()

@@ -197,6 +197,9 @@ def test_one_clear_error_per_bad_input(trained, tmp_path):
         with pytest.raises(WSSISInputError, match=f"PSEUDO_LABEL_MODE '{mode}'"):
             PointPredictor(_cfg(trained, "MODEL.WSSIS.PSEUDO_LABEL_MODE", mode))
     assert len(predictor(image, np.zeros((0, 2)), [])) == 0  # no click: no row, no error
+    # the image spans [0, W] x [0, H]: clicks on the right / bottom edge are accepted (the export's rule)
+    edge = predictor.predict(image, [[w, h], [w, 3.0], [0.0, h]], [0, 1, 2])
+    assert len(edge["instances"]) == 3 and edge["point_stats"]["num_invalid_points"] == 0
 
 
 def test_one_output_per_click_even_for_duplicates_and_fixed_mode(trained):

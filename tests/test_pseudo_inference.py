@@ -91,7 +91,8 @@ def test_point_mode_one_row_per_valid_point(model):
     assert inst.image_size == (OH, OW)
     assert len(inst) == 4, "one row per valid point (the invalid one gets no mask)"
     assert stats == {"num_points": 5, "num_invalid_points": 1, "num_points_without_mask": 1,
-                     "num_collisions": 1, "num_cross_class_collisions": 0, "num_points_capped": 0}
+                     "num_collisions": 1, "num_cross_class_collisions": 0, "num_points_capped": 0,
+                     "num_points_retried": 0, "num_points_rescued": 0}
     assert inst.point_ids.tolist() == [11, 12, 13, 15]
     valid_xy = torch.tensor([p for p, v in zip(POINTS, VALID) if v])
     torch.testing.assert_close(inst.pred_points, valid_xy * torch.tensor([OW / W, OH / H]))

@@ -133,6 +133,8 @@ def add_wssis_config(cfg):
     # Masks with area <= the level stride: "before" = excluded before the level is chosen, "after" =
     # choose the level first, then drop a tiny chosen mask (published).
     cfg.MODEL.WSSIS.TINY_MASK_RULE = "before"
+    # A click whose chosen cell gives no mask tries its other levels by score, then half MASK_THR (point modes).
+    cfg.MODEL.WSSIS.EMPTY_MASK_RETRY = True
     # Class-aware mask NMS IoU among point masks (points of one cell never suppress each other); < 0 = off.
     cfg.MODEL.WSSIS.NMS_IOU = -1.0
     # --eval-only exports pseudo-labels for every DATASETS.TEST set (points sets always are exported;

@@ -105,7 +105,7 @@ def instances_to_pseudo_annotations(instances, image_id: int, contiguous_to_id: 
 
 
 COUNTED = ("num_points", "num_invalid_points", "num_points_without_mask", "num_collisions",
-           "num_cross_class_collisions", "num_points_capped")
+           "num_cross_class_collisions", "num_points_capped", "num_points_retried", "num_points_rescued")
 
 
 def pseudo_label_totals(records: Iterable[dict]) -> Dict[str, Optional[int]]:
@@ -273,7 +273,9 @@ class PseudoLabelExporter(DatasetEvaluator):
             f"without any, {totals['num_points']} points, "
             f"{totals['num_points_without_mask']} without mask, {totals['num_collisions']} lost their first-choice "
             f"cell to another point (same-cell collisions; {totals['num_cross_class_collisions']} points chose a "
-            f"cell that a point of another class chose too), {totals['num_points_capped']} dropped by MAX_PER_IMAGE)"
+            f"cell that a point of another class chose too), {totals['num_points_capped']} dropped by MAX_PER_IMAGE, "
+            f"{totals['num_points_rescued']} of {totals['num_points_retried']} whose first choice gave no mask "
+            "rescued by another level or a lower mask threshold (MODEL.WSSIS.EMPTY_MASK_RETRY))"
         )
         summary = {k: float(v) for k, v in totals.items() if v is not None}
         return {"pseudo_labels": summary}

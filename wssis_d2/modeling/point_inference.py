@@ -46,7 +46,7 @@ from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 
 from ..data.point_rules import centroid_point
-from .level_choice import LEVEL_MODES
+from .level_choice import LEVEL_MODES, NEG_INF
 from .plain_inference import ImageHeads, PlainDecoder
 from .point_filter import select_point_masks
 from .point_postprocess import postprocess_point_masks
@@ -66,6 +66,12 @@ def _instances(output_hw, masks, boxes, scores, classes, points, levels, point_i
     result.pred_levels = levels.to(torch.long)
     result.point_ids = point_ids.to(torch.long)
     return result
+
+
+def _cell_keys(selection, rows: torch.Tensor) -> torch.Tensor:
+    """(K,) long key of the chosen (level, cell) of the selection rows ``rows``."""
+    cell = selection.cell[rows]
+    return (selection.level[rows] << 40) + (cell[:, 0] << 20) + cell[:, 1]
 
 
 def empty_point_instances(output_hw, device) -> Instances:
@@ -94,6 +100,7 @@ class PointLevelDecoder:
         nms_iou: Optional[float] = None,
         collision_rule: str = "reassign",
         tiny_mask_rule: str = "before",
+        empty_mask_retry: bool = False,
     ):
         """
         Args:
@@ -105,6 +112,11 @@ class PointLevelDecoder:
                 Points a cap drops are logged per image and counted in ``point_stats``.
             nms_iou: class-aware mask NMS IoU between points (None: off, the default).
             collision_rule, tiny_mask_rule: see ``point_filter.select_point_masks``.
+            empty_mask_retry: a point whose chosen cell gives no mask (all candidates empty, or a mask that
+                vanishes at the output size) tries its other levels in decreasing score (mode "fixed" on each;
+                a cell another point of the image holds is skipped), then its adaptive choice at half
+                ``mask_thr``, before it counts as without a mask (``point_stats``: "num_points_retried",
+                "num_points_rescued").
         """
         if mode not in LEVEL_MODES:
             raise ValueError(f"PointLevelDecoder mode must be adaptive, fixed or oracle_size, got {mode!r}")
@@ -119,6 +131,7 @@ class PointLevelDecoder:
         self.nms_iou = nms_iou
         self.collision_rule = collision_rule
         self.tiny_mask_rule = tiny_mask_rule
+        self.empty_mask_retry = bool(empty_mask_retry)
 
     @classmethod
     def from_config(cls, cfg):
@@ -133,6 +146,7 @@ class PointLevelDecoder:
             "nms_iou": w.NMS_IOU if w.NMS_IOU is not None and w.NMS_IOU >= 0 else None,
             "collision_rule": w.COLLISION_RULE,
             "tiny_mask_rule": w.TINY_MASK_RULE,
+            "empty_mask_retry": w.EMPTY_MASK_RETRY,
         }
 
     def __call__(self, heads: ImageHeads, points: Instances, max_per_image: Optional[int] = None
@@ -154,49 +168,35 @@ class PointLevelDecoder:
             gt_sizes = points.gt_sizes.to(device)[valid]
         pts = points.gt_points.to(device)[valid]
         classes = points.gt_classes.to(device)[valid]
-        selection = select_point_masks(
-            heads.cate_logits,
-            heads.kernels,
-            heads.mask_feats,
-            pts,
-            classes,
-            heads.input_hw,
-            self.strides,
-            mode=self.mode,
-            level=self.fixed_level,
-            gt_sizes=gt_sizes,
-            scale_ranges=self.scale_ranges,
-            mask_thr=self.mask_thr,
-            collision_rule=self.collision_rule,
-            tiny_mask_rule=self.tiny_mask_rule,
-        )
-        labels = postprocess_point_masks(
-            selection,
-            classes,
-            self.strides,
-            heads.input_hw,
-            heads.image_hw,
-            heads.output_hw,
-            mask_thr=self.mask_thr,
-            nms_iou=self.nms_iou,
-            max_per_image=self.max_per_image if max_per_image is None else int(max_per_image),
-        )
-        boxes = mask_boxes(labels.masks)
-        keep = boxes[:, 2] > 0  # a mask can vanish when resized to the output size
-        rows = labels.indices[keep]
+        cap = self.max_per_image if max_per_image is None else int(max_per_image)
+        selection, labels, keep = self._decode(heads, pts, classes, gt_sizes, self.mode, self.fixed_level,
+                                               self.mask_thr, max_per_image=cap)
+        rows, masks = labels.indices[keep], labels.masks[keep]
+        boxes = mask_boxes(masks)
+        scores, out_classes, levels = labels.scores[keep], labels.classes[keep], labels.levels[keep]
+        retried = rescued = 0
+        if self.empty_mask_retry and self.mode != "oracle_size":
+            listed = torch.zeros(len(pts), dtype=torch.bool, device=device)
+            listed[labels.indices] = True  # post-processed (kept, or vanished at the output size)
+            missing = ~selection.valid.to(device) | listed
+            if labels.num_capped:  # a valid point left out was capped (or tiny, rule "after"): dropped on purpose
+                missing &= listed | ~selection.valid.to(device)
+            else:
+                missing |= ~listed
+            missing[rows] = False
+            held = _cell_keys(selection, rows)
+            extra = self._retry(heads, pts, classes, torch.nonzero(missing).squeeze(1), held)
+            retried = int(missing.sum())
+            if extra is not None:
+                rescued = len(extra[0])
+                order = torch.argsort(torch.cat([rows, extra[0]]))
+                rows, masks, boxes, scores, out_classes, levels = (
+                    torch.cat([a, b])[order] for a, b in zip((rows, masks, boxes, scores, out_classes, levels), extra))
         (h, w), (oh, ow) = heads.image_hw, heads.output_hw
         # Input pixels -> output pixels: both continuous coordinates spanning the whole image.
         out_points = pts[rows] * pts.new_tensor([ow / w, oh / h])
-        instances = _instances(
-            heads.output_hw,
-            labels.masks[keep],
-            boxes[keep],
-            labels.scores[keep],
-            labels.classes[keep],
-            out_points,
-            labels.levels[keep],
-            ids.to(device)[valid][rows],
-        )
+        instances = _instances(heads.output_hw, masks, boxes, scores, out_classes, out_points, levels,
+                               ids.to(device)[valid][rows])
         stats = {
             "num_points": num_points,
             "num_invalid_points": int((~valid).sum()),
@@ -204,8 +204,67 @@ class PointLevelDecoder:
             "num_collisions": int(selection.collided.sum()),
             "num_cross_class_collisions": int(selection.cross_class.sum()),
             "num_points_capped": labels.num_capped,
+            "num_points_retried": retried,
+            "num_points_rescued": rescued,
         }
         return {"instances": instances, "point_stats": stats}
+
+    def _decode(self, heads: ImageHeads, pts, classes, gt_sizes, mode, level, mask_thr, max_per_image=0,
+                prune=True):
+        """(selection, post-processed labels, (K,) bool: labels whose mask survives at the output size)."""
+        selection = select_point_masks(
+            heads.cate_logits, heads.kernels, heads.mask_feats, pts, classes, heads.input_hw, self.strides,
+            mode=mode, level=level, gt_sizes=gt_sizes, scale_ranges=self.scale_ranges, mask_thr=mask_thr,
+            collision_rule=self.collision_rule, tiny_mask_rule=self.tiny_mask_rule, prune=prune)
+        labels = postprocess_point_masks(
+            selection, classes, self.strides, heads.input_hw, heads.image_hw, heads.output_hw, mask_thr=mask_thr,
+            nms_iou=self.nms_iou, max_per_image=max_per_image)
+        keep = mask_boxes(labels.masks)[:, 2] > 0  # a mask can vanish when resized to the output size
+        return selection, labels, keep
+
+    def _retry(self, heads: ImageHeads, pts, classes, idx, held):
+        """Masks for the points ``idx`` (M',) that got none (``empty_mask_retry``); ``held``: (level, cell)
+        keys of the cells other points keep. Loops over levels and ranks (<= L x L small calls on the few
+        points concerned), never over points.
+
+        Returns:
+            None, or (rows, masks, boxes, scores, classes, levels) of the rescued points, rows into ``pts``.
+        """
+        if not len(idx):
+            return None
+        found = []
+        sub_pts, sub_cls = pts[idx], classes[idx]
+        scores = self._decode(heads, sub_pts, sub_cls, None, "adaptive", None, self.mask_thr, prune=False)[0].level_scores
+        ranked = torch.argsort(torch.nan_to_num(scores, nan=NEG_INF), dim=1, descending=True)  # (M', L)
+        todo = torch.ones(len(idx), dtype=torch.bool, device=idx.device)
+        for rank in range(ranked.shape[1]):
+            for level in range(ranked.shape[1]):
+                sel = todo & (ranked[:, rank] == level) & torch.isfinite(scores[:, level]) & (scores[:, level] > 0)
+                if sel.any():
+                    found.append(self._try(heads, sub_pts, sub_cls, torch.nonzero(sel).squeeze(1), "fixed", level,
+                                           self.mask_thr, held, todo))
+        if todo.any():  # then the adaptive choice at half the mask threshold
+            found.append(self._try(heads, sub_pts, sub_cls, torch.nonzero(todo).squeeze(1), "adaptive", None,
+                                   self.mask_thr / 2, held, todo))
+        found = [f for f in found if f is not None]
+        if not found:
+            return None
+        parts = [torch.cat(x) for x in zip(*found)]
+        parts[0] = idx[parts[0]]
+        return tuple(parts)
+
+    def _try(self, heads, pts, classes, sel, mode, level, mask_thr, held, todo):
+        """One retry of the points ``sel``; the ones that get a mask on a cell nobody holds are marked done in
+        ``todo`` and returned as (rows into ``pts``, masks, boxes, scores, classes, levels)."""
+        selection, labels, keep = self._decode(heads, pts[sel], classes[sel], None, mode, level, mask_thr)
+        r = labels.indices
+        keep = keep & ~torch.isin(_cell_keys(selection, r), held)
+        if not keep.any():
+            return None
+        rows = sel[r[keep]]
+        todo[rows] = False
+        return (rows, labels.masks[keep], mask_boxes(labels.masks[keep]), labels.scores[keep],
+                labels.classes[keep], labels.levels[keep])
 
 
 class ScoreThresholdDecoder:

@@ -138,7 +138,8 @@ class TiledInference:
         ids = points.gt_point_ids.to(device) if points.has("gt_point_ids") else torch.full_like(best, -1)
         used = [int(t) for t in torch.unique(best[best >= 0]).tolist()]
         parts, part_tiles = [], []
-        stats = {"num_collisions": 0, "num_cross_class_collisions": 0, "num_points_capped": 0}
+        stats = {"num_collisions": 0, "num_cross_class_collisions": 0, "num_points_capped": 0,
+                 "num_points_retried": 0, "num_points_rescued": 0}
         for t, heads in self._tile_heads(model, image, tiles, used):
             sel = torch.nonzero(best == t).squeeze(1)
             (sh, sw), (th, tw) = heads.image_hw, heads.output_hw

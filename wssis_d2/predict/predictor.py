@@ -53,8 +53,9 @@ def check_image(image, image_format: str, num_channels: int = 3) -> np.ndarray:
 
 def check_clicks(points, classes, image_hw, num_classes: int):
     """``points`` as an (N, 2) float64 array and ``classes`` as (N,) int64, or :class:`WSSISInputError`
-    naming the first bad click: not (x, y), not finite, outside the image (0 <= x < W, 0 <= y < H, the
-    importers' rule), a class that is not an integer in [0, num_classes), or lengths that differ."""
+    naming the first bad click: not (x, y), not finite, outside the image (0 <= x <= W, 0 <= y <= H: the
+    image spans [0, W] x [0, H], as for the importers and the export; a click on the right or bottom edge
+    falls into the last pixel and grid cell), a class that is not an integer in [0, num_classes), or lengths that differ."""
     try:
         pts = np.asarray(points.cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -68,13 +69,13 @@ def check_clicks(points, classes, image_hw, num_classes: int):
         raise WSSISInputError(f"{len(pts)} points but {len(cls)} classes: one class per click")
     h, w = image_hw
     with np.errstate(invalid="ignore"):
-        outside = ~(np.isfinite(pts).all(axis=1) & (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0)
-                    & (pts[:, 1] < h))
+        outside = ~(np.isfinite(pts).all(axis=1) & (pts[:, 0] >= 0) & (pts[:, 0] <= w) & (pts[:, 1] >= 0)
+                    & (pts[:, 1] <= h))
     if outside.any():
         k = int(np.argmax(outside))
         x, y = pts[k]
-        raise WSSISInputError(f"click {k} at ({x:g}, {y:g}) is outside the image ({w} x {h}: 0 <= x < {w}, "
-                              f"0 <= y < {h}; continuous pixel coordinates, (0, 0) = top-left corner)")
+        raise WSSISInputError(f"click {k} at ({x:g}, {y:g}) is outside the image ({w} x {h}: 0 <= x <= {w}, "
+                              f"0 <= y <= {h}; continuous pixel coordinates, (0, 0) = top-left corner)")
     numeric = cls.dtype.kind in "iuf"  # bool, str and object arrays are not class indices
     with np.errstate(invalid="ignore"):
         bad = (np.ones(len(cls), bool) if not numeric else
@@ -205,14 +206,16 @@ class PointPredictor:
     def predict(self, image: np.ndarray, points, classes) -> Dict[str, object]:
         """:meth:`__call__` with the decoder's counts: {"instances", "point_stats"} (``point_stats`` as the
         export records them: num_points, num_invalid_points (0: outside clicks are refused),
-        num_points_without_mask, num_collisions, num_cross_class_collisions, num_points_capped)."""
+        num_points_without_mask, num_collisions, num_cross_class_collisions, num_points_capped,
+        num_points_retried, num_points_rescued)."""
         channels = len(self.cfg.MODEL.PIXEL_MEAN)
         image = check_image(image, self.input_format, channels)
         h, w = image.shape[:2]
         pts, cls = check_clicks(points, classes, (h, w), self.num_classes)
         points_t, classes_t = torch.as_tensor(pts, dtype=torch.float32), torch.as_tensor(cls)
         stats = {"num_points": len(pts), "num_invalid_points": 0, "num_points_without_mask": len(pts),
-                 "num_collisions": 0, "num_cross_class_collisions": 0, "num_points_capped": 0}
+                 "num_collisions": 0, "num_cross_class_collisions": 0, "num_points_capped": 0,
+                 "num_points_retried": 0, "num_points_rescued": 0}
         if not len(pts):  # nothing to decode: no forward pass
             decoded = Instances((h, w), pred_masks=torch.zeros((0, h, w), dtype=torch.bool), scores=torch.zeros(0),
                                 pred_boxes=Boxes(torch.zeros(0, 4)), pred_levels=torch.zeros(0, dtype=torch.long),

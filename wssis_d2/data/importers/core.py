@@ -149,9 +149,9 @@ def build_point_json(entries: List[dict], categories: List[dict], image_root: st
                 raise PointImportError(f"{where}: unknown label {label!r}; known: {sorted(lookup)} "
                                        "(--skip-unknown to skip such clicks)")
             x, y = float(x), float(y)
-            if not (0 <= x < w and 0 <= y < h):
+            if not (0 <= x <= w and 0 <= y <= h):  # the image spans [0, W] x [0, H] (data/validation.py)
                 raise PointImportError(f"{where}: click ({x:g}, {y:g}) is outside its image "
-                                       f"{e['file_name']!r} ({w} x {h}: 0 <= x < {w}, 0 <= y < {h})")
+                                       f"{e['file_name']!r} ({w} x {h}: 0 <= x <= {w}, 0 <= y <= {h})")
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": lookup[label],
                                 "point_coords": [[round(x, 3), round(y, 3)]], "point_labels": [1], "iscrowd": 0})
     counts = {"num_images": len(images), "num_clicks": len(annotations),
