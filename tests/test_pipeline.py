@@ -135,7 +135,7 @@ def test_results_json_schema_every_row_filled(tiny_run):
     assert "student: full + points + MRN" in md and "Wall time per stage" in md and "adaptive + MRN" in md
     assert "64-px crops, heatmap sigma 3" in md and "Every threshold of the SSIS baseline" in md
     assert "| acc@0.5 | f1@0.5 | dsb | seg | count err |" in md and "detections with score >= 0.5" in md
-    assert "threshold + MRN (no clicks" in md and "bound" not in md
+    assert "threshold + MRN (no clicks" in md and "the bound" not in md
 
 
 def test_comparison_of_two_runs(tiny_run, tmp_path):
