@@ -180,9 +180,10 @@ def _paint(chunks: Iterable[Tuple[np.ndarray, np.ndarray]], height: int, width: 
     for masks, ids in chunks:
         if not len(ids):
             continue
-        covered = masks.any(axis=0)
-        last = len(ids) - 1 - np.argmax(masks[::-1], axis=0)  # the chunk's last (highest) mask per pixel
-        label[covered] = np.asarray(ids, dtype=label.dtype)[last[covered]]
+        rank = np.arange(1, len(ids) + 1, dtype=np.uint8 if len(ids) < 256 else np.uint32)
+        top = (masks * rank[:, None, None]).max(axis=0)  # 1 + the chunk's last (highest) mask per pixel, 0: none
+        covered = top > 0
+        label[covered] = np.asarray(ids, dtype=label.dtype)[top[covered].astype(np.int64) - 1]
     return label
 
 
@@ -214,7 +215,7 @@ def rles_to_label_image(rles: Sequence[dict], height: int, width: int, priority:
             masks = mask_util.decode([rles[i] for i in part])  # (H, W, k)
             if masks.shape[:2] != (height, width):
                 raise ValueError(f"an RLE of size {masks.shape[:2]} in a label image of size {(height, width)}")
-            yield np.moveaxis(masks, -1, 0).astype(bool), part + 1
+            yield np.moveaxis(masks, -1, 0).view(bool), part + 1
     return _paint(chunks(), height, width, len(rles))
 
 
