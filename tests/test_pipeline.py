@@ -24,8 +24,8 @@ from conftest import REPO, saved_catalogs
 
 TINY = os.path.join(REPO, "configs", "pipeline", "shapes_tiny.yaml")
 ALL_STAGES = ["data", "teacher", "pseudo_threshold", "pseudo_fixed", "pseudo_adaptive", "pseudo_oracle_size",
-              "pseudo_oracle_best", "mrn_data", "mrn", "pseudo_adaptive_mrn", "pseudo_threshold_mrn", "student_threshold",
-              "student_points",
+              "pseudo_oracle_best", "mrn_data", "mrn", "pseudo_adaptive_mrn", "pseudo_threshold_mrn",
+              "student_threshold", "student_points",
               "student_points_mrn", "full_100"]
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -61,7 +61,8 @@ def test_every_stage_writes_folder_marker_and_config(tiny_run):
     pcfg, out = tiny_run
     assert plan_stages(pcfg) == ALL_STAGES and out["ran"] == ALL_STAGES
     # every model stage went through launch with picklable arguments (what --num-gpus N spawns)
-    assert LAUNCHED == ["train_stage"] + ["export_stage"] * 5 + ["train_stage"] + ["refine_stage"] * 2 + ["train_stage"] * 4
+    assert LAUNCHED == (["train_stage"] + ["export_stage"] * 5 + ["train_stage"] + ["refine_stage"] * 2
+                        + ["train_stage"] * 4)
     for stage in ALL_STAGES:
         folder = os.path.join(pcfg.OUTPUT_DIR, stage)
         marker = read_marker(folder)
@@ -105,9 +106,11 @@ def test_results_json_schema_every_row_filled(tiny_run):
     assert results["pseudo_labels"]["threshold"]["mean_iou_rule"] == "best_overlap"
     assert 0 <= results["pseudo_labels"]["threshold"]["mean_iou"] <= 1
     # MRN on the threshold baseline's masks (no clicks): one refined mask per threshold pseudo-label
-    refined = json.load(open(read_marker(os.path.join(pcfg.OUTPUT_DIR, "pseudo_threshold_mrn"))["outputs"]["threshold_mrn"]))
-    assert refined["info"]["mrn_refinement"]["num_annotations"] == len(json.load(open(read_marker(
-        os.path.join(pcfg.OUTPUT_DIR, "pseudo_threshold"))["outputs"]["threshold"]))["annotations"])
+    def output(stage, key):
+        return json.load(open(read_marker(os.path.join(pcfg.OUTPUT_DIR, stage))["outputs"][key]))
+    refined = output("pseudo_threshold_mrn", "threshold_mrn")
+    n_refined = refined["info"]["mrn_refinement"]["num_annotations"]
+    assert n_refined == len(output("pseudo_threshold", "threshold")["annotations"])
     assert 0 < results["pseudo_labels"]["adaptive"]["coverage"] <= 1
     assert set(results["fixed_levels"]) == {"0", "1", "2", "3", "4"} and results["fixed_best_level"] in range(5)
     # the SSIS baseline at every threshold, with its own scores too; the row (and its student) is the best

@@ -126,7 +126,8 @@ def test_report_microscopy_metrics():
     reference object). The 10x10 pseudo-label shifted by 2 px (IoU 80/120 = 0.667), the 12x20 one missing."""
     r = pseudo_label_quality(_pseudo({11: _box(5, 15, 7, 17), 21: None}), _gt())["microscopy"]
     # IoU >= 0.5: 2 TP, FP 0, FN 1; IoU >= 0.75: 1 TP, 1 FP, 2 FN
-    assert r["accuracy@0.5"] == pytest.approx(2 / 3) and r["precision@0.5"] == 1.0 and r["recall@0.5"] == pytest.approx(2 / 3)
+    assert r["accuracy@0.5"] == pytest.approx(2 / 3) and r["precision@0.5"] == 1.0
+    assert r["recall@0.5"] == pytest.approx(2 / 3)
     assert r["f1@0.5"] == pytest.approx(4 / 5) and r["accuracy@0.75"] == pytest.approx(1 / 4)
     assert r["mean_matched_iou"] == pytest.approx((80 / 120 + 1) / 2)
     assert r["seg"] == pytest.approx((80 / 120 + 1 + 0) / 3)  # 80 px of 100 covered: > 50 %

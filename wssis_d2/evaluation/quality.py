@@ -134,7 +134,8 @@ def pseudo_label_quality(pseudo: Union[str, Mapping], gt: Union[str, Mapping]) -
         anns and all(a.get("point_ann_id", -1) < 0 for a in anns)
     )
     if threshold_mode:
-        ious, report["coverage"], report["mean_iou_rule"] = best_overlap_ious(anns, points, coco_gt), None, "best_overlap"
+        ious, report["coverage"] = best_overlap_ious(anns, points, coco_gt), None
+        report["mean_iou_rule"] = "best_overlap"
     else:
         ious, covered = point_ious(anns, points, coco_gt)
         report["coverage"], report["mean_iou_rule"] = (float(covered.mean()) if len(points) else None), "click"

@@ -33,7 +33,8 @@ HEADLINES = (
 
 PSEUDO_LABELS = {"threshold": "threshold (no points)", "fixed_best": "best fixed level", "adaptive": "adaptive",
                  "adaptive_mrn": "adaptive + MRN", "oracle_size": "size-oracle level",
-                 "oracle_best": "best fixed level per click (not a bound)", "threshold_mrn": "threshold + MRN (no clicks)"}
+                 "oracle_best": "best fixed level per click (not a bound)",
+                 "threshold_mrn": "threshold + MRN (no clicks)"}
 
 
 def _ratio(a, b):

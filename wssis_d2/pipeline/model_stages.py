@@ -216,8 +216,8 @@ def train_stage(pcfg, stage_dir: str, spec: TrainSpec) -> dict:
 def export_stage(pcfg, stage_dir: str, spec: ExportSpec) -> dict:
     """Pseudo-label exports with the teacher (``PseudoLabelTrainer.test``, what ``train_net.py --eval-only``
     runs with a pseudo-label config), one per job; ``metrics.jobs`` keeps each job's mode, level and threshold
-    as typed fields (nothing parses them back out of the job names). A job whose output exists is skipped (the exporter writes
-    it atomically, last); otherwise it runs from the start (the exporter truncates its part files).
+    as typed fields (nothing parses them back out of the job names). A job whose output exists is skipped (the
+    exporter writes it atomically, last); otherwise it runs from the start (the exporter truncates its part files).
     """
     _register(pcfg)
     outputs, metrics = {}, {}

@@ -315,7 +315,8 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
     micro = results.get("models_microscopy") or {}
     thr = next((m["score_thr"] for m in micro.values() if m and "score_thr" in m), None)
     lines += ["", f"## Models (segm mask AP on `{test_set or 'no test set'}`)", "",
-              "| model | iterations | mask AP | / 100% model | val | " + " | ".join(c for c, _, _ in _MODEL_MICRO) + " |",
+              "| model | iterations | mask AP | / 100% model | val | "
+              + " | ".join(c for c, _, _ in _MODEL_MICRO) + " |",
               "|---|---|---|---|---|" + "---|" * len(_MODEL_MICRO)]
     for row in MODEL_ROWS:
         rec = records.get(stage_of_row(row))
@@ -339,7 +340,8 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
             continue
         label = row
         if row == "threshold":
-            label = f"threshold {_fmt(results.get('best_threshold'), 2)} (best AP vs the clicked images' true masks; no points)"
+            label = (f"threshold {_fmt(results.get('best_threshold'), 2)} (best AP vs the clicked images' true "
+                     "masks; no points)")
         elif row == "threshold_mrn":
             label = "threshold + MRN (no clicks: each mask's centre of mass as its point)"
         elif row == "fixed_best":
