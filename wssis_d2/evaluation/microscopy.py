@@ -180,7 +180,7 @@ def _paint(chunks: Iterable[Tuple[np.ndarray, np.ndarray]], height: int, width: 
     for masks, ids in chunks:
         if not len(ids):
             continue
-        rank = np.arange(1, len(ids) + 1, dtype=np.uint8 if len(ids) < 256 else np.uint32)
+        rank = np.arange(1, len(ids) + 1, dtype=np.uint8 if len(ids) < 256 else np.uint32)  # chunks of 64: uint8
         top = (masks * rank[:, None, None]).max(axis=0)  # 1 + the chunk's last (highest) mask per pixel, 0: none
         covered = top > 0
         label[covered] = np.asarray(ids, dtype=label.dtype)[top[covered].astype(np.int64) - 1]
@@ -192,7 +192,7 @@ def _priority_order(priority: Sequence[float]) -> np.ndarray:
     return np.argsort(np.asarray(priority, dtype=np.float64), kind="stable")
 
 
-def masks_to_label_image(masks, priority: Sequence[float], chunk: int = 256) -> np.ndarray:
+def masks_to_label_image(masks, priority: Sequence[float], chunk: int = 64) -> np.ndarray:
     """Paint (K, H, W) bool masks (numpy or torch) into an (H, W) label image: object k gets id k + 1, a pixel
     covered by several masks the one of highest ``priority`` (e.g. the score; ties: the later mask). A mask
     hidden entirely by others leaves no pixel (``np.unique`` of the result tells)."""
