@@ -59,6 +59,8 @@ def test_typed_fields_microscopy_and_student_below_teacher(tmp_path):
     md = format_results(pcfg, results, records)
     line = verdict_line(verdict)
     assert line in md and "13.0 vs 40.0" in line and "/run/40.0/model_final.pth" in line
+    assert "student (full + points + MRN) ends below" in line and "labels.json" not in line  # none in this run
+    assert verdict_line(verdict, labels_json=True).endswith("(labels.json is unaffected).")
     teacher_row = next(r for r in md.splitlines() if r.startswith("| teacher (full labels only)"))
     assert teacher_row.endswith("| 39.1 | 0.89 | 40.0 | 0.391 | 0.500 | 0.300 | 0.600 | 2.0 |")
     assert "threshold + MRN (no clicks" in md and "| 25.00 |" in md

@@ -107,13 +107,15 @@ def student_vs_teacher(results: Mapping, records: Mapping[str, dict], val_name: 
             "better": "teacher", "better_weights": weights}
 
 
-def verdict_line(verdict: Optional[dict]) -> Optional[str]:
-    """The one line results.md and the log give ``student_vs_teacher`` (None when the student is not below)."""
+def verdict_line(verdict: Optional[dict], labels_json: bool = False) -> Optional[str]:
+    """The one line results.md and the log give ``student_vs_teacher`` (None when the student is not below);
+    ``labels_json``: the run wrote labels.json (which the verdict does not change)."""
     if not verdict:
         return None
-    return (f"The method did not help here: the student ({MODEL_LABELS[verdict['student']]}) ends below its teacher "
-            f"on `{verdict['on']}` ({verdict['student_ap']:.1f} vs {verdict['teacher_ap']:.1f} mask AP); the better "
-            f"model is the teacher, weights `{verdict['better_weights']}` (labels.json is unaffected).")
+    student = MODEL_LABELS[verdict["student"]].split(": ", 1)[-1]
+    return (f"The method did not help here: the student ({student}) ends below its teacher on `{verdict['on']}` "
+            f"({verdict['student_ap']:.1f} vs {verdict['teacher_ap']:.1f} mask AP); the better model is the teacher, "
+            f"weights `{verdict['better_weights']}`" + (" (labels.json is unaffected)." if labels_json else "."))
 
 
 def model_ratios(models: Mapping[str, Optional[float]]) -> Dict[str, Optional[float]]:
@@ -309,7 +311,7 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                      f"{lab['num_clicks']} clicks = {lab['num_pseudo_labels']} pseudo-labels + {lab['num_fallback']} "
                      "flagged fallbacks" + (f"; on the clicked images vs their true masks: AP {_fmt(rep.get('AP'), 2)}, "
                                             f"mean IoU {_fmt(rep.get('mean_iou'), 3)}" if rep else "") + ".")
-    verdict = verdict_line(results.get("student_vs_teacher"))
+    verdict = verdict_line(results.get("student_vs_teacher"), labels_json=bool(results.get("labels")))
     if verdict:
         lines.append(f"- **{verdict}**")
     micro = results.get("models_microscopy") or {}

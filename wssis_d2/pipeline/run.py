@@ -90,7 +90,7 @@ def run_pipeline(pcfg, num_gpus: int = 1, dist_url: str = "auto", config_file: s
             "thing_classes": list(MetadataCatalog.get(d.FULL).get("thing_classes", []) or []),
         }
         written = write_results(pcfg, runner.records, meta)
-        verdict = verdict_line(written["content"].get("student_vs_teacher"))
+        verdict = verdict_line(written["content"].get("student_vs_teacher"), bool(written["content"].get("labels")))
         if verdict:
             logger.warning(verdict)
         logger.info(f"Results written to {written['md']} and {written['json']} ({meta['wall_seconds']:.0f} s, "
