@@ -11,6 +11,7 @@ ablation on the same data) and the figures the method is judged by.
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from ..evaluation.microscopy import format_value
+from ..evaluation.quality import BEST_OVERLAP_NOTE
 from .config import MODEL_ROWS, PSEUDO_ROWS
 from .demo_figures import PAPER_5P
 from .results import MODEL_LABELS, _fmt
@@ -92,12 +93,16 @@ def format_comparison(runs: Sequence[Tuple[str, Mapping]]) -> str:
     for row in PSEUDO_ROWS:
         reports = [(r.get("pseudo_labels") or {}).get(row) for _, r in runs]
         if any(rep is not None for rep in reports):
-            cells = ["-" if rep is None else f"{_fmt(rep.get('AP'), 2)} / {_fmt(rep.get('mean_iou'), 3)} / "
-                     f"{format_value((rep.get('microscopy') or {}).get('accuracy@0.5'))}" for rep in reports]
+            cells = ["-" if rep is None else f"{_fmt(rep.get('AP'), 2)} / {_fmt(rep.get('mean_iou'), 3)}"
+                     + ("*" if rep.get("mean_iou_rule") == "best_overlap" else "")
+                     + f" / {format_value((rep.get('microscopy') or {}).get('accuracy@0.5'))}" for rep in reports]
             label = PSEUDO_LABELS[row]
             if row == "fixed_best" and levels:
                 label += f" (level {', '.join(str(l) for l in levels)})"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if any(((r.get("pseudo_labels") or {}).get(row) or {}).get("mean_iou_rule") == "best_overlap"
+           for _, r in runs for row in PSEUDO_ROWS):
+        lines += ["", BEST_OVERLAP_NOTE]
     figures = [headline_figures(r) for _, r in runs]
     lines += ["", "## Headline figures", "", head[:-1] + "| paper |", rule + "---|"]
     for key, label, paper in HEADLINES:
