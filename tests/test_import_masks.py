@@ -273,14 +273,14 @@ def test_cells_psc_extracts_safely_and_splits_in_time_order(tmp_path):
     splits = cells_psc.prepare_cells_psc(str(root), str(tmp_path / "no_cache"), log=lines.append)  # no download
     assert not (tmp_path / "no_cache").exists()
     frames = {name: [img["id"] - 1 for img in s["images"]] for name, s in splits.items()}
-    assert frames == {"full": [0, 1], "points": list(range(2, 45)), "points_gt": list(range(2, 45)),
-                      "test": list(range(47, 50)), "train_all": list(range(45)), "val": [45, 46]}
+    assert frames == {"full": [0, 1], "points": list(range(2, 40)), "points_gt": list(range(2, 40)),
+                      "test": list(range(42, 50)), "train_all": list(range(40)), "val": [40, 41]}
     assert splits["full"]["images"][0]["file_name"] == "02/t000.tif"
     per_frame = [1 + k % 3 for k in range(50)]
     stats = cells_psc.split_stats(splits)
-    assert stats["full"] == (2, 3, 0) and stats["test"] == (3, sum(per_frame[47:]), 0)
-    assert stats["val"] == (2, sum(per_frame[45:47]), 0)
-    assert stats["points"][:2] == stats["points_gt"][:2] == (43, sum(per_frame[2:45]))
+    assert stats["full"] == (2, 3, 0) and stats["test"] == (8, sum(per_frame[42:]), 0)
+    assert stats["val"] == (2, sum(per_frame[40:42]), 0)
+    assert stats["points"][:2] == stats["points_gt"][:2] == (38, sum(per_frame[2:40]))
     gt = {a["id"]: a for a in splits["points_gt"]["annotations"]}
     for p in splits["points"]["annotations"]:  # one click per cell, the centroid rule, on its mask
         assert set(p) == {"id", "image_id", "category_id", "point_coords", "point_labels", "iscrowd"}

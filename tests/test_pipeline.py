@@ -11,6 +11,7 @@ import pytest
 
 
 from wssis_d2.evaluation import REPORT_KEYS
+from wssis_d2.evaluation.microscopy import METRIC_KEYS
 from wssis_d2.pipeline import (MARKER, MODEL_ROWS, PSEUDO_ROWS, load_pipeline_cfg, plan_stages, read_marker,
                                run_pipeline, stage_status)
 from wssis_d2.pipeline import stage_table
@@ -23,7 +24,8 @@ from conftest import REPO, saved_catalogs
 
 TINY = os.path.join(REPO, "configs", "pipeline", "shapes_tiny.yaml")
 ALL_STAGES = ["data", "teacher", "pseudo_threshold", "pseudo_fixed", "pseudo_adaptive", "pseudo_oracle_size",
-              "pseudo_oracle_best", "mrn_data", "mrn", "pseudo_adaptive_mrn", "student_threshold", "student_points",
+              "pseudo_oracle_best", "mrn_data", "mrn", "pseudo_adaptive_mrn", "pseudo_threshold_mrn",
+              "student_threshold", "student_points",
               "student_points_mrn", "full_100"]
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -59,7 +61,8 @@ def test_every_stage_writes_folder_marker_and_config(tiny_run):
     pcfg, out = tiny_run
     assert plan_stages(pcfg) == ALL_STAGES and out["ran"] == ALL_STAGES
     # every model stage went through launch with picklable arguments (what --num-gpus N spawns)
-    assert LAUNCHED == ["train_stage"] + ["export_stage"] * 5 + ["train_stage", "refine_stage"] + ["train_stage"] * 4
+    assert LAUNCHED == (["train_stage"] + ["export_stage"] * 5 + ["train_stage"] + ["refine_stage"] * 2
+                        + ["train_stage"] * 4)
     for stage in ALL_STAGES:
         folder = os.path.join(pcfg.OUTPUT_DIR, stage)
         marker = read_marker(folder)
@@ -93,7 +96,21 @@ def test_results_json_schema_every_row_filled(tiny_run):
         assert isinstance(ap, float) and 0 <= ap <= 100, row
         # also measured on the validation set (for choosing), reported on the test set
         assert isinstance(results["models_val"][row], float) and 0 <= results["models_val"][row] <= 100, row
-    assert results["pseudo_labels"]["threshold"]["mean_iou"] is None  # no point belongs to a detection
+        for micro in (results["models_microscopy"][row], results["models_val_microscopy"][row]):
+            assert set(METRIC_KEYS) <= set(micro) and micro["score_thr"] == 0.5, row
+            assert micro["num_true"] > 0 and micro["count_error"] >= 0, row
+            assert all(micro[k] is None or 0 <= micro[k] <= 1 for k in METRIC_KEYS if not k.startswith("count")), row
+    for row, report in results["pseudo_labels"].items():
+        assert set(METRIC_KEYS) <= set(report["microscopy"]) and report["microscopy"]["num_true"] > 0, row
+    # no point belongs to a threshold detection: the mean IoU of each clicked object's best overlap
+    assert results["pseudo_labels"]["threshold"]["mean_iou_rule"] == "best_overlap"
+    assert 0 <= results["pseudo_labels"]["threshold"]["mean_iou"] <= 1
+    # MRN on the threshold baseline's masks (no clicks): one refined mask per threshold pseudo-label
+    def output(stage, key):
+        return json.load(open(read_marker(os.path.join(pcfg.OUTPUT_DIR, stage))["outputs"][key]))
+    refined = output("pseudo_threshold_mrn", "threshold_mrn")
+    n_refined = refined["info"]["mrn_refinement"]["num_annotations"]
+    assert n_refined == len(output("pseudo_threshold", "threshold")["annotations"])
     assert 0 < results["pseudo_labels"]["adaptive"]["coverage"] <= 1
     assert set(results["fixed_levels"]) == {"0", "1", "2", "3", "4"} and results["fixed_best_level"] in range(5)
     # the SSIS baseline at every threshold, with its own scores too; the row (and its student) is the best
@@ -107,10 +124,10 @@ def test_results_json_schema_every_row_filled(tiny_run):
     assert best_json.endswith(f"threshold_{results['best_threshold']:g}.json")
     merged = json.load(open(os.path.join(pcfg.OUTPUT_DIR, "student_threshold", "train.json")))
     assert merged["info"]["pseudo"]["source"] == best_json  # the "+unlabeled" student trains on the best
-    # oracle_best: per click the best of every level, so no level rule has a higher mean IoU
+    # oracle_best: per click the best of the fixed levels, so no fixed level has a higher mean IoU (adaptive
+    # can: same-cell collisions, evaluation/oracle_best.py)
     p = results["pseudo_labels"]
-    for row in ("fixed_best", "adaptive", "oracle_size"):
-        assert p["oracle_best"]["mean_iou"] >= p[row]["mean_iou"] - 1e-9, row
+    assert p["oracle_best"]["mean_iou"] >= p["fixed_best"]["mean_iou"] - 1e-9
     for level, r in results["fixed_levels"].items():
         assert p["oracle_best"]["mean_iou"] >= r["mean_iou"] - 1e-9, level
     assert results["ratios"]["full_100"] in (1.0, None)
@@ -120,6 +137,8 @@ def test_results_json_schema_every_row_filled(tiny_run):
     md = open(os.path.join(pcfg.OUTPUT_DIR, "results.md")).read()
     assert "student: full + points + MRN" in md and "Wall time per stage" in md and "adaptive + MRN" in md
     assert "64-px crops, heatmap sigma 3" in md and "Every threshold of the SSIS baseline" in md
+    assert "| acc@0.5 | f1@0.5 | dsb | seg | count err |" in md and "detections with score >= 0.5" in md
+    assert "threshold + MRN (no clicks" in md and "the bound" not in md
 
 
 def test_comparison_of_two_runs(tiny_run, tmp_path):
@@ -154,8 +173,11 @@ def test_comparison_of_two_runs(tiny_run, tmp_path):
     assert md == format_comparison([("real", results), ("partial", partial)])
     assert "| | real | partial |" in md and "| teacher (full labels only) | " + f"{m['teacher']:.1f} | 5.0 | 20.1 |" in md
     assert "| teacher / 100% model (%) | " in md and "| 25.0 | 50.6 |" in md
-    assert "| adaptive | " + f"{p['adaptive']['AP']:.2f}" in md and "30.00 / 0.500 |" in md
-    assert len([line for line in md.splitlines() if line.startswith("| pseudo-labels:")]) == 5 == len(HEADLINES) - 3
+    assert "| adaptive | " + f"{p['adaptive']['AP']:.2f}" in md and "30.00 / 0.500 / - |" in md
+    acc = results["models_microscopy"]["teacher"]["accuracy@0.5"]
+    assert "## Models (microscopy: accuracy@0.5 / count error per image; score >= 0.5)" in md
+    assert "| teacher (full labels only) | " + ("-" if acc is None else f"{acc:.3f}") + " / " in md
+    assert len([line for line in md.splitlines() if line.startswith("| pseudo-labels:")]) == 6 == len(HEADLINES) - 3
     missing = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compare_results.py"), "--run", "x",
                               str(tmp_path / "nope.json")], capture_output=True, text=True, cwd=REPO)
     assert missing.returncode == 2 and "nope.json" in missing.stderr
@@ -234,9 +256,9 @@ def test_checkpoint_rules():
     assert checkpoint_iterations(1500, [0.5, 1.0]) == [750, 1500]
     assert checkpoint_file("d", 750, 1500) == os.path.join("d", "model_0000749.pth")
     assert checkpoint_file("d", 1500, 1500) == os.path.join("d", "model_final.pth")
-    reports = {"fixed_0": {"AP": 1.0, "mean_iou": 0.2}, "fixed_1": {"AP": 3.0, "mean_iou": 0.1},
-               "fixed_2": {"AP": 3.0, "mean_iou": 0.3}}
-    assert best_fixed_level(reports) == 2 and best_fixed_level({}) is None
+    reports = {"a": {"AP": 1.0, "mean_iou": 0.2}, "b": {"AP": 3.0, "mean_iou": 0.1}, "c": {"AP": 3.0, "mean_iou": 0.3}}
+    jobs = {"a": {"level": 0}, "b": {"level": 1}, "c": {"level": 2}}  # typed fields: names are not parsed
+    assert best_fixed_level(reports, jobs) == 2 and best_fixed_level({}, {}) is None
 
 
 def test_parallel_stages_run_in_worker_processes_after_their_inputs(tiny_run, tmp_path):

@@ -19,16 +19,18 @@ TINY = os.path.join(REPO, "configs", "pipeline", "shapes_tiny.yaml")
 def reference_plan(pseudo, models, custom):
     """The planning rules written out per stage (what the pipeline planned before the table)."""
     pseudo, models = set(pseudo), set(models)
-    need_mrn = "adaptive_mrn" in pseudo or "student_points_mrn" in models
+    refine_adaptive = "adaptive_mrn" in pseudo or "student_points_mrn" in models
+    need_mrn = refine_adaptive or "threshold_mrn" in pseudo
     need = {
         "teacher": bool(pseudo) or bool(models - {"full_100"}) or custom,
-        "pseudo_threshold": "threshold" in pseudo or "student_threshold" in models,
+        "pseudo_threshold": bool({"threshold", "threshold_mrn"} & pseudo) or "student_threshold" in models,
         "pseudo_fixed": bool({"fixed_best", "oracle_best"} & pseudo),
         "pseudo_adaptive": bool({"adaptive", "adaptive_mrn"} & pseudo)
         or bool({"student_points", "student_points_mrn"} & models) or custom,
         "pseudo_oracle_size": "oracle_size" in pseudo,
         "pseudo_oracle_best": "oracle_best" in pseudo,
-        "mrn_data": need_mrn, "mrn": need_mrn, "pseudo_adaptive_mrn": need_mrn,
+        "mrn_data": need_mrn, "mrn": need_mrn, "pseudo_adaptive_mrn": refine_adaptive,
+        "pseudo_threshold_mrn": "threshold_mrn" in pseudo,
         "labels": custom,
     }
     return (["data"] + [name for name, needed in need.items() if needed]

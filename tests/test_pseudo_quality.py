@@ -108,12 +108,34 @@ def test_no_point_annotations_and_empty_pseudo():
     assert (r["AP"], r["APs"], r["APl"], r["coverage"], r["mean_iou"], r["levels"]) == (0.0, 0.0, None, 0.0, 0.0, {})
 
 
-def test_threshold_mode_has_no_point_metrics_and_table():
+def test_threshold_mode_mean_iou_is_the_best_overlap_and_table():
     r = pseudo_label_quality(_pseudo(mode="threshold"), _gt())
-    assert r["AP"] == pytest.approx(100) and r["mean_iou"] is None and r["coverage"] is None
+    assert r["AP"] == pytest.approx(100) and r["coverage"] is None
+    assert r["mean_iou"] == pytest.approx(1.0) and r["mean_iou_rule"] == "best_overlap"
+    # a shifted square (IoU 80/120) and one object without any pseudo-label (0)
+    r2 = pseudo_label_quality(_pseudo({11: _box(5, 15, 7, 17), 21: None}, mode="threshold"), _gt())
+    assert r2["mean_iou"] == pytest.approx((80 / 120 + 1 + 0) / 3)
     table = compare_reports({"threshold": r, "adaptive": pseudo_label_quality(_pseudo(), _gt())}, print_table=False)
     lines = table.splitlines()
-    assert len(lines) == 4 and lines[2].startswith("| threshold | 100.00") and "| - | - |" in lines[2]
+    assert len(lines) == 6 and lines[2].startswith("| threshold | 100.00") and "| 1.000* | - |" in lines[2]
+    assert "| 1.000 | 1.000 |" in lines[3] and lines[5].startswith("mean_iou marked *")
+
+
+def test_report_microscopy_metrics():
+    """Hand-worked: image 1 has a 10x10 and a 40x40 object, image 2 a 12x20 one (the crowd region is no
+    reference object). The 10x10 pseudo-label shifted by 2 px (IoU 80/120 = 0.667), the 12x20 one missing."""
+    r = pseudo_label_quality(_pseudo({11: _box(5, 15, 7, 17), 21: None}), _gt())["microscopy"]
+    # IoU >= 0.5: 2 TP, FP 0, FN 1; IoU >= 0.75: 1 TP, 1 FP, 2 FN
+    assert r["accuracy@0.5"] == pytest.approx(2 / 3) and r["precision@0.5"] == 1.0
+    assert r["recall@0.5"] == pytest.approx(2 / 3)
+    assert r["f1@0.5"] == pytest.approx(4 / 5) and r["accuracy@0.75"] == pytest.approx(1 / 4)
+    assert r["mean_matched_iou"] == pytest.approx((80 / 120 + 1) / 2)
+    assert r["seg"] == pytest.approx((80 / 120 + 1 + 0) / 3)  # 80 px of 100 covered: > 50 %
+    # DSB per image, IoU > t: image 1 TP 2 for t < 0.667 (t = 0.50..0.65: 4 thresholds), else TP 1, FP 1, FN 1
+    # -> (4 * 1 + 6 * 1/3) / 10 = 0.6; image 2 no prediction -> 0
+    assert r["dsb"] == pytest.approx((0.6 + 0) / 2)
+    assert r["count_error"] == pytest.approx(0.5) and r["count_error_rel"] == pytest.approx(0.5)
+    assert (r["num_true"], r["num_pred"], r["num_images"]) == (3, 2, 2)
 
 
 def test_cli_writes_exactly_the_report_keys(tmp_path):

@@ -20,9 +20,11 @@ def test_seed_opts_move_training_and_split_seeds_and_the_split_names(tmp_path):
 
 def test_aggregate_mean_std_ratios_and_missing_rows():
     runs = [{"models": {"teacher": 10.0, "full_100": 20.0},
-             "pseudo_labels": {"adaptive": {"AP": 30.0, "mean_iou": 0.5}}},
+             "models_microscopy": {"teacher": {"accuracy@0.5": 0.4, "count_error": 3.0}},
+             "pseudo_labels": {"adaptive": {"AP": 30.0, "mean_iou": 0.5, "microscopy": {"accuracy@0.5": 0.6}}}},
             {"models": {"teacher": 14.0, "full_100": 20.0},
-             "pseudo_labels": {"adaptive": {"AP": 34.0, "mean_iou": 0.7}}},
+             "models_microscopy": {"teacher": {"accuracy@0.5": 0.6, "count_error": 5.0}},
+             "pseudo_labels": {"adaptive": {"AP": 34.0, "mean_iou": 0.7, "microscopy": {"accuracy@0.5": 0.8}}}},
             {"models": {"teacher": None, "full_100": 40.0}, "pseudo_labels": {"adaptive": None}}]
     agg = aggregate(runs)
     assert agg["models"]["teacher"]["mean"] == pytest.approx(12.0) and agg["models"]["teacher"]["n"] == 2
@@ -32,6 +34,7 @@ def test_aggregate_mean_std_ratios_and_missing_rows():
     assert agg["pseudo_labels"]["adaptive"]["values"] == [30.0, 34.0]
     assert agg["pseudo_labels_mean_iou"]["adaptive"]["mean"] == pytest.approx(0.6)
     table = format_seed_table(agg, [0, 1, 2], "demo")
-    assert "| teacher | 12.0 +- 2.8 | 0.60 +- 0.14 | 2 |" in table
-    assert "| adaptive | 32.00 +- 2.83 | 0.600 +- 0.141 | 2 |" in table
+    assert "| teacher | 12.0 +- 2.8 | 0.60 +- 0.14 | 0.500 +- 0.141 | 4.0 +- 1.4 | 2 |" in table
+    assert "| full_100 | 26.7 +- 11.5 | 1.00 +- 0.00 | - | - | 3 |" in table
+    assert "| adaptive | 32.00 +- 2.83 | 0.600 +- 0.141 | 0.700 +- 0.141 | 2 |" in table
     assert aggregate([{"models": {"teacher": 5.0}}])["models"]["teacher"]["std"] == 0.0

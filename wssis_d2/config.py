@@ -197,3 +197,8 @@ def add_wssis_config(cfg):
     # per-process RNGs (SEED + rank), so each image's draws depend on the process that loads it.
     cfg.DATALOADER.WSSIS_SAMPLE_SEEDS = False
     # ------------------------------------------------------------ end of your own datasets (DATASETS.*)
+
+    # ---------------------------------------------------------------- evaluation (TEST.*)
+    # Microscopy metrics of a model's predictions (accuracy@0.5, count error, ...; evaluation/microscopy.py):
+    # only detections with score >= this count as objects (COCO AP ranks them all and needs no threshold).
+    cfg.TEST.WSSIS_COUNT_SCORE_THR = 0.5

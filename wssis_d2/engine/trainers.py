@@ -1,6 +1,7 @@
 """detectron2 trainers of wssis-d2, one per tool, and the rule that picks one for a config.
 
-- :class:`Trainer`: SOLOv2 (teacher, student): the point-aware dataset mapper, COCO mask evaluation.
+- :class:`Trainer`: SOLOv2 (teacher, student): the point-aware dataset mapper, COCO mask evaluation and the
+  microscopy metrics (:class:`~wssis_d2.evaluation.microscopy_evaluator.MicroscopyEvaluator`).
 - :class:`MRNTrainer`: MaskRefineNet on MRN sample datasets (per-sample loaders, its mIoU evaluator).
 - :class:`PseudoLabelTrainer`: a SOLOv2 :class:`Trainer` whose evaluation on a points set (or on every set
   with ``MODEL.WSSIS.EXPORT_PSEUDO_LABELS``) exports point-guided pseudo-labels: ``--eval-only`` with a
@@ -18,6 +19,7 @@ from detectron2.data import (MetadataCatalog, build_detection_test_loader, build
                              get_detection_dataset_dicts)
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
 from detectron2.engine.train_loop import TrainerBase
+from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -26,6 +28,7 @@ from ..data.dataset_mapper import WSSISDatasetMapper
 from ..data.images import check_image_files
 from ..data.sample_seeds import build_sample_seeded_train_loader
 from ..evaluation import build_coco_evaluator, build_pseudo_label_exporter
+from ..evaluation.microscopy_evaluator import MicroscopyEvaluator
 from ..mrn.build import (build_mrn_evaluator, build_mrn_test_loader, build_mrn_train_loader, build_optimizer,
                          is_mrn_config)
 from ..pseudo import build_pseudo_label_loader, is_pseudo_label_dataset
@@ -78,7 +81,10 @@ class Trainer(_CheckedTrainer):
         evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", "coco")
         if evaluator_type != "coco":
             raise NotImplementedError(f"No evaluator for dataset {dataset_name!r} of type {evaluator_type!r}")
-        return build_coco_evaluator(cfg, dataset_name, output_folder)
+        coco = build_coco_evaluator(cfg, dataset_name, output_folder)
+        # microscopy metrics (accuracy@0.5, DSB, SEG, count error) beside COCO AP, on the same true masks
+        return DatasetEvaluators([coco, MicroscopyEvaluator(dataset_name, coco._coco_api,
+                                                            score_thr=cfg.TEST.WSSIS_COUNT_SCORE_THR)])
 
     @classmethod
     def build_train_loader(cls, cfg):

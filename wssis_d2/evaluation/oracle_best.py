@@ -1,13 +1,16 @@
-"""The per-click best level: the true upper bound of any pyramid-level choice (issue "numbers a reviewer
-trusts").
+"""The best fixed level per click: for each click, the best of the masks the fixed-level exports gave it.
 
 ``oracle_size`` (``modeling.level_choice.oracle_size_levels``) picks the level from the true size, which
 is a plausible level, not the best one. ``oracle_best_labels`` looks at the mask every level gives each
 click (the fixed-level exports: one pseudo-label json per level, same teacher, same clicks) and keeps,
 per click, the one with the highest IoU with the click's true mask (``quality.point_ious``; ties to the
-finer level). No level rule can give a click a better mask, so its ``mean_iou`` is >= that of every
-level rule (adaptive, fixed, oracle_size) on the same teacher; its AP usually is too, but AP also
-depends on the masks of the other clicks, so only ``mean_iou`` is a bound by construction.
+finer level). It uses the true masks, so no user can have it; it shows how far a better level choice
+could go on the fixed-level masks.
+
+It is **not** an upper bound of level choice. When two clicks fall in one grid cell of a level, that
+level's export splits the cell's mask between them (same-cell collisions), while the adaptive rule moves the
+farther click to a free level: a 2-click probe gave adaptive mean IoU 1.0 and ``oracle_best`` 0.889. Nor
+does a per-click IoU choice bound AP, which also depends on the other clicks' masks.
 
 The output is a pseudo-label json of the exporter's schema (docs/PSEUDO_LABELS.md) with ``info.mode``
 "oracle_best" and, per level, how many clicks took it.

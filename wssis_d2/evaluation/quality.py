@@ -15,17 +15,21 @@ Report keys (``pseudo_label_quality``):
 * ``AP_scored``: ``AP`` with each pseudo-label's own ``score`` (the ranking a threshold method relies
   on; METHOD.md's quality AP sets every score to 1).
 * ``mean_iou``: mean over the points of the IoU between the point's pseudo mask and its true mask,
-  matched by ``point_ann_id`` == GT annotation id. A point with no pseudo mask counts IoU 0.
+  matched by ``point_ann_id`` == GT annotation id. A point with no pseudo mask counts IoU 0. A
+  threshold-mode file (SSIS baseline: no pseudo-label belongs to a point) gets, per point, the IoU of the
+  pseudo-label that overlaps its true mask most (0 with none): generous to the baseline.
+* ``mean_iou_rule``: "click" (the point's own pseudo-label) or "best_overlap" (threshold mode).
 * ``coverage``: fraction of the points that got a pseudo mask.
 * ``levels``: {level: number of pseudo-labels} over the pseudo-labels of those images.
+* ``microscopy``: the microscopy metrics of the pseudo-labels against all true masks of those images
+  (``microscopy_evaluator.annotation_microscopy``: accuracy@0.5, f1@0.5, dsb, seg, count_error, ...; every
+  pseudo-label counts, painted by score into label images).
 
 The points are the non-crowd GT annotations, minus those the split tool could not click (listed in the
-GT file's ``info["no_point_annotation_ids"]``: empty masks). ``mean_iou`` and ``coverage`` are None for
-a threshold-mode file (SSIS baseline: no pseudo-label belongs to a point).
+GT file's ``info["no_point_annotation_ids"]``: empty masks). ``coverage`` is None for a threshold-mode file.
 """
 import contextlib
 import io
-import math
 from collections import Counter
 from typing import Dict, Mapping, Optional, Tuple, Union
 
@@ -37,11 +41,14 @@ from pycocotools.cocoeval import COCOeval
 from ..data.validation import as_coco
 from .coco import has_fast_coco_eval
 from .ids import one_based_annotation_ids, usable_gt_masks
+from .microscopy import format_value
+from .microscopy_evaluator import annotation_microscopy
 
-__all__ = ["REPORT_KEYS", "pseudo_label_quality", "clicked_gt", "point_ious", "best_report", "format_report",
-           "compare_reports"]
+__all__ = ["REPORT_KEYS", "pseudo_label_quality", "clicked_gt", "point_ious", "best_overlap_ious", "best_report",
+           "format_report", "compare_reports"]
 
-REPORT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP_scored", "mean_iou", "coverage", "levels")
+REPORT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP_scored", "mean_iou", "mean_iou_rule", "coverage",
+               "levels", "microscopy")
 _AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}  # COCOeval's
 
 
@@ -127,12 +134,15 @@ def pseudo_label_quality(pseudo: Union[str, Mapping], gt: Union[str, Mapping]) -
         anns and all(a.get("point_ann_id", -1) < 0 for a in anns)
     )
     if threshold_mode:
-        report["mean_iou"], report["coverage"] = None, None
+        ious, report["coverage"] = best_overlap_ious(anns, points, coco_gt), None
+        report["mean_iou_rule"] = "best_overlap"
     else:
         ious, covered = point_ious(anns, points, coco_gt)
-        report["mean_iou"] = float(ious.mean()) if len(points) else None
-        report["coverage"] = float(covered.mean()) if len(points) else None
+        report["coverage"], report["mean_iou_rule"] = (float(covered.mean()) if len(points) else None), "click"
+    report["mean_iou"] = float(ious.mean()) if len(points) else None
     report["levels"] = dict(sorted(Counter(int(a.get("level", -1)) for a in anns).items()))
+    report["microscopy"] = annotation_microscopy(coco_gt, anns, image_ids, where=(pseudo.get("info") or {}).get(
+        "mode") or "pseudo-labels")
     return {k: report[k] for k in REPORT_KEYS}
 
 
@@ -174,6 +184,23 @@ def point_ious(anns, points, coco_gt: COCO):
     return ious, covered
 
 
+def best_overlap_ious(anns, points, coco_gt: COCO) -> np.ndarray:
+    """Per point, the IoU of its true mask with the pseudo-label of ``anns`` that overlaps it most (0 with none):
+    the mean IoU of a file whose pseudo-labels belong to no point. Returns a (len(points),) float array."""
+    dets, rows_of_image = {}, {}
+    for a in anns:
+        dets.setdefault(a["image_id"], []).append(a["segmentation"])
+    for k, g in enumerate(points):
+        rows_of_image.setdefault(g["image_id"], []).append(k)
+    ious = np.zeros(len(points))
+    for image_id, rows in rows_of_image.items():  # one (pseudo-labels x points) IoU matrix per image
+        dt = dets.get(image_id)
+        if dt:
+            gt = [coco_gt.annToRLE(points[k]) for k in rows]
+            ious[rows] = np.asarray(mask_util.iou(dt, gt, [0] * len(gt))).reshape(len(dt), len(gt)).max(axis=0)
+    return ious
+
+
 def best_report(reports: Mapping[str, Mapping[str, object]]) -> Optional[str]:
     """Name of the best report: highest AP, then mean IoU, then AP_scored (None on missing values count
     lowest; ties: the first name in sorted order). None without reports."""
@@ -185,19 +212,40 @@ def best_report(reports: Mapping[str, Mapping[str, object]]) -> Optional[str]:
 
 
 def _fmt(value, digits=2):
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
+    return format_value(value, digits)
+
+
+# (column, report key or microscopy key, digits) of the report tables, after the mode column
+_COLUMNS = tuple((k, k, 2) for k in REPORT_KEYS[:7]) + (("mean_iou", "mean_iou", 3), ("coverage", "coverage", 3),
+                                                         ("acc@0.5", "accuracy@0.5", 3), ("f1@0.5", "f1@0.5", 3),
+                                                         ("dsb", "dsb", 3), ("seg", "seg", 3),
+                                                         ("count err", "count_error", 1))
+BEST_OVERLAP_NOTE = ("mean_iou marked *: no pseudo-label belongs to a click (threshold baseline); the IoU of each "
+                     "clicked object with the pseudo-label that overlaps it most.")
+
+
+def _cells(report: Mapping[str, object]) -> list:
+    micro = report.get("microscopy") or {}
+    cells = []
+    for _, key, digits in _COLUMNS:
+        cell = _fmt(micro[key] if key in micro else report.get(key), digits)
+        if key == "mean_iou" and report.get("mean_iou_rule") == "best_overlap" and cell != "-":
+            cell += "*"
+        cells.append(cell)
+    return cells
+
+
+def _levels(report: Mapping[str, object], sep: str) -> str:
+    return sep.join(f"{k}:{v}" if sep == " " else f"{k}: {v}" for k, v in (report.get("levels") or {}).items()) or "-"
 
 
 def format_report(report: Mapping[str, object]) -> str:
-    """The report as a small text table."""
-    header = "| " + " | ".join(REPORT_KEYS[:9]) + " |"
-    row = "| " + " | ".join(
-        [_fmt(report[k]) for k in REPORT_KEYS[:7]] + [_fmt(report["mean_iou"], 3), _fmt(report["coverage"], 3)]
-    ) + " |"
-    levels = ", ".join(f"{k}: {v}" for k, v in report["levels"].items()) or "-"
-    return "\n".join([header, "|" + "---|" * 9, row, f"levels: {levels}"])
+    """The report as a small text table (microscopy columns: docs/RESULTS.md)."""
+    lines = ["| " + " | ".join(c for c, _, _ in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS),
+             "| " + " | ".join(_cells(report)) + " |", f"levels: {_levels(report, ', ')}"]
+    if report.get("mean_iou_rule") == "best_overlap":
+        lines.append(BEST_OVERLAP_NOTE)
+    return "\n".join(lines)
 
 
 def compare_reports(reports: Mapping[str, Mapping[str, object]], print_table: bool = True) -> str:
@@ -206,13 +254,12 @@ def compare_reports(reports: Mapping[str, Mapping[str, object]], print_table: bo
     Returns:
         the table (also printed when ``print_table``).
     """
-    cols = ["mode"] + list(REPORT_KEYS[:9]) + ["levels"]
+    cols = ["mode"] + [c for c, _, _ in _COLUMNS] + ["levels"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, r in reports.items():
-        levels = " ".join(f"{k}:{v}" for k, v in r["levels"].items()) or "-"
-        cells = ([name] + [_fmt(r.get(k)) for k in REPORT_KEYS[:7]]
-                 + [_fmt(r["mean_iou"], 3), _fmt(r["coverage"], 3), levels])
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join([name] + _cells(r) + [_levels(r, " ")]) + " |")
+    if any(r.get("mean_iou_rule") == "best_overlap" for r in reports.values()):
+        lines += ["", BEST_OVERLAP_NOTE]
     table = "\n".join(lines)
     if print_table:
         print(table)

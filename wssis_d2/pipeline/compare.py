@@ -4,11 +4,14 @@ ablation on the same data) and the figures the method is judged by.
 - :func:`headline_figures`: from one ``results.json`` content, the ratios and differences of the paper's
   claims (teacher and student against the 100% model, the student's gain, the pseudo-label rows' gaps);
   ``None`` where a row is missing.
-- :func:`format_comparison`: markdown, one column per run: model rows, pseudo-label rows (AP / mean IoU)
-  and the headline figures, with the paper's value where it publishes one.
+- :func:`format_comparison`: markdown, one column per run: model rows (mask AP, then accuracy@0.5 / count
+  error), pseudo-label rows (AP / mean IoU / accuracy@0.5) and the headline figures, with the paper's value
+  where it publishes one.
 """
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
+from ..evaluation.microscopy import format_value
+from ..evaluation.quality import BEST_OVERLAP_NOTE
 from .config import MODEL_ROWS, PSEUDO_ROWS
 from .demo_figures import PAPER_5P
 from .results import MODEL_LABELS, _fmt
@@ -24,13 +27,15 @@ HEADLINES = (
     ("adaptive_vs_threshold", "pseudo-labels: adaptive - threshold (AP)", None),
     ("adaptive_vs_fixed", "pseudo-labels: adaptive - best fixed level (AP)", None),
     ("oracle_gap", "pseudo-labels: oracle_size - adaptive (AP)", None),
-    ("oracle_best_gap", "pseudo-labels: oracle_best - adaptive (AP; the bound of level choice)", None),
+    ("oracle_best_gap", "pseudo-labels: best fixed level per click - adaptive (AP)", None),
+    ("mrn_gain_without_clicks", "pseudo-labels: threshold + MRN - threshold (AP)", None),
     ("mrn_gain", "pseudo-labels: adaptive + MRN - adaptive (AP)", None),
 )
 
 PSEUDO_LABELS = {"threshold": "threshold (no points)", "fixed_best": "best fixed level", "adaptive": "adaptive",
                  "adaptive_mrn": "adaptive + MRN", "oracle_size": "size-oracle level",
-                 "oracle_best": "best level per click (bound)"}
+                 "oracle_best": "best fixed level per click (not a bound)",
+                 "threshold_mrn": "threshold + MRN (no clicks)"}
 
 
 def _ratio(a, b):
@@ -54,7 +59,15 @@ def headline_figures(results: Mapping) -> Dict[str, Optional[float]]:
         "oracle_gap": _diff(ap.get("oracle_size"), ap.get("adaptive")),
         "oracle_best_gap": _diff(ap.get("oracle_best"), ap.get("adaptive")),
         "mrn_gain": _diff(ap.get("adaptive_mrn"), ap.get("adaptive")),
+        "mrn_gain_without_clicks": _diff(ap.get("threshold_mrn"), ap.get("threshold")),
     }
+
+
+def _micro_cell(metrics: Optional[Mapping], *keys) -> str:
+    """"a / b" of microscopy ``keys`` ((key, digits), ...), "-" without metrics."""
+    if not metrics:
+        return "-"
+    return " / ".join(format_value(metrics.get(k), digits) for k, digits in keys)
 
 
 def format_comparison(runs: Sequence[Tuple[str, Mapping]]) -> str:
@@ -67,17 +80,29 @@ def format_comparison(runs: Sequence[Tuple[str, Mapping]]) -> str:
         values = [(r.get("models") or {}).get(row) for _, r in runs]
         if any(v is not None for v in values):
             lines.append(f"| {MODEL_LABELS[row]} | " + " | ".join(_fmt(v) for v in values) + f" | {_P[row]:.1f} |")
-    lines += ["", "## Pseudo-labels of the point images (mask AP / mean IoU)", "", head, rule]
+    micro = [(r.get("models_microscopy") or {}) for _, r in runs]
+    if any(m.get(row) for m in micro for row in MODEL_ROWS):
+        lines += ["", "## Models (microscopy: accuracy@0.5 / count error per image; score >= "
+                  f"{next(m[row]['score_thr'] for m in micro for row in MODEL_ROWS if m.get(row)):g})", "", head, rule]
+        for row in MODEL_ROWS:
+            cells = [_micro_cell(m.get(row), ("accuracy@0.5", 3), ("count_error", 1)) for m in micro]
+            if any(c != "-" for c in cells):
+                lines.append(f"| {MODEL_LABELS[row]} | " + " | ".join(cells) + " |")
+    lines += ["", "## Pseudo-labels of the point images (mask AP / mean IoU / accuracy@0.5)", "", head, rule]
     levels = sorted({r.get("fixed_best_level") for _, r in runs if r.get("fixed_best_level") is not None})
     for row in PSEUDO_ROWS:
         reports = [(r.get("pseudo_labels") or {}).get(row) for _, r in runs]
         if any(rep is not None for rep in reports):
             cells = ["-" if rep is None else f"{_fmt(rep.get('AP'), 2)} / {_fmt(rep.get('mean_iou'), 3)}"
-                     for rep in reports]
+                     + ("*" if rep.get("mean_iou_rule") == "best_overlap" else "")
+                     + f" / {format_value((rep.get('microscopy') or {}).get('accuracy@0.5'))}" for rep in reports]
             label = PSEUDO_LABELS[row]
             if row == "fixed_best" and levels:
                 label += f" (level {', '.join(str(l) for l in levels)})"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if any(((r.get("pseudo_labels") or {}).get(row) or {}).get("mean_iou_rule") == "best_overlap"
+           for _, r in runs for row in PSEUDO_ROWS):
+        lines += ["", BEST_OVERLAP_NOTE]
     figures = [headline_figures(r) for _, r in runs]
     lines += ["", "## Headline figures", "", head[:-1] + "| paper |", rule + "---|"]
     for key, label, paper in HEADLINES:

@@ -12,7 +12,7 @@ __all__ = ["CUSTOM_NAMES", "PSEUDO_ROWS", "MODEL_ROWS", "get_pipeline_cfg", "loa
            "resolve_path"]
 
 # Rows of the results table, in table order (results.json keys).
-PSEUDO_ROWS = ("threshold", "fixed_best", "adaptive", "adaptive_mrn", "oracle_size", "oracle_best")
+PSEUDO_ROWS = ("threshold", "threshold_mrn", "fixed_best", "adaptive", "adaptive_mrn", "oracle_size", "oracle_best")
 MODEL_ROWS = ("teacher", "student_threshold", "student_points", "student_points_mrn", "full_100")
 
 # DATASETS names of a DATA.KIND custom run ("" where the file is not given).

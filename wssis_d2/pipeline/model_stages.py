@@ -215,8 +215,9 @@ def train_stage(pcfg, stage_dir: str, spec: TrainSpec) -> dict:
 
 def export_stage(pcfg, stage_dir: str, spec: ExportSpec) -> dict:
     """Pseudo-label exports with the teacher (``PseudoLabelTrainer.test``, what ``train_net.py --eval-only``
-    runs with a pseudo-label config), one per job. A job whose output exists is skipped (the exporter writes
-    it atomically, last); otherwise it runs from the start (the exporter truncates its part files).
+    runs with a pseudo-label config), one per job; ``metrics.jobs`` keeps each job's mode, level and threshold
+    as typed fields (nothing parses them back out of the job names). A job whose output exists is skipped (the
+    exporter writes it atomically, last); otherwise it runs from the start (the exporter truncates its part files).
     """
     _register(pcfg)
     outputs, metrics = {}, {}
@@ -236,7 +237,8 @@ def export_stage(pcfg, stage_dir: str, spec: ExportSpec) -> dict:
         result = trainer_cls.test(cfg, model)
         metrics[job.name] = dict(result.get("pseudo_labels", {})) if result else {}
     comm.synchronize()
-    return {"outputs": outputs, "metrics": {"export": metrics}}
+    jobs = {job.name: {"mode": job.mode, "level": job.level, "threshold": job.threshold} for job in spec.jobs}
+    return {"outputs": outputs, "metrics": {"export": metrics, "jobs": jobs}}
 
 
 def refine_stage(pcfg, stage_dir: str, spec: RefineSpec) -> dict:

@@ -2,14 +2,23 @@
 
 ``results.json``::
 
-    {"pseudo_labels": {"threshold" (the best threshold) | "fixed_best" | "adaptive" | "adaptive_mrn" |
-                       "oracle_size" | "oracle_best":
-                           quality report (wssis_d2.evaluation.quality.REPORT_KEYS) or null},
+    {"pseudo_labels": {"threshold" (the best threshold) | "threshold_mrn" | "fixed_best" | "adaptive" |
+                       "adaptive_mrn" | "oracle_size" | "oracle_best":
+                           quality report (wssis_d2.evaluation.quality.REPORT_KEYS, with its "microscopy"
+                           dict) or null},
      "models": {"teacher" | "student_threshold" | "student_points" | "student_points_mrn" | "full_100":
                     segm mask AP on DATASETS.TEST (COCOEvaluator, percent) or null},
-     "models_val": the same on DATASETS.VAL (the set settings are chosen on), or null without it,
+     "models_microscopy": {row: the microscopy metrics on DATASETS.TEST (evaluation/microscopy_evaluator.py:
+                    "accuracy@0.5", "precision@0.5", "recall@0.5", "f1@0.5", "accuracy@0.75", "f1@0.75", "dsb",
+                    "seg", "mean_matched_iou", "count_error", "count_error_rel", counts, "score_thr") or null},
+     "models_val": the AP on DATASETS.VAL (the set settings are chosen on), or null without it,
+     "models_val_microscopy": the microscopy metrics on DATASETS.VAL, or null without it,
+     "student_vs_teacher": {"student", "student_ap", "teacher_ap", "on", "better", "better_weights"} when the
+         student (points + MRN, else points) ends below its teacher on the validation set (the test set
+         without one), else null,
      "fixed_levels": {level: report}, "fixed_best_level": int or null,
-     "thresholds": {threshold: report}, "best_threshold": float or null,
+     "thresholds": {threshold: report}, "best_threshold": float or null (typed fields of the export jobs,
+         ``metrics.jobs`` of the stage markers),
      "ratios": {model row: AP / AP of full_100, or null},
      "mrn_settings": {"crop_size", "heatmap_sigma", "dice_weight", "bce_weight", "teacher_checkpoints"} of
          the MaskRefineNet stage, or null (every table reporting MRN says them: the paper's are 256, 6, Dice),
@@ -30,12 +39,14 @@ import torch
 import yaml
 
 from ..data.json_io import write_json_atomic
+from ..evaluation.microscopy import format_value
 from ..evaluation.quality import best_report, compare_reports
 from ..utils.part_files import atomic_output
 from .config import MODEL_ROWS, PSEUDO_ROWS
 from .stage_table import stage_of_row
 
-__all__ = ["best_fixed_level", "build_results", "format_results", "machine_info", "model_ratios", "write_results"]
+__all__ = ["best_fixed_level", "build_results", "format_results", "machine_info", "model_ratios", "set_names",
+           "student_vs_teacher", "verdict_line", "write_results"]
 
 MODEL_LABELS = {
     "teacher": "teacher (full labels only)",
@@ -68,11 +79,43 @@ def _elapsed_seconds(records) -> Optional[float]:
     return (max(f for _, f in spans) - min(s for s, _ in spans)).total_seconds()
 
 
-def best_fixed_level(reports: Mapping[str, dict]) -> Optional[int]:
-    """Level of the best ``fixed_<l>`` report (``quality.best_report``: highest AP, then mean IoU; None
-    without reports)."""
+def best_fixed_level(reports: Mapping[str, dict], jobs: Mapping[str, dict]) -> Optional[int]:
+    """Level of the best fixed-level report (``quality.best_report``: highest AP, then mean IoU; None
+    without reports); ``jobs``: the export jobs' typed fields by name (``metrics.jobs`` of the marker)."""
     name = best_report(reports)
-    return None if name is None else int(name.rsplit("_", 1)[1])
+    return None if name is None else int(jobs[name]["level"])
+
+
+def _by_setting(reports: Mapping[str, dict], jobs: Mapping[str, dict], field: str, fmt) -> Dict[str, dict]:
+    """{formatted job setting ``field``: report}, sorted by the setting."""
+    named = sorted((jobs[name][field], r) for name, r in reports.items() if name in jobs)
+    return {fmt(value): r for value, r in named}
+
+
+def student_vs_teacher(results: Mapping, records: Mapping[str, dict], val_name: str, test_name: str) -> Optional[dict]:
+    """When the student of the clicks (points + MRN, else points) ends below the teacher in mask AP on the
+    validation set (the test set without one): who is better and its weights; else None."""
+    on, models = (val_name, results.get("models_val")) if results.get("models_val") else (test_name,
+                                                                                          results.get("models"))
+    models = models or {}
+    teacher = models.get("teacher")
+    student = next((r for r in ("student_points_mrn", "student_points") if models.get(r) is not None), None)
+    if teacher is None or student is None or models[student] >= teacher:
+        return None
+    weights = ((records.get(stage_of_row("teacher")) or {}).get("outputs") or {}).get("weights")
+    return {"student": student, "student_ap": models[student], "teacher_ap": teacher, "on": on,
+            "better": "teacher", "better_weights": weights}
+
+
+def verdict_line(verdict: Optional[dict], labels_json: bool = False) -> Optional[str]:
+    """The one line results.md and the log give ``student_vs_teacher`` (None when the student is not below);
+    ``labels_json``: the run wrote labels.json (which the verdict does not change)."""
+    if not verdict:
+        return None
+    student = MODEL_LABELS[verdict["student"]].split(": ", 1)[-1]
+    return (f"The method did not help here: the student ({student}) ends below its teacher on `{verdict['on']}` "
+            f"({verdict['student_ap']:.1f} vs {verdict['teacher_ap']:.1f} mask AP); the better model is the teacher, "
+            f"weights `{verdict['better_weights']}`" + (" (labels.json is unaffected)." if labels_json else "."))
 
 
 def model_ratios(models: Mapping[str, Optional[float]]) -> Dict[str, Optional[float]]:
@@ -106,37 +149,48 @@ def _reports(record: Optional[dict]) -> Dict[str, dict]:
     return ((record or {}).get("metrics") or {}).get("reports") or {}
 
 
+def _jobs(record: Optional[dict]) -> Dict[str, dict]:
+    return ((record or {}).get("metrics") or {}).get("jobs") or {}
+
+
 def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None) -> dict:
     """results.json content from the stage markers (see the module docstring)."""
     pseudo = {k: None for k in PSEUDO_ROWS}
     models = {k: None for k in MODEL_ROWS}
     for row in pcfg.ROWS.PSEUDO_LABELS:  # the stage's report of the row (fixed_best: below)
         pseudo[row] = _reports(records.get(stage_of_row(row))).get(row)
-    fixed = _reports(records.get("pseudo_fixed"))
-    level = best_fixed_level(fixed) if "fixed_best" in pcfg.ROWS.PSEUDO_LABELS else None
+    fixed, fixed_jobs = _reports(records.get("pseudo_fixed")), _jobs(records.get("pseudo_fixed"))
+    level = best_fixed_level(fixed, fixed_jobs) if "fixed_best" in pcfg.ROWS.PSEUDO_LABELS and fixed else None
     if level is not None:
-        pseudo["fixed_best"] = fixed[f"fixed_{level}"]
+        pseudo["fixed_best"] = next(r for name, r in fixed.items() if fixed_jobs[name]["level"] == level)
     no_predictions = []
+    models_micro = {k: None for k in MODEL_ROWS}
     models_val = {k: None for k in MODEL_ROWS} if pcfg.DATASETS.VAL else None
+    models_val_micro = {k: None for k in MODEL_ROWS} if pcfg.DATASETS.VAL else None
     for row in pcfg.ROWS.MODELS:
         metrics = (records.get(stage_of_row(row)) or {}).get("metrics") or {}
         if pcfg.DATASETS.VAL and pcfg.DATASETS.TEST:  # two test sets: detectron2 keys the results by name
             models_val[row] = _segm_ap(metrics.get(pcfg.DATASETS.VAL))
+            models_val_micro[row] = (metrics.get(pcfg.DATASETS.VAL) or {}).get("microscopy")
             metrics = metrics.get(pcfg.DATASETS.TEST) or {}
         if metrics.get("segm") is None:
             continue
         models[row] = _segm_ap(metrics)
+        models_micro[row] = metrics.get("microscopy")
         if metrics["segm"].get("AP") is None:  # COCOEvaluator gives NaN when the model predicts nothing: AP 0
             no_predictions.append(row)
-    thresholds = {k: r for k, r in _reports(records.get("pseudo_threshold")).items() if k != "threshold"}
+    thresh_jobs = _jobs(records.get("pseudo_threshold"))
+    thresholds = {k: r for k, r in _reports(records.get("pseudo_threshold")).items() if k in thresh_jobs}
     timings = {name: rec.get("seconds") for name, rec in records.items()}
-    return {
+    results = {
         "pseudo_labels": pseudo,
         "models": models,
+        "models_microscopy": models_micro,
         "models_val": models_val,
-        "fixed_levels": {name.rsplit("_", 1)[1]: r for name, r in sorted(fixed.items())},
+        "models_val_microscopy": models_val_micro,
+        "fixed_levels": _by_setting(fixed, fixed_jobs, "level", str),
         "fixed_best_level": level,
-        "thresholds": {name.rsplit("_", 1)[1]: r for name, r in sorted(thresholds.items())},
+        "thresholds": _by_setting(thresholds, thresh_jobs, "threshold", lambda t: f"{t:g}"),
         "best_threshold": ((records.get("pseudo_threshold") or {}).get("metrics") or {}).get("best_threshold"),
         "ratios": model_ratios(models),
         "mrn_settings": mrn_settings(pcfg, records.get("mrn")),
@@ -147,6 +201,9 @@ def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None
         "meta": dict(meta or {}),
         "timings": timings,
     }
+    test_set, val_set = set_names(pcfg)
+    results["student_vs_teacher"] = student_vs_teacher(results, records, val_set, test_set)
+    return results
 
 
 def _fmt(v, digits=1):
@@ -182,15 +239,26 @@ def _scale_line(choice: Optional[dict]) -> str:
     return line
 
 
+def set_names(pcfg):
+    """(test set, validation set) as results.md calls them: the registered names, or the user's files (custom
+    data); "" where there is none."""
+    d = pcfg.DATASETS
+    custom = pcfg.DATA.CUSTOM if pcfg.DATA.KIND == "custom" else None
+    test_set = (custom.TEST_JSON or custom.VAL_JSON) if custom else d.TEST
+    return test_set, (custom.VAL_JSON if custom and d.VAL else d.VAL)
+
+
+# (column, microscopy key, digits) of the model table
+_MODEL_MICRO = (("acc@0.5", "accuracy@0.5", 3), ("f1@0.5", "f1@0.5", 3), ("dsb", "dsb", 3), ("seg", "seg", 3),
+                ("count err", "count_error", 1))
+
+
 def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
     """results.md: the two tables and how they were measured."""
     meta = results.get("meta") or {}
     data = ((records.get("data") or {}).get("metrics")) or {}
     d = pcfg.DATASETS
-    custom = pcfg.DATA.CUSTOM if pcfg.DATA.KIND == "custom" else None
-    # what results.md calls the two evaluation sets: the registered names, or the user's files (custom data)
-    test_set = (custom.TEST_JSON or custom.VAL_JSON) if custom else d.TEST
-    val_set = custom.VAL_JSON if custom and d.VAL else d.VAL
+    test_set, val_set = set_names(pcfg)
 
     def count(key):
         c = data.get(key) or {}
@@ -243,15 +311,29 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                      f"{lab['num_clicks']} clicks = {lab['num_pseudo_labels']} pseudo-labels + {lab['num_fallback']} "
                      "flagged fallbacks" + (f"; on the clicked images vs their true masks: AP {_fmt(rep.get('AP'), 2)}, "
                                             f"mean IoU {_fmt(rep.get('mean_iou'), 3)}" if rep else "") + ".")
+    verdict = verdict_line(results.get("student_vs_teacher"), labels_json=bool(results.get("labels")))
+    if verdict:
+        lines.append(f"- **{verdict}**")
+    micro = results.get("models_microscopy") or {}
+    thr = next((m["score_thr"] for m in micro.values() if m and "score_thr" in m), None)
     lines += ["", f"## Models (segm mask AP on `{test_set or 'no test set'}`)", "",
-              "| model | iterations | mask AP | / 100% model | val |",
-              "|---|---|---|---|---|"]
+              "| model | iterations | mask AP | / 100% model | val | "
+              + " | ".join(c for c, _, _ in _MODEL_MICRO) + " |",
+              "|---|---|---|---|---|" + "---|" * len(_MODEL_MICRO)]
     for row in MODEL_ROWS:
         rec = records.get(stage_of_row(row))
         note = " (no predictions)" if row in results.get("no_predictions", []) else ""
         val = _fmt((results.get("models_val") or {}).get(row))
+        m = micro.get(row) or {}
         lines.append(f"| {MODEL_LABELS[row]} | {_iterations(rec)} | {_fmt(results['models'][row])}{note} | "
-                     f"{_fmt(results['ratios'][row], 2)} | {val} |")
+                     f"{_fmt(results['ratios'][row], 2)} | {val} | "
+                     + " | ".join(format_value(m.get(k), digits) for _, k, digits in _MODEL_MICRO) + " |")
+    lines += ["", "mask AP: COCO segm AP over up to max(100, MODEL.SOLOV2.MAX_PER_IMG) detections per image (COCO's "
+              "100 raised for dense images). Microscopy columns (docs/RESULTS.md): detections with score >= "
+              + (f"{thr:g}" if thr is not None else "TEST.WSSIS_COUNT_SCORE_THR")
+              + " (a fixed rule, not tuned), painted by score into label images; acc = TP / (TP + FP + FN) and "
+              "f1 at IoU >= 0.5 pooled over the images, dsb = DSB 2018 score (IoU > 0.5:0.95, per image), seg = "
+              "CTC SEG, count err = mean |predicted - true| objects per image."]
     lines += ["", f"## Pseudo-labels of the point images (`{d.POINTS}`)", ""]
     named = {}
     for row in PSEUDO_ROWS:
@@ -260,15 +342,22 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
             continue
         label = row
         if row == "threshold":
-            label = f"threshold {_fmt(results.get('best_threshold'), 2)} (best; no points)"
+            label = (f"threshold {_fmt(results.get('best_threshold'), 2)} (best AP vs the clicked images' true "
+                     "masks; no points)")
+        elif row == "threshold_mrn":
+            label = "threshold + MRN (no clicks: each mask's centre of mass as its point)"
         elif row == "fixed_best":
             label = f"fixed level {results['fixed_best_level']} (best)"
         elif row == "adaptive_mrn":
             label = "adaptive + MRN"
         elif row == "oracle_best":
-            label = "oracle_best (per click the best level: the bound)"
+            label = "oracle_best (per click the best fixed-level mask; not a bound)"
         named[label] = r
     lines.append(compare_reports(named, print_table=False) if named else "(no pseudo-label row in this profile)")
+    if named:
+        lines += ["", "Pseudo-labels: AP with every score 1 over up to max(100, most pseudo-labels of an image) per "
+                  "image; mean_iou per click (no mask = 0); microscopy columns against every true mask of the "
+                  "clicked images, every pseudo-label counted."]
     m = results.get("mrn_settings")
     if m:
         loss = "Dice" + (f" + {m['bce_weight']:g} x BCE" if m.get("bce_weight") else "")
@@ -291,12 +380,12 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
 
 
 def write_results(pcfg, records: Mapping[str, dict], meta: dict) -> Dict[str, str]:
-    """Write ``results.json`` and ``results.md`` (atomically) into OUTPUT_DIR; returns their paths and
-    the markdown."""
+    """Write ``results.json`` and ``results.md`` (atomically) into OUTPUT_DIR; returns their paths, the
+    markdown and the results.json content ("content")."""
     results = build_results(pcfg, records, meta)
     json_path = write_json_atomic(results, os.path.join(pcfg.OUTPUT_DIR, "results.json"))
     md = format_results(pcfg, results, records)
     md_path = os.path.join(pcfg.OUTPUT_DIR, "results.md")
     with atomic_output(md_path) as f:
         f.write(md)
-    return {"json": json_path, "md": md_path, "markdown": md}
+    return {"json": json_path, "md": md_path, "markdown": md, "content": results}

@@ -25,7 +25,7 @@ from ..utils.part_files import atomic_output
 from ..utils.preflight import check_output_dir
 from .cores import RUNNING_FILE
 from .data import register_datasets
-from .results import machine_info, write_results
+from .results import machine_info, verdict_line, write_results
 from .schedule import run_parallel
 from .stage_table import STAGE, StageContext, labels_source, plan_stages, row_plan, stage_needs
 from .stages import StageRunner, read_marker, stage_logging
@@ -90,6 +90,9 @@ def run_pipeline(pcfg, num_gpus: int = 1, dist_url: str = "auto", config_file: s
             "thing_classes": list(MetadataCatalog.get(d.FULL).get("thing_classes", []) or []),
         }
         written = write_results(pcfg, runner.records, meta)
+        verdict = verdict_line(written["content"].get("student_vs_teacher"), bool(written["content"].get("labels")))
+        if verdict:
+            logger.warning(verdict)
         logger.info(f"Results written to {written['md']} and {written['json']} ({meta['wall_seconds']:.0f} s, "
                     f"stages run: {meta['stages_run'] or 'none'})")
     return {"results": written, "records": runner.records, "ran": list(runner.ran)}

@@ -52,19 +52,25 @@ def aggregate(results: Sequence[Mapping]) -> Dict[str, Dict[str, Optional[dict]]
 
     Returns:
         {"models": {row: stats}, "pseudo_labels": {row: stats of AP}, "pseudo_labels_mean_iou": {...},
-         "ratios": {row: stats of row AP / 100% AP}} with stats {"mean", "std", "n", "values"} or None
-        where no run has the row.
+         "ratios": {row: stats of row AP / 100% AP}, "models_accuracy", "models_count_error",
+         "pseudo_labels_accuracy": {row: stats of the microscopy accuracy@0.5 / count_error}} with stats
+        {"mean", "std", "n", "values"} or None where no run has the row.
     """
-    out = {"models": {}, "pseudo_labels": {}, "pseudo_labels_mean_iou": {}, "ratios": {}}
+    out = {"models": {}, "pseudo_labels": {}, "pseudo_labels_mean_iou": {}, "ratios": {}, "models_accuracy": {},
+           "models_count_error": {}, "pseudo_labels_accuracy": {}}
     model_rows = list(dict.fromkeys(r for res in results for r in (res.get("models") or {})))
     pseudo_rows = list(dict.fromkeys(r for res in results for r in (res.get("pseudo_labels") or {})))
     for row in model_rows:
         out["models"][row] = _stats([(res.get("models") or {}).get(row) for res in results])
         out["ratios"][row] = _stats([model_ratios(res.get("models") or {}).get(row) for res in results])
+        micro = [((res.get("models_microscopy") or {}).get(row)) or {} for res in results]
+        out["models_accuracy"][row] = _stats([m.get("accuracy@0.5") for m in micro])
+        out["models_count_error"][row] = _stats([m.get("count_error") for m in micro])
     for row in pseudo_rows:
         reports = [(res.get("pseudo_labels") or {}).get(row) or {} for res in results]
         out["pseudo_labels"][row] = _stats([r.get("AP") for r in reports])
         out["pseudo_labels_mean_iou"][row] = _stats([r.get("mean_iou") for r in reports])
+        out["pseudo_labels_accuracy"][row] = _stats([(r.get("microscopy") or {}).get("accuracy@0.5") for r in reports])
     return out
 
 
@@ -75,18 +81,23 @@ def _cell(stats: Optional[dict], digits: int = 1, scale: float = 1.0) -> str:
 
 
 def format_seed_table(agg: Mapping, seeds: Sequence[int], title: str = "") -> str:
-    """Markdown: one table of models (AP and AP / 100%), one of pseudo-labels (AP, mean IoU)."""
+    """Markdown: one table of models (AP, AP / 100%, accuracy@0.5, count error), one of pseudo-labels (AP, mean
+    IoU, accuracy@0.5)."""
     lines = [f"# {title or 'Results over seeds'}", "",
              f"Mean +- sample standard deviation over {len(seeds)} runs "
              f"(SEED / DATA.SPLIT_SEED offsets {list(seeds)}).",
-             "", "| model | mask AP | AP / 100% model | runs |", "|---|---|---|---|"]
+             "", "| model | mask AP | AP / 100% model | accuracy@0.5 | count error | runs |",
+             "|---|---|---|---|---|---|"]
     for row, stats in agg["models"].items():
         n = stats["n"] if stats else 0
-        lines.append(f"| {row} | {_cell(stats)} | {_cell(agg['ratios'].get(row), 2)} | {n} |")
-    lines += ["", "| pseudo-labels | AP | mean IoU | runs |", "|---|---|---|---|"]
+        lines.append(f"| {row} | {_cell(stats)} | {_cell(agg['ratios'].get(row), 2)} | "
+                     f"{_cell((agg.get('models_accuracy') or {}).get(row), 3)} | "
+                     f"{_cell((agg.get('models_count_error') or {}).get(row), 1)} | {n} |")
+    lines += ["", "| pseudo-labels | AP | mean IoU | accuracy@0.5 | runs |", "|---|---|---|---|---|"]
     for row, stats in agg["pseudo_labels"].items():
         n = stats["n"] if stats else 0
-        lines.append(f"| {row} | {_cell(stats, 2)} | {_cell(agg['pseudo_labels_mean_iou'].get(row), 3)} | {n} |")
+        lines.append(f"| {row} | {_cell(stats, 2)} | {_cell(agg['pseudo_labels_mean_iou'].get(row), 3)} | "
+                     f"{_cell((agg.get('pseudo_labels_accuracy') or {}).get(row), 3)} | {n} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,7 @@ its arguments. The pseudo-label mode, threshold and fixed levels of an export ar
 
 Planning (:func:`plan_stages`): the stages that fill a row of ``ROWS`` (or whose ``when`` holds), plus what
 they need, in table order. Adding a stage is one entry; a stage whose body is a plain function of the
-earlier stages' outputs, run here, is e.g. the upper bound of level choice::
+earlier stages' outputs, run here, is e.g. the best fixed level per click::
 
     Stage("pseudo_oracle_best", in_process(_oracle_best), needs=("pseudo_fixed",), pseudo_rows=("oracle_best",),
           produces=("oracle_best",), priority=135)
@@ -72,6 +72,8 @@ class Stage:
         row and output are the best of them (``quality.best_report``).
     levels: MODEL.WSSIS.FIXED_LEVEL of each "fixed" export (None: PSEUDO.FIXED_LEVELS).
     pseudo: a student's pseudo-label stage (its json + DATASETS.FULL is the training set).
+    refines: a MaskRefineNet stage's pseudo-label stage (its main output is refined, each mask around its
+        ``point``).
     """
 
     name: str
@@ -88,6 +90,7 @@ class Stage:
     thresholds: Optional[Tuple[float, ...]] = None
     levels: Optional[Tuple[int, ...]] = None
     pseudo: str = ""
+    refines: str = ""
 
 
 @dataclasses.dataclass
@@ -207,7 +210,7 @@ def _best_threshold(report_post, row: str, names: Sequence[str]):
         result["outputs"][row] = result["outputs"][best]
         if best in reports:
             reports[row] = reports[best]
-        result["metrics"]["best_threshold"] = float(best.rsplit("_", 1)[1])
+        result["metrics"]["best_threshold"] = result["metrics"]["jobs"][best]["threshold"]
         logger.info(f"SSIS baseline: {best} is the best threshold by pseudo-label AP; its pseudo-labels are the "
                     f"{row!r} row and student_threshold's")
         return result
@@ -216,10 +219,11 @@ def _best_threshold(report_post, row: str, names: Sequence[str]):
 
 def _oracle_best(ctx) -> dict:
     """Per click, the fixed-level pseudo-label with the highest IoU with its true mask (``oracle_best_labels``:
-    the upper bound of any level rule) and its quality report."""
+    the best fixed level per click, not a bound of level choice) and its quality report."""
     pcfg, row = ctx.pcfg, ctx.stage.pseudo_rows[0]
-    fixed = ctx.runner.records["pseudo_fixed"]["outputs"]
-    files = [fixed[k] for k in sorted(fixed, key=lambda k: int(k.rsplit("_", 1)[1]))]
+    record = ctx.runner.records["pseudo_fixed"]
+    jobs = record["metrics"]["jobs"]
+    files = [record["outputs"][k] for k in sorted(jobs, key=lambda k: jobs[k]["level"])]
     gt = dataset_json(pcfg.DATASETS.POINTS_GT)
     best = oracle_best_labels(files, gt)
     path = write_json_atomic(best, os.path.join(ctx.dir, "pseudo_labels.json"))
@@ -270,9 +274,11 @@ def _mrn(ctx):
 
 
 def _refine(ctx):
-    """The adaptive pseudo-labels refined by the MaskRefineNet; output and report keyed by the row."""
+    """The pseudo-labels of ``stage.refines`` refined by the MaskRefineNet, each mask around its ``point``
+    (adaptive: the click; threshold: the mask's centre of mass snapped into it, no click); output and report
+    keyed by the row."""
     row = ctx.stage.pseudo_rows[0]
-    spec = RefineSpec(pseudo=ctx.output("pseudo_adaptive", "adaptive"),
+    spec = RefineSpec(pseudo=ctx.output(ctx.stage.refines),
                       output=os.path.join(ctx.dir, "pseudo_labels.json"),
                       weights=ctx.output("mrn", "weights"), classes_from=ctx.pcfg.DATASETS.FULL)
     report = _report_post(ctx.pcfg, [row])
@@ -348,7 +354,9 @@ STAGES: Tuple[Stage, ...] = (
     Stage("mrn_data", _mrn_data, needs=("teacher",), produces=("mrn_train",), priority=40),
     Stage("mrn", _mrn, needs=("mrn_data",), produces=_TRAINED, priority=50, node="MRN"),
     Stage("pseudo_adaptive_mrn", _refine, needs=("pseudo_adaptive", "mrn"), pseudo_rows=("adaptive_mrn",),
-          produces=("adaptive_mrn",), priority=60),
+          produces=("adaptive_mrn",), priority=60, refines="pseudo_adaptive"),
+    Stage("pseudo_threshold_mrn", _refine, needs=("pseudo_threshold", "mrn"), pseudo_rows=("threshold_mrn",),
+          produces=("threshold_mrn",), priority=95, refines="pseudo_threshold"),
     Stage("labels", in_process(_labels), needs=("data", "pseudo_adaptive"), after=("pseudo_adaptive_mrn",),
           produces=("labels",), priority=70, when=lambda pcfg: pcfg.DATA.KIND == "custom"),
     Stage("student_threshold", _student, needs=("data", "pseudo_threshold"), model_rows=("student_threshold",),
