@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from wssis_d2.data.review_export import EXPORT_FORMATS, export_labels  # noqa: E402
+from wssis_d2.formats.review_export import EXPORT_FORMATS, export_labels  # noqa: E402
 from wssis_d2.utils.errors import run_cli  # noqa: E402
 from wssis_d2.utils.preflight import check_output_dir  # noqa: E402
 

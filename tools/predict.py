@@ -27,7 +27,7 @@ from detectron2.config import get_cfg  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from wssis_d2.config import add_wssis_config  # noqa: E402
-from wssis_d2.data.review_export import EXPORT_FORMATS  # noqa: E402
+from wssis_d2.formats.review_export import EXPORT_FORMATS  # noqa: E402
 from wssis_d2.predict import (CLICK_FORMATS, PointPredictor, export_points, predict_points,  # noqa: E402
                               single_image_points)
 from wssis_d2.utils.errors import WSSISInputError, run_cli  # noqa: E402

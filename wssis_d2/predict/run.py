@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..data.categories import contiguous_category_map
 from ..data.datasets.point_instances import point_records_from_coco
 from ..data.images import read_image
-from ..data.review_export import EXPORT_FORMATS
+from ..formats.review_export import EXPORT_FORMATS
 from ..data.validation import load_coco
 from ..evaluation.pseudo_labels import (instances_to_pseudo_annotations, pseudo_label_settings, pseudo_label_totals,
                                         write_pseudo_label_json)
