@@ -47,8 +47,10 @@ from ..data.point_utils import annotation_point
 from ..utils.errors import WSSISInputError
 from ..utils.part_files import atomic_output
 from .flatten import OVERLAP_RULES, flatten_objects
+from .review_export import group_annotations
 
-__all__ = ["LAYOUTS", "CSV_COLUMNS", "write_label_image", "image_objects", "export_label_images",
+__all__ = ["LAYOUTS", "CSV_COLUMNS", "write_label_image", "image_objects", "flattened_images", "write_flatten_info",
+           "export_label_images",
            "read_class_dict", "mask_path"]
 
 logger = logging.getLogger(__name__)
@@ -123,6 +125,37 @@ def _csv_rows(anns, pixels, clicks, ids, width, cats):
     return rows
 
 
+def flattened_images(coco: dict, overlap: str, counts: Counter, lost_ids: Dict[str, list]):
+    """Each image of ``coco`` flattened (:func:`~.flatten.flatten_objects`, rule ``overlap``): yields
+    (image, its annotations, pixels, clicks, the flatten result, has_mask (N,) bool); counts the objects and
+    those lost to overlaps into ``counts`` and lists the lost ones' annotation ids in ``lost_ids``."""
+    if overlap not in OVERLAP_RULES:
+        raise ValueError(f"unknown overlap rule {overlap!r}; choose from {list(OVERLAP_RULES)}")
+    _, by_image = group_annotations(coco)
+    for img in coco["images"]:
+        anns = by_image[img["id"]]
+        pixels, clicks, scores = image_objects(img, anns)
+        flat = flatten_objects(pixels, (img["height"], img["width"]), scores=scores, clicks=clicks, rule=overlap)
+        has_mask = np.array([len(p) > 0 for p in pixels], bool)
+        lost = flat["lost"] & has_mask
+        if lost.any():
+            lost_ids[img["file_name"]] = [anns[k]["id"] for k in np.flatnonzero(lost)]
+        counts["objects"] += int(has_mask.sum())
+        counts["objects lost to overlaps"] += int(lost.sum())
+        yield img, anns, pixels, clicks, flat, has_mask
+
+
+def write_flatten_info(path: str, info: dict, counts: Counter, lost_ids: Dict[str, list], overlap: str, what: str):
+    """Write the info json of a flattened export (``info`` + counts + lost annotation ids) and log the counts
+    (a warning naming the file when objects were lost)."""
+    write_json_atomic(dict(info, overlap_rule=overlap, counts=dict(counts), lost_annotation_ids=lost_ids), path,
+                      indent=1)
+    if counts["objects lost to overlaps"]:
+        logger.warning(f"{counts['objects lost to overlaps']} objects lost to overlaps (rule {overlap!r}); their "
+                       f"annotation ids are in {path}")
+    logger.info(f"{what} in {os.path.dirname(path)}: {dict(counts)}")
+
+
 def read_class_dict(csv_path: str) -> Dict[int, int]:
     """StarDist's ``{label id: class id}`` from an objects CSV (rows with label > 0; category ids as
     written: map them to 1..n_classes if your categories are not already numbered so)."""
@@ -137,21 +170,14 @@ def export_label_images(coco: dict, output_dir: str, image_root: Optional[str] =
     lost to overlaps per image). Returns the counts."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {list(LAYOUTS)}")
-    if overlap not in OVERLAP_RULES:
-        raise ValueError(f"unknown overlap rule {overlap!r}; choose from {list(OVERLAP_RULES)}")
     if png and layout != "cellpose":
         raise ValueError("png is for the cellpose layout (stardist masks take the image's own file name and type)")
     if copy_images and not image_root:
         raise WSSISInputError("copy_images needs the image root")
     cats = {c["id"]: c["name"] for c in coco["categories"]}
-    by_image = {img["id"]: [] for img in coco["images"]}
-    for a in coco["annotations"]:
-        by_image[a["image_id"]].append(a)
     counts, lost_ids, files = Counter(), {}, []
-    for img in coco["images"]:
-        anns = by_image[img["id"]]
-        pixels, clicks, scores = image_objects(img, anns)
-        flat = flatten_objects(pixels, (img["height"], img["width"]), scores=scores, clicks=clicks, rule=overlap)
+    for img, anns, pixels, clicks, flat, has_mask in flattened_images(coco, overlap, counts, lost_ids):
+        lost = flat["lost"] & has_mask
         rel = mask_path(img["file_name"], layout, png)
         if rel.endswith(".png") and flat["labels"].dtype == np.uint32:
             rel = os.path.splitext(rel)[0] + ".tif"
@@ -169,25 +195,14 @@ def export_label_images(coco: dict, output_dir: str, image_root: Optional[str] =
             dest = img["file_name"] if layout == "cellpose" else os.path.join("images", img["file_name"])
             os.makedirs(os.path.dirname(os.path.join(output_dir, dest)) or output_dir, exist_ok=True)
             shutil.copy2(os.path.join(image_root, img["file_name"]), os.path.join(output_dir, dest))
-        has_mask = np.array([len(p) > 0 for p in pixels], bool)
-        lost = flat["lost"] & has_mask
-        if lost.any():
-            lost_ids[img["file_name"]] = [anns[k]["id"] for k in np.flatnonzero(lost)]
         counts["images"] += 1
-        counts["objects"] += int(has_mask.sum())
-        counts["objects lost to overlaps"] += int(lost.sum())
         counts["objects partly hidden"] += int(((flat["hidden_pixels"] > 0) & ~lost).sum())
         counts["click pixels given back to their object"] += flat["clicks_restored"]
         counts["clicks outside their own mask"] += int(flat["clicks_outside_mask"].sum())
         counts["annotations without a mask (CSV only)"] += int((~has_mask).sum())
         files.append(rel)
     counts = Counter({k: v for k, v in counts.items() if v or k in ("images", "objects", "objects lost to overlaps")})
-    write_json_atomic({"layout": layout, "overlap_rule": overlap, "ids": "1..M per image over the objects that kept "
-                       "pixels, in annotation order (CSV column label; 0 = lost)", "counts": dict(counts),
-                       "lost_annotation_ids": lost_ids, "masks": files},
-                      os.path.join(output_dir, INFO_FILE), indent=1)
-    if counts["objects lost to overlaps"]:
-        logger.warning(f"{counts['objects lost to overlaps']} objects lost to overlaps (rule {overlap!r}); their "
-                       f"annotation ids are in {os.path.join(output_dir, INFO_FILE)}")
-    logger.info(f"Label images ({layout}) in {output_dir}: {dict(counts)}")
+    write_flatten_info(os.path.join(output_dir, INFO_FILE), {
+        "layout": layout, "ids": "1..M per image over the objects that kept pixels, in annotation order (CSV column "
+        "label; 0 = lost)", "masks": files}, counts, lost_ids, overlap, f"Label images ({layout})")
     return counts

@@ -37,6 +37,7 @@ from ..data.json_io import write_json_atomic
 from ..data.point_utils import annotation_point
 from ..utils.part_files import atomic_output
 from .edge_polygons import mask_to_edge_polygons, rasterize_rings
+from .review_export import group_annotations
 
 __all__ = ["TAG_NAMES", "labeling_config", "mask_to_rle", "rle_to_mask", "brush_region", "polygon_regions",
            "keypoint_region", "object_regions", "region_to_mask", "prediction", "task_objects",
@@ -221,10 +222,7 @@ def export_labelstudio(coco: dict, output_dir: str, image_root: Optional[str] = 
         counts: images, objects, regions by type, and what changed (holes filled, several polygons,
         objects without a mask).
     """
-    cats = {c["id"]: c["name"] for c in coco["categories"]}
-    by_image = {img["id"]: [] for img in coco["images"]}
-    for a in coco["annotations"]:
-        by_image[a["image_id"]].append(a)
+    cats, by_image = group_annotations(coco)
     counts, tasks = Counter(), []
     for img in coco["images"]:
         h, w = int(img["height"]), int(img["width"])

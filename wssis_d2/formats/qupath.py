@@ -31,6 +31,7 @@ from ..data.coco_masks import decode_segmentation
 from ..data.json_io import write_json_atomic
 from ..data.point_utils import annotation_point
 from .edge_polygons import mask_to_edge_polygons, rasterize_rings
+from .review_export import group_annotations
 
 __all__ = ["OBJECT_TYPES", "mask_geometry", "geometry_rings", "feature", "export_qupath", "read_qupath"]
 
@@ -86,11 +87,8 @@ def export_qupath(coco: dict, output_dir: str, image_root: Optional[str] = None,
     """One GeoJSON per image of ``coco`` into ``output_dir`` (module docstring). Returns the counts."""
     if object_type not in OBJECT_TYPES:
         raise ValueError(f"unknown QuPath object type {object_type!r}; choose from {list(OBJECT_TYPES)}")
-    cats = {c["id"]: c["name"] for c in coco["categories"]}
+    cats, by_image = group_annotations(coco)
     colors = {c["id"]: PALETTE[k % len(PALETTE)] for k, c in enumerate(coco["categories"])}
-    by_image = {img["id"]: [] for img in coco["images"]}
-    for a in coco["annotations"]:
-        by_image[a["image_id"]].append(a)
     counts = Counter()
     for img in coco["images"]:
         h, w = int(img["height"]), int(img["width"])

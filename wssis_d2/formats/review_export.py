@@ -28,7 +28,7 @@ import numpy as np
 from ..data.coco_masks import decode_segmentation
 from ..data.json_io import write_json_atomic
 
-__all__ = ["mask_to_polygons", "polygons_to_mask", "export_labelme", "export_cvat"]
+__all__ = ["mask_to_polygons", "polygons_to_mask", "group_annotations", "export_labelme", "export_cvat"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ def polygons_to_mask(polygons, height: int, width: int) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _group(coco):
+def group_annotations(coco):
+    """({category id: name}, {image id: [its annotations, in json order]}) of a COCO dict."""
     cats = {c["id"]: c["name"] for c in coco.get("categories", [])}
     by_image = {img["id"]: [] for img in coco["images"]}
     for a in coco["annotations"]:
@@ -92,7 +93,7 @@ def _shapes(ann, img, counts):
 def export_labelme(coco: dict, output_dir: str, image_root: str) -> Counter:
     """One labelme json per image under ``output_dir`` (``<file_name without extension>.json``, sub
     folders kept), ``imagePath`` relative to it. Returns the counts."""
-    cats, by_image = _group(coco)
+    cats, by_image = group_annotations(coco)
     counts = Counter()
     for img in coco["images"]:
         out = os.path.join(output_dir, os.path.splitext(img["file_name"])[0] + ".json")
@@ -120,7 +121,7 @@ def export_labelme(coco: dict, output_dir: str, image_root: str) -> Counter:
 def export_cvat(coco: dict, output_dir: str, image_root: Optional[str] = None) -> Counter:
     """``output_dir/annotations.xml`` in "CVAT for images 1.1" (upload it to a task holding the same
     images: Actions > Upload annotations > CVAT 1.1). Returns the counts."""
-    cats, by_image = _group(coco)
+    cats, by_image = group_annotations(coco)
     counts = Counter()
     root = ET.Element("annotations")
     ET.SubElement(root, "version").text = "1.1"
