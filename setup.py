@@ -39,5 +39,8 @@ setup(
     python_requires=">=3.9",
     # detectron2 itself is not listed: it has no PyPI distribution under that name (checked above).
     install_requires=["torch", "fvcore", "pycocotools", "opencv-python", "numpy", "tifffile", "imagecodecs"],
-    extras_require={"dev": ["pytest"]},
+    # labelstudio: Label Studio's own brush RLE (wssis_d2/formats/labelstudio.py). Its Pillow>=12.3 pin conflicts
+    # with detectron2 0.6 (Pillow<10): with that detectron2 install it with `pip install --no-deps
+    # label-studio-sdk` (as `make install` does, requirements-nodeps.txt); the brush module needs numpy only.
+    extras_require={"dev": ["pytest", "py-ctcmetrics"], "labelstudio": ["label-studio-sdk"]},
 )

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from wssis_d2.data.importers import POINT_FORMATS, PointImportError, import_points  # noqa: E402
+from wssis_d2.formats.importers import POINT_FORMATS, PointImportError, import_points  # noqa: E402
 from wssis_d2.utils.errors import run_cli  # noqa: E402
 from wssis_d2.utils.preflight import check_output_file  # noqa: E402
 

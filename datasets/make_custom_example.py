@@ -13,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from wssis_d2.data.custom_example import write_custom_example  # noqa: E402
+from wssis_d2.formats.custom_example import write_custom_example  # noqa: E402
 from wssis_d2.utils.errors import run_cli  # noqa: E402
 
 

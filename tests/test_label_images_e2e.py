@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from wssis_d2.data.json_io import write_json_atomic
-from wssis_d2.data.label_images import labels_to_coco, single_category
+from wssis_d2.formats.label_images import labels_to_coco, single_category
 from wssis_d2.data.splits import SEQUENCE_OUTPUTS, split_sequence
 from wssis_d2.pipeline import load_pipeline_cfg, plan_stages, run_pipeline
 

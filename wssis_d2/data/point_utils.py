@@ -9,12 +9,25 @@ import numpy as np
 import torch
 from detectron2.structures import BoxMode, Instances
 
-__all__ = ["is_point_annotation", "is_point_labeled", "point_annotations_to_instances"]
+__all__ = ["annotation_point", "is_point_annotation", "is_point_labeled", "point_annotations_to_instances"]
 
 
 def is_point_annotation(anno):
     """An annotation is a point label when it has ``point_coords`` and no ``segmentation``."""
     return "point_coords" in anno and "segmentation" not in anno
+
+
+def annotation_point(ann):
+    """The click of a COCO-style annotation, (x, y) continuous pixel coordinates, or None: ``point``
+    (pseudo-labels, predictions) or the first positive ``point_coords`` (point labels)."""
+    if ann.get("point") is not None:
+        return ann["point"]
+    coords = ann.get("point_coords") or []
+    labels = ann.get("point_labels") or [1] * len(coords)
+    for xy, label in zip(coords, labels):
+        if label == 1:
+            return xy
+    return None
 
 
 def is_point_labeled(dataset_dict):

@@ -35,7 +35,7 @@ Rules:
   (PointSup style, possibly several points with 0/1 labels) keeps its points as they are. If no
   point image has a mask, there is nothing to evaluate against and no points_gt is produced.
 
-A sequence (frames of a time-lapse, e.g. label images imported by :mod:`wssis_d2.data.label_images`) is
+A sequence (frames of a time-lapse, e.g. label images imported by :mod:`wssis_d2.formats.label_images`) is
 split by frame ranges instead, unsampled (:func:`split_sequence`): full / points / points_gt / test /
 train_all.
 """
@@ -311,7 +311,7 @@ def write_wssis_splits(json_file, output_dir, *, seed, percent=None, count=None,
 def split_sequence(coco, split_frames, *, point_rule="centroid", info=None, json_file="<sequence>"):
     """The :data:`SEQUENCE_OUTPUTS` of a sequence's COCO dict, split by frame ranges (no sampling).
 
-    Frame ``k`` is the ``k``-th image of ``coco["images"]`` (a :func:`~wssis_d2.data.label_images.labels_to_coco`
+    Frame ``k`` is the ``k``-th image of ``coco["images"]`` (a :func:`~wssis_d2.formats.label_images.labels_to_coco`
     dict: image id ``k + 1``). Outputs: ``full`` (the "full" frames, masks), ``points`` (the "points" frames,
     one click per annotation by ``point_rule``, keeping the annotation's id) and ``points_gt`` (their masks),
     ``test`` (the "test" frames, masks), ``train_all`` (full + points frames, masks) and, when

@@ -22,7 +22,7 @@ from typing import List, Optional
 from detectron2.data import MetadataCatalog
 
 from ..data.categories import category_metadata
-from ..data.datasets import register_dataset
+from ..data.datasets import add_dataset_kind, register_dataset
 from ..data.json_io import load_json
 
 __all__ = ["load_mrn_json", "register_mrn_dataset", "register_mrn_datasets", "mrn_dataset_root"]
@@ -81,6 +81,10 @@ def load_mrn_json(json_file: str, image_root: Optional[str] = None,
             }],
         })
     return dicts
+
+
+# MRN registers its own kind: wssis_d2.data knows nothing of MaskRefineNet (no data <-> mrn import circle).
+add_dataset_kind("mrn", load_mrn_json, {"evaluator_type": "mrn", "label_kind": "mrn_samples"})
 
 
 def register_mrn_dataset(name: str, json_file: str, image_root: Optional[str] = None) -> bool:

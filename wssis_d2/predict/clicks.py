@@ -1,7 +1,7 @@
 """Clicks for ``tools/predict.py``: a ``--points`` string or a labeling tool's export -> a point-label json.
 
 Every input becomes the point-label json of docs/DATA.md (a dict), built by the point importers
-(:mod:`wssis_d2.data.importers`), so that clicks are checked and numbered as ``datasets/import_points.py``
+(:mod:`wssis_d2.formats.importers`), so that clicks are checked and numbered as ``datasets/import_points.py``
 does them: a click's label is a **category name**, a click outside its image is an error.
 
 Categories: the model config has no names, only ``MODEL.SOLOV2.NUM_CLASSES``. With ``--categories`` (a
@@ -14,7 +14,7 @@ which must cover the model's classes exactly.
 import os
 from typing import List, Optional
 
-from ..data.importers import POINT_FORMATS, build_point_json, read_points
+from ..formats.importers import POINT_FORMATS, build_point_json, read_points
 from ..data.json_io import load_json
 from ..data.validation import check_coco, load_coco
 from ..utils.errors import WSSISInputError

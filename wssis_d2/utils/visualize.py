@@ -17,6 +17,7 @@ from detectron2.utils.visualizer import Visualizer
 
 from ..data.coco_masks import decode_segmentation
 from ..data.images import read_image
+from ..data.point_utils import annotation_point
 from ..data.validation import load_coco
 from .errors import WSSISInputError
 
@@ -25,18 +26,6 @@ __all__ = ["draw_instances", "instances_of_annotations", "render_records", "rend
 logger = logging.getLogger(__name__)
 
 _COLORS = colormap(rgb=True, maximum=1)
-
-
-def _point(ann) -> Optional[Sequence[float]]:
-    """The annotation's point: ``point`` (pseudo-labels) or the first positive ``point_coords`` (points)."""
-    if ann.get("point") is not None:
-        return ann["point"]
-    coords = ann.get("point_coords") or []
-    labels = ann.get("point_labels") or [1] * len(coords)
-    for xy, label in zip(coords, labels):
-        if label == 1:
-            return xy
-    return None
 
 
 def instances_of_annotations(annotations, height: int, width: int, class_name) -> List[dict]:
@@ -51,7 +40,7 @@ def instances_of_annotations(annotations, height: int, width: int, class_name) -
         score = ann.get("score")
         if score is not None and score != 1:
             label += f" {score:.2f}"
-        out.append({"label": label, "mask": mask, "point": _point(ann)})
+        out.append({"label": label, "mask": mask, "point": annotation_point(ann)})
     return out
 
 

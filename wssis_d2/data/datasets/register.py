@@ -18,15 +18,16 @@ Kinds (how the json is loaded, lazily, on first use; the metadata each sets besi
   ``evaluator_type`` "coco", ``label_kind`` "full" unless given.
 * ``"points"``: a point-label json (:func:`~.point_instances.load_point_json`); ``label_kind`` "points",
   no evaluator (a points set has no masks).
-* ``"mrn"``: MaskRefineNet samples (:func:`wssis_d2.mrn.datasets.load_mrn_json`); ``evaluator_type`` "mrn",
-  ``label_kind`` "mrn_samples"; ``image_root`` only when given (else the json's own).
 * ``"user"``: a file of the user's (``DATASETS.WSSIS_REGISTER``, :mod:`.user`): read once now, checked,
   categories from the json; a points file is a ``"points"`` set, otherwise a masks set whose flagged
   annotations (``wssis_flag``) are left out.
+* a kind another package adds with :func:`add_dataset_kind` (its loader and metadata; ``image_root`` only
+  when given): MaskRefineNet's ``"mrn"`` samples (:mod:`wssis_d2.mrn.datasets` adds it when imported).
+  Registration knows no such package: ``data/`` never imports ``mrn/``.
 """
 import logging
 import os
-from typing import Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import load_coco_json
@@ -34,11 +35,30 @@ from detectron2.data.datasets.coco import load_coco_json
 from ..coco_masks import clean_mask_records
 from .point_instances import load_point_json
 
-__all__ = ["DATASET_KINDS", "register_dataset", "registered_json"]
+__all__ = ["DATASET_KINDS", "add_dataset_kind", "dataset_kinds", "register_dataset", "registered_json"]
 
 logger = logging.getLogger(__name__)
 
-DATASET_KINDS = ("masks", "coco", "points", "mrn", "user")
+DATASET_KINDS = ("masks", "coco", "points", "user")  # the built-in kinds
+_ADDED_KINDS: Dict[str, Tuple[Callable[[str, Optional[str], str], List[dict]], dict]] = {}
+
+
+def add_dataset_kind(kind: str, load: Callable[[str, Optional[str], str], List[dict]], metadata: dict) -> None:
+    """Add a dataset kind that another package loads (e.g. ``"mrn"``, by :mod:`wssis_d2.mrn.datasets`).
+
+    Args:
+        kind: the new kind's name (not a built-in one; adding the same kind again replaces it).
+        load: ``load(json_file, image_root or None, name) -> list of dataset dicts``, called lazily.
+        metadata: set on every dataset of this kind (e.g. ``evaluator_type``, ``label_kind``).
+    """
+    if kind in DATASET_KINDS:
+        raise ValueError(f"{kind!r} is a built-in dataset kind")
+    _ADDED_KINDS[kind] = (load, dict(metadata))
+
+
+def dataset_kinds() -> Tuple[str, ...]:
+    """The built-in kinds and those added by :func:`add_dataset_kind`."""
+    return DATASET_KINDS + tuple(_ADDED_KINDS)
 
 
 def registered_json(name: str) -> Optional[str]:
@@ -54,12 +74,6 @@ def _load_masks(json_file, image_root, name, hint):
     return clean_mask_records(load_coco_json(json_file, image_root, name), f"{name} ({json_file})")
 
 
-def _load_mrn(json_file, image_root, name):
-    from ...mrn.datasets import load_mrn_json  # wssis_d2.mrn builds on wssis_d2.data: imported on use
-
-    return load_mrn_json(json_file, image_root, name)
-
-
 def register_dataset(name: str, json_file: str, kind: str, image_root: Optional[str] = "",
                      metadata: Optional[dict] = None, *, hint: Optional[str] = None) -> bool:
     """Register ``json_file`` as dataset ``name`` (module docstring: kinds, metadata, idempotence).
@@ -67,7 +81,7 @@ def register_dataset(name: str, json_file: str, kind: str, image_root: Optional[
     Args:
         name: the dataset name.
         json_file: the json (read lazily, except kind "user").
-        kind: one of ``DATASET_KINDS``.
+        kind: one of :func:`dataset_kinds`.
         image_root: folder the images' ``file_name`` are relative to.
         metadata: extra metadata (``thing_classes``, ``label_kind``, ``points_gt_dataset``, ...).
         hint: added to the error when the file is missing when the dataset is used.
@@ -75,8 +89,9 @@ def register_dataset(name: str, json_file: str, kind: str, image_root: Optional[
     Returns:
         True when ``name`` was registered now, False when it already was, with this file.
     """
-    if kind not in DATASET_KINDS:
-        raise ValueError(f"Unknown dataset kind {kind!r} for {name!r}; choose one of {list(DATASET_KINDS)}")
+    if kind not in dataset_kinds():
+        raise ValueError(f"Unknown dataset kind {kind!r} for {name!r}; choose one of {list(dataset_kinds())} "
+                         "(a package adds its own kind when imported: 'mrn' by wssis_d2.mrn)")
     if name in DatasetCatalog.list():
         known = registered_json(name)
         if known and os.path.abspath(known) == os.path.abspath(json_file):
@@ -99,10 +114,11 @@ def register_dataset(name: str, json_file: str, kind: str, image_root: Optional[
         DatasetCatalog.register(name, lambda: load_masks(json_file, image_root, name, hint))
     elif kind == "coco":
         DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
-    else:  # mrn
-        DatasetCatalog.register(name, lambda: _load_mrn(json_file, image_root, name))
-    if kind == "mrn":
-        meta.update(evaluator_type="mrn", label_kind="mrn_samples")
+    else:  # an added kind
+        load, added_meta = _ADDED_KINDS[kind]
+        DatasetCatalog.register(name, lambda: load(json_file, image_root or None, name))
+    if kind in _ADDED_KINDS:
+        meta.update(added_meta)
         if image_root:
             meta["image_root"] = image_root
     else:

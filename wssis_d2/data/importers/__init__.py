@@ -1,10 +1,3 @@
-"""Point importers: clicks exported by labeling tools -> the point-label json of docs/DATA.md.
-
-Formats (``POINT_FORMATS``, one module each): ``labelme``, ``cvat``, ``labelstudio``,
-``coco-keypoints``, ``csv``. ``import_points`` is what ``datasets/import_points.py`` runs.
-"""
-from . import coco_keypoints, csv_points, cvat, labelme, labelstudio  # noqa: F401  (register the formats)
-from .core import POINT_FORMATS, PointImportError, build_point_json, import_points, read_points, register_format
-
-__all__ = ["POINT_FORMATS", "PointImportError", "build_point_json", "import_points", "read_points",
-           "register_format"]
+# Moved to wssis_d2.formats.importers; this old import path is kept for users' scripts.
+from ...formats.importers import *  # noqa: F401,F403
+from ...formats.importers import __all__  # noqa: F401

@@ -5,7 +5,7 @@ indices (x = column of the pixel): the click is (x + 0.5, y + 0.5), the pixel's 
 does when it loads COCO keypoints. Labels are the file's category names (matched by name to
 ``--categories``). Annotations without a visible keypoint are counted and skipped.
 """
-from ..json_io import load_json
+from ...data.json_io import load_json
 from .core import PointImportError, register_format
 
 __all__ = ["read_coco_keypoints"]

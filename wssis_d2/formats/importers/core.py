@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from PIL import Image
 
-from ..json_io import load_json, write_json_atomic
+from ...data.json_io import load_json, write_json_atomic
 from ...utils.errors import WSSISInputError
 
 __all__ = ["POINT_FORMATS", "PointImportError", "register_format", "build_point_json", "read_points",
@@ -28,7 +28,7 @@ __all__ = ["POINT_FORMATS", "PointImportError", "register_format", "build_point_
 
 logger = logging.getLogger(__name__)
 
-TOOL = "wssis_d2.data.importers (datasets/import_points.py)"
+TOOL = "wssis_d2.formats.importers (datasets/import_points.py)"
 # Format name -> reader(path, image_root) -> (entries, ignored counts).
 POINT_FORMATS: Dict[str, Callable] = {}
 # Label Studio stores uploads as "<8 hex digits>-<original name>".
