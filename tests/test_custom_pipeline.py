@@ -11,7 +11,7 @@ from PIL import Image
 
 from wssis_d2.formats.custom_example import write_custom_example
 from wssis_d2.formats.importers import import_points
-from wssis_d2.formats.review_export import export_labels
+from wssis_d2.formats.exports import export_labels
 from wssis_d2.pipeline import load_pipeline_cfg, plan_stages, run_pipeline
 from wssis_d2.pipeline.run import row_plan
 

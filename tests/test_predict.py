@@ -28,6 +28,8 @@ from wssis_d2.data.categories import contiguous_category_map
 from wssis_d2.data.coco_masks import decode_segmentation
 from wssis_d2.data.images import read_image
 from wssis_d2.data.point_rules import centroid_point
+from wssis_d2.formats.label_image_export import mask_path
+from wssis_d2.formats.label_images import read_label_file
 from wssis_d2.mrn.refine import refine_pseudo_labels
 from wssis_d2.utils.errors import WSSISInputError
 
@@ -250,10 +252,18 @@ def test_cli_one_image_with_class_indices(trained, tmp_path):
     cli = _predict_cli()
     argv = ["--config-file", SOLO_CFG, "--weights", trained["weights"], "--image", path, "--output", str(tmp_path),
             "--no-progress", *RESIZED]
-    cli.main(argv[:6] + ["--points", spec] + argv[6:])
+    cli.main(argv[:6] + ["--points", spec, "--export", "label-images", "--layout", "stardist"] + argv[6:])
     pred = json.load(open(tmp_path / "predictions.json"))
     assert pred["categories"] == [{"id": i, "name": str(i)} for i in range(6)]  # class indices
     assert len(pred["annotations"]) + len(pred["info"]["clicks_without_mask"]) == len(pts)
+    rel = mask_path(img["file_name"], "stardist")  # StarDist layout: masks/<the image's own name>
+    lab = read_label_file(str(tmp_path / "label-images" / rel))
+    assert lab.max() == len(pred["annotations"]) - json.load(open(
+        tmp_path / "label-images" / "label_images_info.json"))["counts"]["objects lost to overlaps"]
+    rows = open(tmp_path / "label-images" / (os.path.splitext(rel)[0] + "_objects.csv")).read().splitlines()
+    assert len(rows) == 1 + len(pts)  # every click has its row, those without a mask too (label 0)
+    with pytest.raises(WSSISInputError, match="--polygons does not apply to --format/--export label-images"):
+        cli.main(argv[:6] + ["--points", spec, "--export", "label-images", "--polygons"] + argv[6:])
     assert all(a["category_id"] == classes[a["point_ann_id"] - 1] for a in pred["annotations"])  # clicks 1..N
     with pytest.raises(WSSISInputError, match="unknown label 'circle'"):
         cli.main(argv[:6] + ["--points", "5,5,circle"] + argv[6:])

@@ -10,8 +10,9 @@
         --output pred/ --export labelme --overlay
     # with a MaskRefineNet: --mrn-config configs/MRN/MRN_R18_cpu.yaml --mrn-weights mrn.pth
 
-Writes ``<output>/predictions.json`` (the pseudo-label export's schema), with ``--export`` review files
-(``<output>/labelme/`` or ``<output>/cvat/annotations.xml``), with ``--overlay`` ``<output>/overlays/*.png``.
+Writes ``<output>/predictions.json`` (the pseudo-label export's schema), with ``--export FORMAT`` the masks for
+a tool in ``<output>/FORMAT/`` (labelme, cvat: review files; label-images, ctc, qupath, labelstudio: see
+tools/export_labels.py), with ``--overlay`` ``<output>/overlays/*.png``.
 An interrupted run continues where it stopped when run again (``--overwrite``: start over). Trailing
 ``KEY VALUE`` pairs override the model config (e.g. ``MODEL.WSSIS.PSEUDO_LABEL_MODE fixed``
 ``MODEL.DEVICE cuda``).
@@ -27,7 +28,7 @@ from detectron2.config import get_cfg  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from wssis_d2.config import add_wssis_config  # noqa: E402
-from wssis_d2.formats.review_export import EXPORT_FORMATS  # noqa: E402
+from wssis_d2.formats.exports import EXPORT_FORMATS, add_export_arguments, export_options  # noqa: E402
 from wssis_d2.predict import (CLICK_FORMATS, PointPredictor, export_points, predict_points,  # noqa: E402
                               single_image_points)
 from wssis_d2.utils.errors import WSSISInputError, run_cli  # noqa: E402
@@ -51,10 +52,13 @@ def get_parser():
                         "class indices 0..NUM_CLASSES-1 are the labels")
     p.add_argument("--skip-unknown", action="store_true", help="skip (and count) clicks with an unknown label")
     p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--export", default=None, choices=sorted(EXPORT_FORMATS), help="also write review files")
+    p.add_argument("--export", default=None, choices=sorted(EXPORT_FORMATS),
+                   help="also write the masks for a tool: review files (labelme, cvat), label-images, ctc, "
+                        "qupath, labelstudio (options below; docs/DATA.md)")
     p.add_argument("--overlay", action="store_true", help="draw overlays/<image>.png")
     p.add_argument("--overwrite", action="store_true", help="discard an interrupted run's predictions")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_export_arguments(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="model config overrides KEY VALUE ...")
     return p
 
@@ -78,6 +82,10 @@ def main(argv=None):
         raise WSSISInputError("give either --image and --points, or --images, --clicks and --format")
     if bool(args.mrn_config) != bool(args.mrn_weights):
         raise WSSISInputError("--mrn-config and --mrn-weights go together")
+    try:
+        options = export_options(args, args.export)
+    except ValueError as e:
+        raise WSSISInputError(str(e))
     check_output_dir(args.output)
     setup_logger(name="wssis_d2", abbrev_name="wssis")
     logger = logging.getLogger("wssis_d2.predict")
@@ -97,13 +105,13 @@ def main(argv=None):
             "mrn_config": os.path.abspath(args.mrn_config) if args.mrn_config else None,
             "clicks": source, "clicks_format": args.format or "--points",
             "categories_from": os.path.abspath(args.categories) if args.categories else "class indices"}
-    res = predict_points(predictor, points, image_root, args.output, export=args.export, overlay=args.overlay,
-                         overwrite=args.overwrite, info=info, progress=not args.no_progress)
+    res = predict_points(predictor, points, image_root, args.output, export=args.export, export_options=options,
+                         overlay=args.overlay, overwrite=args.overwrite, info=info, progress=not args.no_progress)
     logger.info(f"{res['num_images']} images ({res['num_resumed']} from an earlier run), {res['num_clicks']} "
                 f"clicks: {res['num_masks']} masks, {res['num_clicks_without_mask']} clicks without a mask")
     print(f"predictions: {res['predictions']}")
     if res["review"]:
-        print(f"{args.export} review files: {res['review']}")
+        print(f"{args.export} files: {res['review']}")
     if res["overlays"]:
         print(f"overlays: {res['overlays']}")
     return res

@@ -27,10 +27,8 @@ import numpy as np
 
 from ..data.coco_masks import decode_segmentation
 from ..data.json_io import write_json_atomic
-from ..data.validation import load_coco
 
-__all__ = ["mask_to_polygons", "polygons_to_mask", "export_labelme", "export_cvat", "export_labels",
-           "EXPORT_FORMATS"]
+__all__ = ["mask_to_polygons", "polygons_to_mask", "export_labelme", "export_cvat"]
 
 logger = logging.getLogger(__name__)
 
@@ -162,22 +160,4 @@ def export_cvat(coco: dict, output_dir: str, image_root: Optional[str] = None) -
     ET.indent(root)
     ET.ElementTree(root).write(path + ".tmp", encoding="utf-8", xml_declaration=True)
     os.replace(path + ".tmp", path)
-    return counts
-
-
-EXPORT_FORMATS = {"labelme": export_labelme, "cvat": export_cvat}
-
-
-def export_labels(json_file: str, fmt: str, output_dir: str, image_root: Optional[str] = None) -> dict:
-    """Export ``json_file`` in ``fmt`` (``EXPORT_FORMATS``) to ``output_dir``; ``image_root`` defaults to
-    the json's ``info["image_root"]``. Returns the counts."""
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {sorted(EXPORT_FORMATS)}")
-    coco = load_coco(json_file, "pseudo")
-    image_root = image_root or (coco.get("info") or {}).get("image_root")
-    if not image_root:
-        raise ValueError(f"{json_file}: no info.image_root; give the image root (--image-root)")
-    counts = dict(EXPORT_FORMATS[fmt](coco, output_dir, image_root))
-    logger.info(f"Exported {json_file} as {fmt} to {output_dir}: {counts} (holes filled; multi-part masks "
-                "as grouped polygons)")
     return counts

@@ -8,6 +8,8 @@ Output folder::
                             (clicks the model gave no mask: not annotations, the schema has masks only)
     labelme/*.json          with --export labelme: one review file per image (``review_export``: outer-contour
     cvat/annotations.xml    polygons; clicks without a mask as point shapes), or --export cvat
+    <format>/               with --export label-images / ctc / qupath / labelstudio (``wssis_d2.formats.exports``;
+                            clicks without a mask: objects-CSV rows, Label Studio keypoints, counted elsewhere)
     overlays/<name>.png     with --overlay: every click's mask (class name and score) and its click, drawn by
                             ``wssis_d2.utils.visualize``; a click without a mask is a dot with its class name;
                             <name>: the image's path under the image root, "/" as "__" (sub/t1.tif: sub__t1)
@@ -29,7 +31,7 @@ from tqdm import tqdm
 from ..data.categories import contiguous_category_map
 from ..data.datasets.point_instances import point_records_from_coco
 from ..data.images import read_image
-from ..formats.review_export import EXPORT_FORMATS
+from ..formats.exports import EXPORT_FORMATS, export_coco
 from ..data.validation import load_coco
 from ..evaluation.pseudo_labels import (instances_to_pseudo_annotations, pseudo_label_settings, pseudo_label_totals,
                                         write_pseudo_label_json)
@@ -99,14 +101,16 @@ def _restamped(records, image_ids: Dict[str, int]):
 
 
 def predict_points(predictor, points: dict, image_root: str, output_dir: str, *, export: Optional[str] = None,
-                   overlay: bool = False, overwrite: bool = False, info: Optional[dict] = None,
+                   export_options: Optional[dict] = None, overlay: bool = False, overwrite: bool = False, info: Optional[dict] = None,
                    progress: bool = True) -> dict:
     """Predict every click of the point-label json ``points`` (docs/DATA.md; images under ``image_root``)
     with ``predictor`` (a ``PointPredictor``) into ``output_dir`` (module docstring), resuming an
     interrupted run.
 
     Args:
-        export: None, "labelme" or "cvat" (``review_export.EXPORT_FORMATS``).
+        export: None or a format of ``wssis_d2.formats.exports.EXPORT_FORMATS`` ("labelme", "cvat",
+            "label-images", "ctc", "qupath", "labelstudio").
+        export_options: the writer's options (``--layout``, ``--overlap``, ...; ``exports.OPTIONS``).
         overlay: draw ``overlays/<relative path, "/" as "__">.png`` per image.
         overwrite: discard the part file of an earlier run instead of resuming it.
         info: extra ``info`` fields of predictions.json (e.g. the config file, the click source).
@@ -121,7 +125,7 @@ def predict_points(predictor, points: dict, image_root: str, output_dir: str, *,
             on, a part file of other settings; and what :class:`PointPredictor` raises.
     """
     if export is not None and export not in EXPORT_FORMATS:
-        raise WSSISInputError(f"unknown review format {export!r}; choose from {sorted(EXPORT_FORMATS)}")
+        raise WSSISInputError(f"unknown export format {export!r}; choose from {sorted(EXPORT_FORMATS)}")
     os.makedirs(output_dir, exist_ok=True)
     output = os.path.join(output_dir, PREDICTIONS)
     part = output + ".part.jsonl"
@@ -170,7 +174,7 @@ def predict_points(predictor, points: dict, image_root: str, output_dir: str, *,
             "clicks_without_mask": without}
     write_pseudo_label_json(output, meta, images, categories,
                             _restamped(read_records([part], key="file_name"), image_ids))
-    review = _review(output, without, export, output_dir, image_root) if export else None
+    review = _review(output, without, export, output_dir, image_root, export_options or {}) if export else None
     os.remove(part)
     return {"predictions": output, "review": review, "overlays": overlay_dir if overlay else None,
             "num_images": len(images), "num_resumed": len(records) - len(pending),
@@ -178,7 +182,7 @@ def predict_points(predictor, points: dict, image_root: str, output_dir: str, *,
             "num_clicks_without_mask": len(without)}
 
 
-def _review(predictions: str, without: List[dict], fmt: str, output_dir: str, image_root: str) -> str:
+def _review(predictions: str, without: List[dict], fmt: str, output_dir: str, image_root: str, options: dict) -> str:
     """Review files of ``predictions`` in ``fmt`` with the clicks without a mask as points; returns where."""
     coco = load_coco(predictions, "pseudo")
     next_id = max([a["id"] for a in coco["annotations"]], default=0) + 1
@@ -186,6 +190,7 @@ def _review(predictions: str, without: List[dict], fmt: str, output_dir: str, im
         {"id": next_id + k, "image_id": c["image_id"], "category_id": c["category_id"], "point_coords": [c["point"]],
          "point_labels": [1], "score": 0.0} for k, c in enumerate(without)]
     folder = os.path.join(output_dir, fmt)
-    counts = dict(EXPORT_FORMATS[fmt](coco, folder, image_root))
+    counts = export_coco(coco, fmt, folder, image_root, **options)
     logger.info(f"Review files ({fmt}) in {folder}: {counts}")
-    return os.path.join(folder, "annotations.xml") if fmt == "cvat" else folder
+    return {"cvat": os.path.join(folder, "annotations.xml"), "labelstudio": os.path.join(folder, "tasks.json")}.get(
+        fmt, folder)
