@@ -117,7 +117,7 @@ def main():
     from wssis_d2.data.images import read_image
     from wssis_d2.data.point_rules import centroid_point
     from wssis_d2.formats.labelstudio import keypoint_region, labeling_config, rle_to_mask
-    from wssis_d2.serve.__main__ import model_config
+    from wssis_d2.predict.config import model_config
 
     torch.set_num_threads(args.threads)
     coco = json.load(open(gt))
@@ -238,7 +238,7 @@ def main():
         checks["bad_task_prediction"] = bad[0]["model_version"] if bad else None
 
         # interactive: one request per click through Label Studio, each result saved as an annotation
-        times, i_compared, i_equal = [], 0, 0
+        times, direct, i_compared, i_equal = [], [], 0, 0
         for img in coco["images"][:args.tasks]:
             task = by_file[img["file_name"]]
             image = read_image(os.path.join(images, img["file_name"]), "BGR")
@@ -252,6 +252,10 @@ def main():
                                {"task": task["id"], "context": {"result": [kp]}}, token)
                 times.append(time.perf_counter() - t0)
                 assert st == 200 and "data" in res, (st, res)
+                t0 = time.perf_counter()  # the same request straight to the backend: its own share
+                http("POST", backend_url + "/predict", {"tasks": [task], "label_config": project["label_config"],
+                                                         "params": {"context": {"result": [kp]}}})
+                direct.append(time.perf_counter() - t0)
                 single = predictor(image, [[x, y]], [c])
                 regions = res["data"]["result"]
                 if single.no_mask[0]:
@@ -269,6 +273,7 @@ def main():
         result["latency_s"]["click_median"] = round(statistics.median(times[1:]), 3)
         result["latency_s"]["click_max"] = round(max(times[1:]), 3)
         result["latency_s"]["clicks"] = len(times)
+        result["latency_s"]["click_backend_alone_median"] = round(statistics.median(direct[1:]), 3)
 
         # a second retrieval: tasks predicted from clicks are not asked again; the plain one is
         http("POST", ls_url + f"/api/dm/actions?id=retrieve_tasks_predictions&project={pid}",

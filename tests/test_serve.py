@@ -25,7 +25,8 @@ from wssis_d2.data.categories import contiguous_category_map  # noqa: E402
 from wssis_d2.data.images import read_image  # noqa: E402
 from wssis_d2.formats.labelstudio import keypoint_region, labeling_config, rle_to_mask  # noqa: E402
 from wssis_d2.serve import Backend, ImageSource  # noqa: E402
-from wssis_d2.serve.__main__ import build_backend, get_parser, main as serve_main, model_config  # noqa: E402
+from wssis_d2.predict.config import model_config  # noqa: E402
+from wssis_d2.serve.__main__ import build_backend, get_parser, main as serve_main  # noqa: E402
 from wssis_d2.serve.app import create_app  # noqa: E402
 from wssis_d2.serve.backend import PLAIN_SUFFIX  # noqa: E402
 from wssis_d2.utils.errors import WSSISInputError  # noqa: E402

@@ -24,13 +24,12 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from wssis_d2.config import add_wssis_config  # noqa: E402
 from wssis_d2.formats.exports import EXPORT_FORMATS, add_export_arguments, export_options  # noqa: E402
 from wssis_d2.predict import (CLICK_FORMATS, PointPredictor, export_points, predict_points,  # noqa: E402
                               single_image_points)
+from wssis_d2.predict.config import model_config  # noqa: E402
 from wssis_d2.utils.errors import WSSISInputError, run_cli  # noqa: E402
 from wssis_d2.utils.preflight import check_output_dir  # noqa: E402
 
@@ -63,16 +62,6 @@ def get_parser():
     return p
 
 
-def _cfg(config_file, weights, opts):
-    cfg = get_cfg()
-    add_wssis_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    cfg.MODEL.WEIGHTS = weights
-    cfg.freeze()
-    return cfg
-
-
 def main(argv=None):
     args = get_parser().parse_args(argv)
     if args.opts and args.opts[0] == "--":
@@ -89,8 +78,8 @@ def main(argv=None):
     check_output_dir(args.output)
     setup_logger(name="wssis_d2", abbrev_name="wssis")
     logger = logging.getLogger("wssis_d2.predict")
-    cfg = _cfg(args.config_file, args.weights, args.opts)
-    mrn_cfg = _cfg(args.mrn_config, args.mrn_weights, []) if args.mrn_config else None
+    cfg = model_config(args.config_file, args.weights, args.opts)
+    mrn_cfg = model_config(args.mrn_config, args.mrn_weights, []) if args.mrn_config else None
     num_classes = cfg.MODEL.SOLOV2.NUM_CLASSES
     if args.image:
         points = single_image_points(args.image, args.points, args.categories, num_classes,

@@ -17,12 +17,11 @@ import argparse
 import logging
 from typing import Optional
 
-from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_wssis_config
 from ..formats.labelstudio import labeling_config
 from ..predict import PointPredictor, load_categories
+from ..predict.config import model_config
 from ..utils.errors import WSSISInputError, run_cli
 from .app import create_app
 from .backend import Backend, model_version_of
@@ -44,17 +43,6 @@ def get_parser():
     p.add_argument("--print-config", action="store_true", help="print the labeling config and exit")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="model config overrides KEY VALUE ...")
     return p
-
-
-def model_config(config_file: str, weights: str, opts=()):
-    """The frozen model config of ``config_file`` with ``opts`` and ``MODEL.WEIGHTS`` = ``weights``."""
-    cfg = get_cfg()
-    add_wssis_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    cfg.MODEL.WEIGHTS = weights
-    cfg.freeze()
-    return cfg
 
 
 def registered_categories_json(cfg) -> Optional[str]:

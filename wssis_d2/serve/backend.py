@@ -28,6 +28,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections import Counter
 from typing import Dict, List, Optional, Sequence
 
@@ -128,7 +129,7 @@ class Backend:
         interactive = isinstance(context, dict) and bool(context.get("result"))
         if interactive and len(tasks) != 1:
             raise RequestError(400, {"error": f"an interactive request (with context) holds one task, not {len(tasks)}"})
-        results, errors = [], []
+        results, errors, t0 = [], [], time.perf_counter()
         for task in tasks:
             try:
                 results.append(self._task(task, tags, context["result"] if interactive else None))
@@ -138,6 +139,8 @@ class Backend:
                 results.append({"result": [], "score": 0.0, "model_version": f"error: {e}"})
         self.counts["tasks"] += len(tasks)
         self.counts["task errors"] += len(errors)
+        logger.info(f"predict{' (interactive)' if interactive else ''}: {len(tasks)} task(s), {len(errors)} error(s), "
+                    f"{time.perf_counter() - t0:.3f} s")
         if errors and len(tasks) == 1:
             raise RequestError(422, {"error": errors[0]["error"], "task": errors[0]["task"]})
         return {"results": results}
