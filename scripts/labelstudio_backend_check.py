@@ -139,7 +139,7 @@ def main():
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 raise SystemExit(f"port {port} is in use: stop what listens there or choose another port")
     shutil.rmtree(os.path.join(work, "ls-data"), ignore_errors=True)  # a fresh Label Studio every run
-    procs, result = [], {"label_studio": None, "checks": {}, "latency_s": {}}
+    procs, result = [], {"label_studio": None, "checks": {}, "latency_s": {}, "load_avg_start": os.getloadavg()}
     try:
         ls = subprocess.Popen([args.label_studio, "start", "--no-browser", "--internal-host", "127.0.0.1", "-p",
                                str(args.ls_port), "--data-dir", os.path.join(work, "ls-data"), "--username",
@@ -284,6 +284,7 @@ def main():
         ok = (equal == compared and i_equal == i_compared and len(got) == len(d2)
               and all(np.array_equal(m, w) for (_, m), w in zip(got, d2.pred_masks.numpy())))
         result["ok"] = bool(ok)
+        result["load_avg_end"] = os.getloadavg()
     finally:
         for proc in reversed(procs):
             proc.terminate()

@@ -209,7 +209,8 @@ def test_bad_input_is_a_clear_error(served, tmp_path):
     two = _predict(served, [good, good], context={"result": good["annotations"][0]["result"][:1]})
     assert two.status_code == 400 and "one task" in two.get_json()["error"]
     assert served["client"].get("/nothing").status_code == 404
-    assert served["client"].get("/health").status_code == 200  # still serving
+    health = served["client"].get("/health")
+    assert health.status_code == 200 and health.get_json()["counts"]["task errors"] >= 10  # still serving, counted
 
 
 def test_concurrent_requests_are_all_answered(served):

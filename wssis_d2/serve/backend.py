@@ -89,12 +89,12 @@ class Backend:
         self.images = images
         self.model_version = model_version
         self.lock = threading.Lock()  # one model pass at a time
-        self.counts = Counter()  # requests and what they held, for the log and /health
+        self.counts = Counter()  # tasks predicted and task errors, shown by /health
 
     # ------------------------------------------------------------------ endpoints
     def health(self) -> dict:
         return {"status": "UP", "model_class": type(self).__name__, "model_version": self.model_version,
-                "labels": self.names}
+                "labels": self.names, "counts": dict(self.counts)}
 
     def setup(self, body: dict) -> dict:
         """``/setup``: checks the project's labeling config (``schema``), takes Label Studio's address and
@@ -125,7 +125,8 @@ class Backend:
             tags = parse_label_config(body.get("label_config"))
         except WSSISInputError as e:
             raise RequestError(422, {"error": str(e)}) from e
-        context = (body.get("params") or {}).get("context") or body.get("context")
+        params = body.get("params") if isinstance(body.get("params"), dict) else {}
+        context = params.get("context") or body.get("context")
         interactive = isinstance(context, dict) and bool(context.get("result"))
         if interactive and len(tasks) != 1:
             raise RequestError(400, {"error": f"an interactive request (with context) holds one task, not {len(tasks)}"})
