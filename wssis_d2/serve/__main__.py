@@ -21,7 +21,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..formats.labelstudio import labeling_config
 from ..predict import PointPredictor, load_categories
-from ..predict.config import model_config
+from ..predict.config import add_model_arguments, model_configs
 from ..utils.errors import WSSISInputError, run_cli
 from .app import create_app
 from .backend import Backend, model_version_of
@@ -31,10 +31,7 @@ from .images import ImageSource
 def get_parser():
     p = argparse.ArgumentParser(prog="python -m wssis_d2.serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-file", required=True, help="the SOLOv2 config the weights were trained with")
-    p.add_argument("--weights", required=True, help="trained SOLOv2 checkpoint (teacher or student)")
-    p.add_argument("--mrn-config", default=None, help="MaskRefineNet config: refine the clicked masks")
-    p.add_argument("--mrn-weights", default=None, help="trained MaskRefineNet checkpoint")
+    add_model_arguments(p)
     p.add_argument("--categories", default=None, help="COCO json whose categories the model was trained on")
     p.add_argument("--image-root", default=None, help="read the tasks' images from this folder")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
@@ -56,11 +53,7 @@ def registered_categories_json(cfg) -> Optional[str]:
 
 def build_backend(args) -> Backend:
     """The model (loaded once), its categories and the image source of the parsed ``args``."""
-    if bool(args.mrn_config) != bool(args.mrn_weights):
-        raise WSSISInputError("--mrn-config and --mrn-weights go together")
-    opts = args.opts[1:] if args.opts and args.opts[0] == "--" else args.opts
-    cfg = model_config(args.config_file, args.weights, opts)
-    mrn_cfg = model_config(args.mrn_config, args.mrn_weights) if args.mrn_config else None
+    cfg, mrn_cfg = model_configs(args)
     categories = load_categories(args.categories or registered_categories_json(cfg), cfg.MODEL.SOLOV2.NUM_CLASSES)
     predictor = PointPredictor(cfg, mrn_cfg)
     images = ImageSource(args.image_root, predictor.input_format)
