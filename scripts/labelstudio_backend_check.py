@@ -149,8 +149,8 @@ def main():
         procs.append(ls)
         backend = subprocess.Popen([sys.executable, "-m", "wssis_d2.serve", "--config-file", CONFIG, "--weights",
                                     weights, "--categories", gt, "--port", str(args.backend_port)],
-                                   cwd=REPO, env={**os.environ, "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": token,
-                                                  "OMP_NUM_THREADS": str(args.threads)},
+                                   cwd=REPO, env={**os.environ, "LABEL_STUDIO_URL": ls_url,
+                                                  "LABEL_STUDIO_API_KEY": token, "OMP_NUM_THREADS": str(args.threads)},
                                    stdout=open(os.path.join(work, "backend.log"), "w"), stderr=subprocess.STDOUT)
         procs.append(backend)
         result["latency_s"]["backend_start"] = round(wait_up(backend_url + "/health", "the backend", backend), 2)
@@ -159,8 +159,8 @@ def main():
         result["label_studio"] = version.get("release") if isinstance(version, dict) else str(version)[:80]
 
         label_names = [names[c] for c in sorted(names)]
-        st, project = http("POST", ls_url + "/api/projects", {"title": "wssis-d2 check",
-                                                               "label_config": labeling_config(label_names, smart=True)},
+        config = labeling_config(label_names, smart=True)
+        st, project = http("POST", ls_url + "/api/projects", {"title": "wssis-d2 check", "label_config": config},
                            token)
         assert st == 201, (st, project)
         pid = project["id"]

@@ -31,7 +31,8 @@ from detectron2.data import detection_utils as d2_utils
 
 from ..utils.errors import WSSISInputError
 
-__all__ = ["read_image", "decode_image", "convert_image_format", "image_error", "check_image_files", "SIXTEEN_BIT_MODES"]
+__all__ = ["read_image", "decode_image", "convert_image_format", "image_error", "check_image_files",
+           "SIXTEEN_BIT_MODES"]
 
 logger = logging.getLogger(__name__)
 

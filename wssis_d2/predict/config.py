@@ -1,4 +1,4 @@
-"""The model config of a command line that loads a trained model (``tools/predict.py``, ``python -m wssis_d2.serve``)."""
+"""The model configs of a command that loads a trained model (``tools/predict.py``, ``python -m wssis_d2.serve``)."""
 from detectron2.config import get_cfg
 
 from ..config import add_wssis_config

@@ -129,7 +129,8 @@ class Backend:
         context = params.get("context") or body.get("context")
         interactive = isinstance(context, dict) and bool(context.get("result"))
         if interactive and len(tasks) != 1:
-            raise RequestError(400, {"error": f"an interactive request (with context) holds one task, not {len(tasks)}"})
+            raise RequestError(400, {"error": "an interactive request (with context) holds one task, "
+                                              f"not {len(tasks)}"})
         results, errors, t0 = [], [], time.perf_counter()
         for task in tasks:
             try:
