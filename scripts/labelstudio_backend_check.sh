@@ -10,4 +10,6 @@ if [ ! -x "$LS_VENV/bin/label-studio" ]; then
     python3 -m venv "$LS_VENV"
     nice -n 10 "$LS_VENV/bin/pip" install -q label-studio
 fi
+# the backend's server (extra `serve`; make install brings Flask and the Label Studio SDK, not waitress)
+"$PYTHON" -c "import waitress" 2>/dev/null || "$PYTHON" -m pip install -q "waitress>=3"
 exec nice -n 10 "$PYTHON" scripts/labelstudio_backend_check.py --label-studio "$LS_VENV/bin/label-studio" "$@"
