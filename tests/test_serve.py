@@ -26,7 +26,8 @@ from wssis_d2.data.images import read_image  # noqa: E402
 from wssis_d2.formats.labelstudio import keypoint_region, labeling_config, rle_to_mask  # noqa: E402
 from wssis_d2.serve import Backend, ImageSource  # noqa: E402
 from wssis_d2.predict.config import model_config  # noqa: E402
-from wssis_d2.serve.__main__ import build_backend, get_parser, main as serve_main  # noqa: E402
+from wssis_d2.serve.__main__ import (build_backend, get_parser, main as serve_main,  # noqa: E402
+                                     registered_categories_json)
 from wssis_d2.serve.app import create_app  # noqa: E402
 from wssis_d2.serve.backend import PLAIN_SUFFIX  # noqa: E402
 from wssis_d2.utils.errors import WSSISInputError  # noqa: E402
@@ -269,3 +270,27 @@ def test_print_config(trained, capsys):
     assert out.startswith("<View>") and 'smart="true"' in out
     assert all(f'<Label value="{n}"/>' in out for n in backend.names)
     assert isinstance(backend, Backend) and isinstance(backend.predictor, PointPredictor)
+
+
+def test_tag_names_and_data_key_come_from_the_projects_config(served):
+    """A config with its own tag names and data key: the regions carry them, the image is read from that key."""
+    labels = "".join(f'<Label value="{n}"/>' for n in served["backend"].names)
+    config = (f'<View><Image name="img" value="$picture"/><BrushLabels name="masks" toName="img">{labels}'
+              f'</BrushLabels><KeyPointLabels name="clicks" toName="img" smart="true">{labels}</KeyPointLabels></View>')
+    img = served["coco"]["images"][2]
+    task = _task(served, img, 60)
+    task["data"] = {"picture": task["data"]["image"]}
+    res = served["client"].post("/predict", json={"tasks": [task], "label_config": config})
+    assert res.status_code == 200, res.get_json()
+    regions = res.get_json()["results"][0]["result"]
+    assert regions and {(r["type"], r["from_name"], r["to_name"]) for r in regions} <= {
+        ("brushlabels", "masks", "img"), ("keypointlabels", "clicks", "img")}
+    wrong_key = served["client"].post("/predict", json={"tasks": [_task(served, img, 61)], "label_config": config})
+    assert wrong_key.status_code == 422 and "data.picture" in wrong_key.get_json()["error"]
+
+
+def test_categories_from_the_configs_registered_training_json():
+    cfg = model_config(SOLO_CFG, "", ["DATASETS.WSSIS_REGISTER", "[['mine', 'labels.json', 'images'], ['other', "
+                                          "'o.json', 'o']]", "DATASETS.TRAIN", "('mine',)"])
+    assert registered_categories_json(cfg) == "labels.json"
+    assert registered_categories_json(model_config(SOLO_CFG, "")) is None  # names registered elsewhere
