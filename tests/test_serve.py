@@ -3,8 +3,9 @@ by test_predict's fixture: health / setup / versions / webhook; pre-annotation f
 interactive prediction whose brush masks (decoded with Label Studio's own RLE decoder) equal
 PointPredictor's for the same clicks; the click-free pass equal to detectron2's DefaultPredictor; every bad
 input a 4xx JSON naming the task (or, in a batch, an error prediction); concurrent requests all answered;
-images fetched over HTTP with Label Studio's token.
+images fetched over HTTP with Label Studio's token (legacy, or a personal access token's JWT refresh flow).
 """
+import base64
 import http.server
 import json
 import os
@@ -222,15 +223,31 @@ def test_concurrent_requests_are_all_answered(served):
     assert all(a.status_code == 200 and a.get_json() == want for a in answers)
 
 
+JWT = (base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').decode().rstrip("=")
+       + ".eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.c2ln")  # a personal access token's shape (a refresh JWT)
+
+
 class _FakeLabelStudio(http.server.BaseHTTPRequestHandler):
-    """Serves one PNG at /data/upload/1/a.png to ``Authorization: Token secret`` only."""
+    """Serves one PNG at /data/upload/1/a.png to ``Authorization: Token secret`` or ``Bearer access-1`` only;
+    ``POST /api/token/refresh`` with the refresh token :data:`JWT` gives ``access-1`` (Label Studio's JWT flow)."""
 
     png = b""
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path != "/api/token/refresh" or body.get("refresh") != JWT:
+            self.send_error(401)
+            return
+        out = json.dumps({"access": "access-1"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
 
     def do_GET(self):  # noqa: N802
         if self.path != "/data/upload/1/a.png":
             self.send_error(404)
-        elif self.headers.get("Authorization") != "Token secret":
+        elif self.headers.get("Authorization") not in ("Token secret", "Bearer access-1"):
             self.send_error(401)
         else:
             self.send_response(200)
@@ -252,6 +269,7 @@ def test_images_fetched_from_label_studio_with_its_token(served):
     try:
         fetched = ImageSource(None, "BGR", url=url, api_key="secret")("/data/upload/1/a.png", 7)
         assert np.array_equal(fetched, read_image(path, "BGR"))
+        assert np.array_equal(ImageSource(None, "BGR", url=url, api_key=JWT)("/data/upload/1/a.png", 7), fetched)
         with pytest.raises(WSSISInputError, match="task 7: image .*HTTP 401"):
             ImageSource(None, "BGR", url=url, api_key="wrong")("/data/upload/1/a.png", 7)
         setup_only = ImageSource(None, "BGR", url="", api_key="")
