@@ -42,5 +42,8 @@ setup(
     # labelstudio: Label Studio's own brush RLE (wssis_d2/formats/labelstudio.py). Its Pillow>=12.3 pin conflicts
     # with detectron2 0.6 (Pillow<10): with that detectron2 install it with `pip install --no-deps
     # label-studio-sdk` (as `make install` does, requirements-nodeps.txt); the brush module needs numpy only.
-    extras_require={"dev": ["pytest", "py-ctcmetrics"], "labelstudio": ["label-studio-sdk"]},
+    # serve: the Label Studio ML backend (python -m wssis_d2.serve): Flask app, waitress server; it writes
+    # brush masks, so it also needs the labelstudio extra's SDK (installed as that extra says).
+    extras_require={"dev": ["pytest", "py-ctcmetrics", "flask"], "labelstudio": ["label-studio-sdk"],
+                    "serve": ["flask>=3", "waitress>=3"]},
 )

@@ -24,23 +24,19 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from wssis_d2.config import add_wssis_config  # noqa: E402
 from wssis_d2.formats.exports import EXPORT_FORMATS, add_export_arguments, export_options  # noqa: E402
 from wssis_d2.predict import (CLICK_FORMATS, PointPredictor, export_points, predict_points,  # noqa: E402
                               single_image_points)
+from wssis_d2.predict.config import add_model_arguments, model_configs  # noqa: E402
 from wssis_d2.utils.errors import WSSISInputError, run_cli  # noqa: E402
 from wssis_d2.utils.preflight import check_output_dir  # noqa: E402
 
 
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-file", required=True, help="the SOLOv2 config the weights were trained with")
-    p.add_argument("--weights", required=True, help="trained SOLOv2 checkpoint (teacher or student)")
-    p.add_argument("--mrn-config", default=None, help="MaskRefineNet config: refine the masks")
-    p.add_argument("--mrn-weights", default=None, help="trained MaskRefineNet checkpoint")
+    add_model_arguments(p)
     p.add_argument("--image", default=None, help="one image file (with --points)")
     p.add_argument("--points", default=None, help='clicks on --image: "x,y,label;x,y,label;..." (pixels)')
     p.add_argument("--images", default=None, help="image folder (with --clicks and --format)")
@@ -63,25 +59,11 @@ def get_parser():
     return p
 
 
-def _cfg(config_file, weights, opts):
-    cfg = get_cfg()
-    add_wssis_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    cfg.MODEL.WEIGHTS = weights
-    cfg.freeze()
-    return cfg
-
-
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    if args.opts and args.opts[0] == "--":
-        args.opts = args.opts[1:]
     single, folder = (args.image, args.points), (args.images, args.clicks, args.format)
     if not ((all(single) and not any(folder)) or (all(folder) and not any(single))):
         raise WSSISInputError("give either --image and --points, or --images, --clicks and --format")
-    if bool(args.mrn_config) != bool(args.mrn_weights):
-        raise WSSISInputError("--mrn-config and --mrn-weights go together")
     try:
         options = export_options(args, args.export)
     except ValueError as e:
@@ -89,8 +71,7 @@ def main(argv=None):
     check_output_dir(args.output)
     setup_logger(name="wssis_d2", abbrev_name="wssis")
     logger = logging.getLogger("wssis_d2.predict")
-    cfg = _cfg(args.config_file, args.weights, args.opts)
-    mrn_cfg = _cfg(args.mrn_config, args.mrn_weights, []) if args.mrn_config else None
+    cfg, mrn_cfg = model_configs(args)
     num_classes = cfg.MODEL.SOLOV2.NUM_CLASSES
     if args.image:
         points = single_image_points(args.image, args.points, args.categories, num_classes,

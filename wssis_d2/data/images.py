@@ -31,7 +31,8 @@ from detectron2.data import detection_utils as d2_utils
 
 from ..utils.errors import WSSISInputError
 
-__all__ = ["read_image", "convert_image_format", "image_error", "check_image_files", "SIXTEEN_BIT_MODES"]
+__all__ = ["read_image", "decode_image", "convert_image_format", "image_error", "check_image_files",
+           "SIXTEEN_BIT_MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,19 @@ def read_image(file_name: str, format: Optional[str] = None, image_id=None) -> n
     Raises:
         WSSISInputError: the file is missing, not an image, truncated, or of an unsupported mode.
     """
-    where = _where(file_name, image_id)
     try:
         with open(file_name, "rb") as f:
             data = f.read()
+    except OSError as e:
+        raise WSSISInputError(image_error(file_name, image_id, e)) from e
+    return decode_image(data, format, file_name, image_id)
+
+
+def decode_image(data: bytes, format: Optional[str] = None, file_name: str = "image", image_id=None) -> np.ndarray:
+    """:func:`read_image` of an image file's bytes already in memory (e.g. fetched over HTTP); ``file_name``
+    and ``image_id`` are named in the error message."""
+    where = _where(file_name, image_id)
+    try:
         # Decoded from memory, not from the file: Pillow < 10 decodes compressed (LZW, deflate) TIFFs with
         # libtiff on a dup of the file's descriptor, which libtiff closes and Pillow then closes again. In a
         # multithreaded process (a DataLoader worker) that second close can hit a descriptor another thread

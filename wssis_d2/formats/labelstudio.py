@@ -65,9 +65,10 @@ def _brush():
     return brush
 
 
-def labeling_config(labels: Sequence[str], *, polygons: bool = False) -> str:
+def labeling_config(labels: Sequence[str], *, polygons: bool = False, smart: bool = False) -> str:
     """The labeling config (XML) the regions of this module fit: an Image, BrushLabels (or PolygonLabels
-    with ``polygons``) and KeyPointLabels, each with ``labels`` (category names) in order.
+    with ``polygons``) and KeyPointLabels, each with ``labels`` (category names) in order; ``smart``: smart
+    keypoints (each one sent to an interactive ML backend, ``python -m wssis_d2.serve``).
 
     Paste it in Label Studio under Settings > Labeling Interface > Code."""
     def tag(kind, name, extra=""):
@@ -76,7 +77,8 @@ def labeling_config(labels: Sequence[str], *, polygons: bool = False) -> str:
 
     mask_tag = ("PolygonLabels", TAG_NAMES["polygonlabels"]) if polygons else ("BrushLabels", TAG_NAMES["brushlabels"])
     return (f'<View>\n  <Image name="{TAG_NAMES["image"]}" value="$image" zoom="true"/>\n'
-            + tag(*mask_tag) + tag("KeyPointLabels", TAG_NAMES["keypointlabels"], ' smart="false"') + "</View>\n")
+            + tag(*mask_tag) + tag("KeyPointLabels", TAG_NAMES["keypointlabels"], f' smart="{str(smart).lower()}"')
+            + "</View>\n")
 
 
 def _xml(text: str) -> str:
