@@ -14,6 +14,7 @@ from wssis_d2.data.importers import import_points
 from wssis_d2.data.review_export import export_labels
 from wssis_d2.pipeline import load_pipeline_cfg, plan_stages, run_pipeline
 from wssis_d2.pipeline.run import row_plan
+from wssis_d2.review.__main__ import main as review_main
 
 from conftest import REPO, saved_catalogs
 
@@ -137,6 +138,13 @@ def test_custom_run_without_optional_files_skips_rows(data):
     assert labels["info"]["num_clicks"] == len(json.load(open(p["points"]))["annotations"])
     review = json.load(open(os.path.join(pcfg.OUTPUT_DIR, "review", "review.json")))  # no true masks: not scored
     assert len(review["clicks"]) == labels["info"]["num_clicks"] and "efficiency" not in review["measured"]
+    # the stage alone on the finished folder, again with other settings (the click-free pass is kept)
+    with saved_catalogs():
+        record = review_main(["--pipeline-dir", pcfg.OUTPUT_DIR, "--redo", "REVIEW.DROP_CLICKS", "0.5"])
+    again = json.load(open(record["outputs"]["review"]))
+    assert again["settings"]["drop_clicks"] == 0.5 and again["measured"]["missed_clicks"]["removed"] == round(
+        0.5 * len(review["clicks"]))
+    assert [c["risk"] for c in again["clicks"]] == [c["risk"] for c in review["clicks"]]
 
 
 def test_custom_config_rules(data):
