@@ -291,3 +291,30 @@ def test_killed_folder_run_resumes_without_duplicates(trained, tmp_path):
     fresh = tmp_path / "fresh"
     _run(cmd[:cmd.index("--output") + 1] + [str(fresh)] + cmd[cmd.index("--output") + 2:])
     assert pred["annotations"] == json.load(open(fresh / "predictions.json"))["annotations"]
+
+
+def test_cli_review_ranks_every_click_and_exports_flags(trained, tmp_path):
+    out = tmp_path / "pred"
+    res = _predict_cli().main([
+        "--config-file", SOLO_CFG, "--weights", trained["weights"], "--images", trained["images"],
+        "--clicks", trained["labelme"], "--format", "labelme", "--categories", trained["gt"], "--output", str(out),
+        "--export", "cvat", "--review", "--no-progress", *RESIZED])
+    review = json.load(open(out / "review" / "review.json"))
+    num_clicks = len(trained["coco"]["annotations"])
+    assert len(review["clicks"]) == num_clicks and review["summary"]["num_clicks"] == num_clicks
+    assert [im["rank"] for im in review["images"]] == list(range(1, len(review["images"]) + 1))
+    assert review["info"]["areas_from"] == "--categories json"
+    risks = [c["risk"] for c in review["clicks"]]
+    assert risks == sorted(risks, reverse=True) and all(0 <= r <= 1 for r in risks)
+    without = {c["point_ann_id"] for c in json.load(open(out / "predictions.json"))["info"]["clicks_without_mask"]}
+    assert {c["point_ann_id"] for c in review["clicks"] if "fallback" in c["flags"]} == without
+    # the export carries each click's risk (and the orphans as their own flagged regions)
+    xml = open(res["review"]).read()
+    assert xml.count('<attribute name="wssis_risk">') >= num_clicks + review["summary"]["num_orphans"]
+    # the click-free pass: ordinary detections at the image size
+    predictor = PointPredictor(_cfg(trained, *RESIZED))
+    img = trained["coco"]["images"][0]
+    plain = predictor.plain(read_image(os.path.join(trained["images"], img["file_name"]), "BGR"))
+    assert plain.image_size == (img["height"], img["width"]) and plain.pred_masks.shape[1:] == (img["height"],
+                                                                                                img["width"])
+    _no_partial_files(str(out))

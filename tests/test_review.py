@@ -12,7 +12,7 @@ from wssis_d2.modeling.tiling import tile_boxes
 from wssis_d2.pseudo.labels import fallback_disk
 from wssis_d2.review import FLAGS, ReviewSettings, area_stats, click_signals, efficiency, find_orphans, review_dataset
 from wssis_d2.review.measure import drop_clicks, orphan_recovery, score_review
-from wssis_d2.review.report import ORPHAN_FLAG, reviewed_labels, write_review
+from wssis_d2.review.report import ORPHAN_FLAG, review_document, reviewed_labels, write_review
 from wssis_d2.review.risk import click_risk, flag_strengths
 
 H, W = 64, 96
@@ -218,9 +218,8 @@ def test_risk_ranks_the_known_bad_masks_first(shapes, tmp_path):
     assert e["found"]["10%"] * len(bad) == pytest.approx(round(0.1 * n))  # the top 10 % are all bad
     assert e["found"]["20%"] >= 0.5 and e["found"]["50%"] >= 0.8
     assert measured["flags"]["outside"]["precision"] == 1.0
-    review = dict(review, summary={"num_clicks": len(review["clicks"]), "num_images": len(review["images"]),
-                                   "num_flagged": 0, "num_orphans": 0, "flag_counts": {f: 0 for f in FLAGS}},
-                  measured=measured)
+    review = review_document(review, {}, {}, measured)
+    assert review["summary"]["flag_counts"]["outside"] == sum("outside" in c["flags"] for c in review["clicks"])
     out = write_review(review, labels, str(tmp_path), image_root=os.path.join(root, "images"), overlays=2)
     assert os.path.isfile(out["efficiency_plot"]) and len(os.listdir(out["overlays"])) == 2
     assert "share of the bad masks found" in open(out["review_md"]).read()

@@ -10,7 +10,7 @@ from ..utils.part_files import atomic_output
 from ..utils.visualize import render_records
 from .risk import FLAGS
 
-__all__ = ["ORPHAN_FLAG", "REVIEW_JSON", "REVIEW_MD", "reviewed_labels", "review_markdown", "plot_efficiency",
+__all__ = ["ORPHAN_FLAG", "REVIEW_JSON", "REVIEW_MD", "reviewed_labels", "review_document", "review_markdown", "plot_efficiency",
            "draw_top_images", "write_review"]
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,19 @@ def reviewed_labels(labels: Mapping, review: Mapping, orphan_weight: float) -> d
     info = dict(labels.get("info") or {}, review="wssis_flags / wssis_risk per click; orphans flagged "
                                                  f"\"{ORPHAN_FLAG}\" (likely missed clicks)")
     return dict(labels, info=info, annotations=anns)
+
+
+def review_document(review: Mapping, info: Mapping, settings: Mapping, measured: Mapping) -> dict:
+    """review.json: {"info", "settings", "summary" (counts of clicks, images, flagged clicks, orphans, clicks
+    per flag), "measured" (``measure.score_review``), "images", "clicks"} from ``review.review_dataset``'s
+    output."""
+    clicks = review["clicks"]
+    summary = {"num_clicks": len(clicks), "num_images": len(review["images"]),
+               "num_flagged": sum(bool(c["flags"]) for c in clicks),
+               "num_orphans": sum(len(i["orphans"]) for i in review["images"]),
+               "flag_counts": {f: sum(f in c["flags"] for c in clicks) for f in FLAGS}}
+    return {"info": dict(info), "settings": dict(settings), "summary": summary, "measured": dict(measured),
+            "images": review["images"], "clicks": clicks}
 
 
 def _pct(v, digits=1):

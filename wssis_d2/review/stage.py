@@ -24,12 +24,12 @@ from ..modeling.tiling import overlap_pixels, tile_boxes
 from ..pseudo.labels import build_labels
 from ..pipeline.data import dataset_json
 from .measure import score_review
-from .report import write_review
+from .report import review_document, write_review
 from .review import review_dataset
-from .risk import FLAGS, ReviewSettings, settings_dict
+from .risk import ReviewSettings, settings_dict
 from .signals import area_stats
 
-__all__ = ["PLAIN_JSON", "run_review", "review_summary", "tiles_of_config"]
+__all__ = ["PLAIN_JSON", "run_review", "tiles_of_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +48,6 @@ def tiles_of_config(config_yaml: str):
         return None
     overlap = overlap_pixels(size, float(tile.get("OVERLAP", 0.25)))
     return lambda h, w: tile_boxes(h, w, size, overlap)
-
-
-def review_summary(review: Mapping) -> dict:
-    """review.json's "summary": counts of clicks, images, flags and orphans."""
-    clicks = review["clicks"]
-    return {"num_clicks": len(clicks), "num_images": len(review["images"]),
-            "num_flagged": sum(bool(c["flags"]) for c in clicks),
-            "num_orphans": sum(len(i["orphans"]) for i in review["images"]),
-            "flag_counts": {f: sum(f in c["flags"] for c in clicks) for f in FLAGS}}
 
 
 def _labels(pcfg, records: Mapping) -> dict:
@@ -97,12 +88,10 @@ def run_review(pcfg, records: Mapping, stage_dir: str, plain_json: str) -> dict:
     gt = dataset_json(pcfg.DATASETS.POINTS_GT) if pcfg.DATASETS.POINTS_GT else None
     measured = score_review(labels, review["clicks"], gt=gt, plain=plain, settings=settings,
                             drop_share=r.DROP_CLICKS, drop_seed=r.DROP_SEED)
-    review = {"info": {"labels": records["labels"]["outputs"]["labels"] if "labels" in records else
-                       labels["info"].get("pseudo"), "plain_pass": plain_json, "true_masks": gt,
-                       "tiles": tiles is not None, "mrn": coarse is not None},
-              "settings": settings_dict(settings, {"drop_clicks": r.DROP_CLICKS, "drop_seed": r.DROP_SEED}),
-              "summary": None, "measured": measured, **review}
-    review["summary"] = review_summary(review)
+    info = {"labels": records["labels"]["outputs"]["labels"] if "labels" in records else labels["info"].get("pseudo"),
+            "plain_pass": plain_json, "true_masks": gt, "tiles": tiles is not None, "mrn": coarse is not None}
+    review = review_document(review, info, settings_dict(settings, {"drop_clicks": r.DROP_CLICKS,
+                                                                     "drop_seed": r.DROP_SEED}), measured)
     image_root = (labels.get("info") or {}).get("image_root") or \
         MetadataCatalog.get(pcfg.DATASETS.POINTS).get("image_root", "")
     outputs = write_review(review, labels, stage_dir, image_root=image_root, overlays=r.OVERLAYS,
