@@ -167,6 +167,16 @@ def test_refinement_equals_the_pipelines(trained, tmp_path):
     refined = str(tmp_path / "refined.json")
     refine_pseudo_labels(predictor.mrn, export, refined, image_root=trained["images"], image_format="RGB")
     assert _assert_equal_to_export(predictor, trained, refined, refined=True) > 0  # masks the MRN changed
+    # keep_coarse (the review's teacher-vs-MaskRefineNet flag): the masks before refinement, i.e. the export's
+    img = trained["coco"]["images"][0]
+    pts, classes, ids = _clicks(trained["coco"], img["id"])
+    out = predictor.predict(read_image(os.path.join(trained["images"], img["file_name"]), "BGR"), pts, classes,
+                            keep_coarse=True)["instances"]
+    by_point = {a["point_ann_id"]: a for a in json.load(open(export))["annotations"]}
+    for k, ann_id in enumerate(ids):
+        if ann_id in by_point:
+            mask = decode_segmentation(by_point[ann_id]["segmentation"], img["height"], img["width"])
+            assert np.array_equal(out.coarse_masks[k].numpy(), mask)
 
 
 def test_one_clear_error_per_bad_input(trained, tmp_path):
