@@ -226,12 +226,17 @@ def _predict_cli():
     return load_script("tools/predict.py", "predict_script")
 
 
-def test_cli_on_a_labelme_folder(trained, tmp_path):
-    out = tmp_path / "pred"
-    res = _predict_cli().main([
+def _predict_folder(trained, out, *extra):
+    """tools/predict.py on the labelme click folder, categories from the GT json, inputs resized."""
+    return _predict_cli().main([
         "--config-file", SOLO_CFG, "--weights", trained["weights"], "--images", trained["images"],
         "--clicks", trained["labelme"], "--format", "labelme", "--categories", trained["gt"], "--output", str(out),
-        "--export", "labelme", "--overlay", "--no-progress", *RESIZED])
+        *extra, "--no-progress", *RESIZED])
+
+
+def test_cli_on_a_labelme_folder(trained, tmp_path):
+    out = tmp_path / "pred"
+    res = _predict_folder(trained, out, "--export", "labelme", "--overlay")
     pred = json.load(open(out / "predictions.json"))
     info = pred["info"]
     num_clicks = len(trained["coco"]["annotations"])
@@ -305,10 +310,7 @@ def test_killed_folder_run_resumes_without_duplicates(trained, tmp_path):
 
 def test_cli_review_ranks_every_click_and_exports_flags(trained, tmp_path):
     out = tmp_path / "pred"
-    res = _predict_cli().main([
-        "--config-file", SOLO_CFG, "--weights", trained["weights"], "--images", trained["images"],
-        "--clicks", trained["labelme"], "--format", "labelme", "--categories", trained["gt"], "--output", str(out),
-        "--export", "cvat", "--review", "--no-progress", *RESIZED])
+    res = _predict_folder(trained, out, "--export", "cvat", "--review")
     review = json.load(open(out / "review" / "review.json"))
     num_clicks = len(trained["coco"]["annotations"])
     assert len(review["clicks"]) == num_clicks and review["summary"]["num_clicks"] == num_clicks

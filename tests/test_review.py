@@ -217,7 +217,7 @@ def test_risk_ranks_the_known_bad_masks_first(shapes, tmp_path):
     assert e["num_bad"] == len(bad) and e["base_rate"] == pytest.approx(len(bad) / n)
     assert e["found"]["10%"] * len(bad) == pytest.approx(round(0.1 * n))  # the top 10 % are all bad
     assert e["found"]["20%"] >= 0.5 and e["found"]["50%"] >= 0.8
-    assert measured["flags"]["outside"]["precision"] == 1.0
+    assert measured["flags"]["outside"]["precision"] == 1.0 == measured["suggested_weights"][FLAGS.index("outside")]
     review = review_document(review, {}, {}, measured)
     assert review["summary"]["flag_counts"]["outside"] == sum("outside" in c["flags"] for c in review["clicks"])
     out = write_review(review, labels, str(tmp_path), image_root=os.path.join(root, "images"), overlays=2)

@@ -128,6 +128,9 @@ def score_review(labels: Mapping, clicks: Sequence[Mapping], gt=None, plain: Opt
         out["bad_iou"] = settings.bad_iou
         out["efficiency"] = efficiency([c["risk"] for c in rows], [bad[c["point_ann_id"]] for c in rows])
         out["flags"] = flag_quality(rows, bad)
+        # REVIEW.WEIGHTS chosen on this run: each flag's precision (None: the flag was never raised here)
+        out["suggested_weights"] = [None if q["precision"] is None else round(q["precision"], 2)
+                                    for q in out["flags"].values()]
         out["mean_true_iou"] = float(np.mean(list(ious.values()))) if ious else None
     if plain is not None and drop_share > 0:
         removed = drop_clicks([c["point_ann_id"] for c in clicks], drop_share, drop_seed)
