@@ -132,6 +132,7 @@ def score_review(labels: Mapping, clicks: Sequence[Mapping], gt=None, plain: Opt
         out["suggested_weights"] = [None if q["precision"] is None else round(q["precision"], 2)
                                     for q in out["flags"].values()]
         out["mean_true_iou"] = float(np.mean(list(ious.values()))) if ious else None
+        out["true_iou"] = {str(pid): round(v, 4) for pid, v in ious.items()}  # per click (weights on other data)
     if plain is not None and drop_share > 0:
         removed = drop_clicks([c["point_ann_id"] for c in clicks], drop_share, drop_seed)
         out["missed_clicks"] = dict(orphan_recovery(labels, plain, removed, settings), share=drop_share,
