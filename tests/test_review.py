@@ -11,7 +11,7 @@ from wssis_d2.data.synthetic import generate_shapes_dataset
 from wssis_d2.modeling.tiling import tile_boxes
 from wssis_d2.pseudo.labels import fallback_disk
 from wssis_d2.review import FLAGS, ReviewSettings, area_stats, click_signals, efficiency, find_orphans, review_dataset
-from wssis_d2.review.measure import drop_clicks, orphan_recovery, score_review
+from wssis_d2.review.measure import drop_clicks, fit_weights, orphan_recovery, score_review
 from wssis_d2.review.report import ORPHAN_FLAG, review_document, reviewed_labels, write_review
 from wssis_d2.review.risk import click_risk, flag_strengths
 
@@ -122,20 +122,31 @@ def test_image_border_fallback_area_score_and_mrn_flags():
     assert f[4] == {"fallback"}
     assert "mrn_disagree" in f[5] and "mrn_disagree" not in f[3]
     by = {c["point_ann_id"]: c for c in review["clicks"]}
-    assert by[4]["risk"] == pytest.approx(1.0) and all(0 <= c["risk"] <= 1 for c in review["clicks"])
+    assert by[4]["risk"] == pytest.approx(1.0, abs=1e-4) and all(0 <= c["risk"] <= 1 for c in review["clicks"])
 
 
-def test_strengths_and_noisy_or():
+def test_strengths_and_logistic_risk():
     sig = {"contains": np.array([True, False]), "other_clicks": np.array([0, 1]), "overlap": np.array([0.0, 1.0]),
            "mrn_iou": np.array([np.nan, 0.2]), "image_cut": np.array([0.0, 0.5]), "tile_cut": np.array([0.0, 0.0])}
     s = flag_strengths(sig, fallback=np.array([False, False]), area_z=np.array([0.0, 4.0]), scores=np.array([0.9, 0.15]),
                        settings=ReviewSettings())
     assert s.shape == (2, len(FLAGS)) and (s[0] == 0).all()
     assert s[1, FLAGS.index("low_score")] == pytest.approx(0.75) and s[1, FLAGS.index("area")] == 1.0
-    risk = click_risk(s, [0.5] * len(FLAGS))
-    assert risk[0] == 0 and risk[1] == pytest.approx(1 - np.prod(1 - 0.5 * s[1]))
+    risk = click_risk(s, [0.5] * len(FLAGS), bias=-1.0)
+    assert risk[0] == pytest.approx(1 / (1 + np.e)) and risk[1] == pytest.approx(1 / (1 + np.exp(1 - 0.5 * s[1].sum())))
     with pytest.raises(ValueError, match="WEIGHTS"):
         ReviewSettings(weights=(1.0,))
+
+
+def test_fit_weights_finds_the_flag_that_predicts_bad_masks():
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0, 1, (400, len(FLAGS)))
+    s[:, 0] = 0  # no fallback in this run: its weight stays the default
+    bad = rng.uniform(0, 1, 400) < 1 / (1 + np.exp(-(-2 + 4 * s[:, FLAGS.index("outside")])))
+    bias, weights = fit_weights(s, bad)
+    k = FLAGS.index("outside")
+    assert weights[k] > 2.5 and all(abs(w) < 1.5 for j, w in enumerate(weights) if j not in (0, k))
+    assert weights[0] == ReviewSettings().weights[0] and bias < -1
 
 
 def test_area_stats_pools_rare_classes():
@@ -217,7 +228,8 @@ def test_risk_ranks_the_known_bad_masks_first(shapes, tmp_path):
     assert e["num_bad"] == len(bad) and e["base_rate"] == pytest.approx(len(bad) / n)
     assert e["found"]["10%"] * len(bad) == pytest.approx(round(0.1 * n))  # the top 10 % are all bad
     assert e["found"]["20%"] >= 0.5 and e["found"]["50%"] >= 0.8
-    assert measured["flags"]["outside"]["precision"] == 1.0 == measured["suggested_weights"][FLAGS.index("outside")]
+    assert measured["flags"]["outside"]["precision"] == 1.0
+    assert measured["suggested_weights"]["weights"][FLAGS.index("outside")] > 1
     review = review_document(review, {}, {}, measured)
     assert review["summary"]["flag_counts"]["outside"] == sum("outside" in c["flags"] for c in review["clicks"])
     out = write_review(review, labels, str(tmp_path), image_root=os.path.join(root, "images"), overlays=2)

@@ -8,7 +8,7 @@ import os
 
 from fvcore.common.config import CfgNode as CN
 
-from ..review.risk import DEFAULT_WEIGHTS
+from ..review.risk import DEFAULT_BIAS, DEFAULT_WEIGHTS
 
 __all__ = ["CUSTOM_NAMES", "PSEUDO_ROWS", "MODEL_ROWS", "get_pipeline_cfg", "load_pipeline_cfg", "node_values",
            "resolve_path"]
@@ -120,8 +120,10 @@ def get_pipeline_cfg():
     # The review stage (after labels; wssis_d2/review, docs/PIPELINE.md "Review"): per click flags and a risk,
     # per image orphans (likely missed clicks) and a review rank, in OUTPUT_DIR/review/.
     cfg.REVIEW.ENABLED = False
-    # Orphans: detections of a click-free teacher pass with score >= this, no click inside and IoU < ORPHAN_IOU
-    # with every click's mask; the pass exports detections from this score on.
+    # The click-free teacher pass keeps detections from this score on (review/plain_<score>.json).
+    cfg.REVIEW.PASS_SCORE = 0.1
+    # Orphans: detections of that pass with score >= this, no click inside and IoU < ORPHAN_IOU with every
+    # click's mask (>= PASS_SCORE; "confident detections" per image count from this score too).
     cfg.REVIEW.ORPHAN_SCORE = 0.5
     cfg.REVIEW.ORPHAN_IOU = 0.5
     # An image's risk counts an orphan as ORPHAN_WEIGHT x its score.
@@ -134,9 +136,11 @@ def get_pipeline_cfg():
     cfg.REVIEW.LOW_SCORE = 0.3
     cfg.REVIEW.MRN_IOU = 0.5
     cfg.REVIEW.BORDER_CUT = 0.25
-    # Weight in [0, 1] of each flag in the risk (noisy-OR), in review.risk.FLAGS order: fallback, outside,
-    # overlap, two_clicks, area, low_score, mrn_disagree, image_border, tile_border (from the shapes demo).
+    # Risk = sigmoid(BIAS + sum of WEIGHTS x flag strengths), weights in review.risk.FLAGS order: fallback,
+    # outside, overlap, two_clicks, area, low_score, mrn_disagree, image_border, tile_border (fitted on the
+    # shapes demo; review.json measured.suggested_weights refits them on a scored run).
     cfg.REVIEW.WEIGHTS = list(DEFAULT_WEIGHTS)
+    cfg.REVIEW.BIAS = DEFAULT_BIAS
     # With true masks of the clicked images: a mask is bad when its IoU with its true mask is below this.
     cfg.REVIEW.BAD_IOU = 0.5
     # Missed-click test: this share of the clicks is removed (seeded) from a copy and the orphans searched

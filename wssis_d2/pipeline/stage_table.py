@@ -335,10 +335,10 @@ def _student(ctx):
 def _review(ctx):
     """A click-free teacher pass over the clicked images, then the review (``wssis_d2.review.stage``)."""
     pcfg = ctx.pcfg
-    plain = os.path.join(ctx.dir, PLAIN_JSON)
-    job = ExportJob(name="plain", mode="threshold", dataset=pcfg.DATASETS.POINTS, output=plain,
-                    weights=os.path.join(ctx.runner.stage_dir("teacher"), "model_final.pth"),
-                    threshold=float(pcfg.REVIEW.ORPHAN_SCORE))
+    score = float(min(pcfg.REVIEW.PASS_SCORE, pcfg.REVIEW.ORPHAN_SCORE))
+    plain = os.path.join(ctx.dir, PLAIN_JSON.format(score=score))
+    job = ExportJob(name="plain", mode="threshold", dataset=pcfg.DATASETS.POINTS, output=plain, threshold=score,
+                    weights=os.path.join(ctx.runner.stage_dir("teacher"), "model_final.pth"))
     spec = ExportSpec(jobs=(job,), classes_from=pcfg.DATASETS.FULL,
                       auto_opts=tuple(auto_opts(pcfg, ctx.runner.records, "TEACHER")))
 

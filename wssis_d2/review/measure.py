@@ -19,10 +19,11 @@ import numpy as np
 
 from ..evaluation.quality import clicked_gt, point_ious
 from .review import clicks_by_image, detections_by_image, orphans_of_image
-from .risk import FLAGS, ReviewSettings
+from .risk import DEFAULT_WEIGHTS, FLAGS, ReviewSettings
 from .signals import in_masks
 
-__all__ = ["FRACTIONS", "true_ious", "efficiency", "flag_quality", "drop_clicks", "orphan_recovery"]
+__all__ = ["FRACTIONS", "true_ious", "efficiency", "flag_quality", "fit_weights", "drop_clicks", "orphan_recovery",
+           "score_review"]
 
 FRACTIONS = (0.1, 0.2, 0.5)
 
@@ -80,6 +81,23 @@ def flag_quality(clicks: Sequence[Mapping], bad_by_id: Mapping[int, bool]) -> Di
     return out
 
 
+def fit_weights(strengths: np.ndarray, bad: np.ndarray, l2: float = 0.01, iterations: int = 50) -> tuple:
+    """(bias, [weight per flag]) of an L2-regularised logistic regression of ``bad`` (N,) on the (N, F) flag
+    strengths (Newton's method); a flag never raised (strength 0 throughout) gets weight 0, except fallback,
+    which keeps the default (a click without a mask is always reviewed first)."""
+    x = np.concatenate([np.ones((len(strengths), 1)), np.asarray(strengths, dtype=np.float64)], axis=1)
+    y = np.asarray(bad, dtype=np.float64)
+    b = np.zeros(x.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-x @ b))
+        hessian = x.T @ (x * (p * (1 - p))[:, None]) + l2 * np.eye(len(b))
+        b += np.linalg.solve(hessian, x.T @ (y - p) - l2 * b)
+    weights = [float(v) for v in b[1:]]
+    if not (x[:, 1] > 0).any():
+        weights[0] = DEFAULT_WEIGHTS[0]
+    return float(b[0]), weights
+
+
 def drop_clicks(ids: Sequence[int], share: float, seed: int) -> set:
     """A seeded ``share`` of the click ids (rounded, at least one when share > 0 and ids exist)."""
     ids = sorted(int(i) for i in ids)
@@ -128,9 +146,9 @@ def score_review(labels: Mapping, clicks: Sequence[Mapping], gt=None, plain: Opt
         out["bad_iou"] = settings.bad_iou
         out["efficiency"] = efficiency([c["risk"] for c in rows], [bad[c["point_ann_id"]] for c in rows])
         out["flags"] = flag_quality(rows, bad)
-        # REVIEW.WEIGHTS chosen on this run: each flag's precision (None: the flag was never raised here)
-        out["suggested_weights"] = [None if q["precision"] is None else round(q["precision"], 2)
-                                    for q in out["flags"].values()]
+        strengths = np.array([[c["strengths"][f] for f in FLAGS] for c in rows]).reshape(len(rows), len(FLAGS))
+        bias, weights = fit_weights(strengths, np.array([bad[c["point_ann_id"]] for c in rows]))
+        out["suggested_weights"] = {"bias": round(bias, 2), "weights": [round(w, 2) for w in weights]}
         out["mean_true_iou"] = float(np.mean(list(ious.values()))) if ious else None
         out["true_iou"] = {str(pid): round(v, 4) for pid, v in ious.items()}  # per click (weights on other data)
     if plain is not None and drop_share > 0:

@@ -70,7 +70,7 @@ def _image_clicks(clicks: List[dict], img: Mapping, coarse, stats, tiles, settin
     z = np.where(fallback, 0.0, area_zscores(areas, [c["category_id"] for c in clicks], stats))
     scores = np.array([c.get("score", 0.0) for c in clicks], dtype=np.float64)
     strengths = flag_strengths(sig, fallback=fallback, area_z=z, scores=scores, settings=settings)
-    risks = click_risk(strengths, settings.weights)
+    risks = click_risk(strengths, settings.weights, settings.bias)
     out = []
     for k, (c, names) in enumerate(zip(clicks, flag_names(strengths))):
         partner = int(sig["overlap_with"][k])

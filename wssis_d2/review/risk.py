@@ -15,23 +15,28 @@ Each flag has a *strength* s in [0, 1] with the flag raised when s >= 0.5 (the f
 ``tile_border``    the same on the inner edges of the tile the click was decoded in
 =================  ==========================================================================================
 
-Risk (higher = more likely wrong), a noisy-OR of the strengths: ``risk = 1 - prod_f (1 - w_f s_f)`` with
-``w_f`` in [0, 1] the flag's weight (``REVIEW.WEIGHTS``; chosen as each flag's precision on the shapes demo's
-clicked images, docs/RESULTS.md "Review"): each flag is an independent chance that the mask is bad.
-An image's risk is the largest of its clicks' risks and its orphans' ``ORPHAN_WEIGHT x score``.
+Risk (higher = more likely wrong): a logistic model of the strengths, ``risk = sigmoid(b + sum_f w_f s_f)``,
+with ``b`` = ``REVIEW.BIAS`` and ``w_f`` = ``REVIEW.WEIGHTS``, fitted (``measure.fit_weights``: L2-regularised
+logistic regression, "is the mask bad") on the shapes demo's clicked images, the validation data of this
+choice (docs/RESULTS.md "Review"); every scored run reports the weights fitted on itself
+(review.json ``measured.suggested_weights``) for data of another kind. A fallback (no mask) has a weight
+that makes its risk ~1: it is always reviewed first. An image's risk is the largest of its clicks' risks
+and its orphans' ``ORPHAN_WEIGHT x score``.
 """
 import dataclasses
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["FLAGS", "DEFAULT_WEIGHTS", "ReviewSettings", "flag_strengths", "click_risk", "flag_names",
+__all__ = ["FLAGS", "DEFAULT_WEIGHTS", "DEFAULT_BIAS", "ReviewSettings", "flag_strengths", "click_risk", "flag_names",
            "image_risk"]
 
 FLAGS = ("fallback", "outside", "overlap", "two_clicks", "area", "low_score", "mrn_disagree", "image_border",
          "tile_border")
-# Precision of each flag on the shapes demo's clicked images (docs/RESULTS.md "Review"; REVIEW.WEIGHTS).
-DEFAULT_WEIGHTS = (1.0, 0.9, 0.6, 0.6, 0.4, 0.5, 0.5, 0.2, 0.3)
+# Logistic weights per flag, in FLAGS order, and the bias: fitted on the shapes demo (docs/RESULTS.md "Review");
+# fallback is fixed at 20 (risk ~1), tile_border (no tiles in the demo: not measurable there) set to two_clicks'.
+DEFAULT_WEIGHTS = (20.0, 1.87, 1.34, 1.67, 0.86, 2.31, 6.87, -0.3, 1.67)
+DEFAULT_BIAS = -5.85
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +49,7 @@ class ReviewSettings:
     mrn_iou: float = 0.5
     border_cut: float = 0.25
     weights: Tuple[float, ...] = DEFAULT_WEIGHTS
+    bias: float = DEFAULT_BIAS
     orphan_score: float = 0.5
     orphan_iou: float = 0.5
     orphan_weight: float = 0.5
@@ -53,14 +59,12 @@ class ReviewSettings:
         if len(self.weights) != len(FLAGS):
             raise ValueError(f"REVIEW.WEIGHTS needs {len(FLAGS)} weights, one per flag {list(FLAGS)}, got "
                              f"{list(self.weights)}")
-        if any(not 0 <= float(w) <= 1 for w in self.weights):
-            raise ValueError(f"REVIEW.WEIGHTS must lie in [0, 1], got {list(self.weights)}")
 
     @classmethod
     def from_node(cls, node) -> "ReviewSettings":
         """From a ``REVIEW`` config node (pipeline config)."""
         return cls(overlap=node.OVERLAP, area_z=node.AREA_Z, low_score=node.LOW_SCORE, mrn_iou=node.MRN_IOU,
-                   border_cut=node.BORDER_CUT, weights=tuple(float(w) for w in node.WEIGHTS),
+                   border_cut=node.BORDER_CUT, weights=tuple(float(w) for w in node.WEIGHTS), bias=float(node.BIAS),
                    orphan_score=node.ORPHAN_SCORE, orphan_iou=node.ORPHAN_IOU, orphan_weight=node.ORPHAN_WEIGHT,
                    bad_iou=node.BAD_IOU)
 
@@ -93,10 +97,10 @@ def flag_strengths(signals: Mapping[str, np.ndarray], *, fallback: np.ndarray, a
     return out
 
 
-def click_risk(strengths: np.ndarray, weights: Sequence[float]) -> np.ndarray:
-    """(N,) noisy-OR risk ``1 - prod_f (1 - w_f s_f)`` of (N, F) strengths."""
-    w = np.asarray(weights, dtype=np.float64)[None, :]
-    return 1.0 - np.prod(1.0 - w * strengths, axis=1)
+def click_risk(strengths: np.ndarray, weights: Sequence[float], bias: float) -> np.ndarray:
+    """(N,) risk ``sigmoid(bias + strengths @ weights)`` of (N, F) strengths."""
+    z = bias + np.asarray(strengths, dtype=np.float64) @ np.asarray(weights, dtype=np.float64)
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 def flag_names(strengths: np.ndarray) -> list:

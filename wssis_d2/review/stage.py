@@ -1,7 +1,7 @@
 """The pipeline's ``review`` stage (after ``labels``), and the same on an existing run's folder.
 
 The stage exports a click-free pass of the teacher over the clicked images (``MODEL.WSSIS.PSEUDO_LABEL_MODE
-threshold`` at ``REVIEW.ORPHAN_SCORE``: ``<OUTPUT_DIR>/review/plain.json``; the pipeline's export machinery,
+threshold`` from ``REVIEW.PASS_SCORE``: ``<OUTPUT_DIR>/review/plain_<score>.json``; the pipeline's export machinery,
 in ``--num-gpus`` processes), then, here, :func:`run_review`: the clicks and their masks (labels.json, or
 labels built in memory from the clicks and the final pseudo-labels when the run has no labels stage), the
 teacher's masks before MaskRefineNet, the full labels' sizes, the teacher's tiles (``INPUT.TILE`` of its
@@ -33,7 +33,7 @@ __all__ = ["PLAIN_JSON", "run_review", "tiles_of_config"]
 
 logger = logging.getLogger(__name__)
 
-PLAIN_JSON = "plain.json"
+PLAIN_JSON = "plain_{score:g}.json"  # the click-free pass from this score on (another score: another pass)
 
 
 def tiles_of_config(config_yaml: str):
