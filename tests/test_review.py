@@ -83,6 +83,11 @@ def test_missing_click_is_an_orphan():
     (img,) = review["images"]
     assert [o["bbox"] for o in img["orphans"]] == [[40, 10, 10, 10]]
     assert img["num_detections"] == 2 and img["num_clicks"] == 1 and img["risk"] >= 0.5 * 0.8
+    # two detections of one unclicked object: one orphan, the higher-scored
+    dup = dict(image_id=1, category_id=1, score=0.7, segmentation=rles(box(41, 11, 49, 19))[0], bbox=[41, 11, 8, 8])
+    again = review_dataset(labels, plain={"annotations": dets["annotations"] + [dup]}, stats=STATS,
+                           settings=ReviewSettings(orphan_score=0.5))
+    assert [o["score"] for o in again["images"][0]["orphans"]] == [0.8]
     # a detection whose mask misses the click but matches the click's mask is no orphan either
     shifted = box(11, 10, 21, 20)
     keep = find_orphans(rles(shifted), np.array([0.9]), np.array([[10.5, 15.0]]), rles(a), (H, W), min_score=0.5)

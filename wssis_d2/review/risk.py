@@ -50,7 +50,7 @@ class ReviewSettings:
     border_cut: float = 0.25
     weights: Tuple[float, ...] = DEFAULT_WEIGHTS
     bias: float = DEFAULT_BIAS
-    orphan_score: float = 0.5
+    orphan_score: float = 0.2
     orphan_iou: float = 0.5
     orphan_weight: float = 0.5
     bad_iou: float = 0.5

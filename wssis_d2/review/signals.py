@@ -15,7 +15,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 
-from ..modeling.tiling import best_tiles
+from ..modeling.tiling import best_tiles, greedy_keep
 
 __all__ = ["pixel_rles", "in_masks", "cut_pixels", "tile_edge_rles", "click_signals", "area_stats",
            "area_zscores", "find_orphans", "SIGNALS"]
@@ -162,15 +162,22 @@ def area_zscores(areas: np.ndarray, classes: Sequence, stats: Mapping) -> np.nda
 def find_orphans(det_rles: Sequence[dict], det_scores: np.ndarray, points: np.ndarray, click_rles: Sequence[dict],
                  image_hw: Tuple[int, int], *, min_score: float, max_iou: float = 0.5) -> np.ndarray:
     """(K,) bool: confident detections of a click-free pass that belong to no click: score >= ``min_score``,
-    no click inside the mask, and IoU < ``max_iou`` with every click's mask (likely missed clicks)."""
+    no click inside the mask, and less than ``max_iou`` of it inside any click's mask (not a part of a clicked
+    object: likely a missed click); of two such
+    detections whose intersection / the smaller mask is >= ``max_iou`` only the higher-scored one stays (one
+    object, one orphan: ``tiling.greedy_keep``)."""
     h, w = image_hw
     k = len(det_rles)
     if not k:
         return np.zeros(0, dtype=bool)
     confident = np.asarray(det_scores, dtype=np.float64) >= min_score
     clicked = in_masks(points, det_rles, h, w).any(0) if len(points) else np.zeros(k, dtype=bool)
-    iou = np.zeros((k, 0))
-    if len(click_rles):
-        iou = np.asarray(mask_util.iou(list(det_rles), list(click_rles), [0] * len(click_rles))).reshape(k, -1)
-    matched = (iou >= max_iou).any(1) if iou.shape[1] else np.zeros(k, dtype=bool)
-    return confident & ~clicked & ~matched
+    inside = _ratio(det_rles, click_rles)  # (K, N) share of the detection inside a click's mask
+    matched = (inside >= max_iou).any(1) if inside.shape[1] else np.zeros(k, dtype=bool)
+    cand = np.flatnonzero(confident & ~clicked & ~matched)
+    cand = cand[np.argsort(-np.asarray(det_scores, dtype=np.float64)[cand], kind="stable")]
+    ratio = _ratio([det_rles[i] for i in cand], [det_rles[i] for i in cand])
+    keep = greedy_keep(torch.as_tensor(np.maximum(ratio, ratio.T) >= max_iou)).numpy()
+    out = np.zeros(k, dtype=bool)
+    out[cand[keep]] = True
+    return out
