@@ -122,24 +122,26 @@ def get_pipeline_cfg():
     cfg.REVIEW.ENABLED = False
     # The click-free teacher pass keeps detections from this score on (review/plain_<score>.json).
     cfg.REVIEW.PASS_SCORE = 0.1
-    # Orphans: detections of that pass with score >= this, no click inside and less than ORPHAN_IOU of the
-    # detection inside any click's mask, one per object (>= PASS_SCORE; "confident detections" per image count from this score too). 0.2: the best
-    # F2 (recall counted twice) of the missed-click test on the shapes demo (docs/RESULTS.md "Review").
+    # Orphans: detections of that pass with score >= this (also what "confident detections" per image count),
+    # no click inside, less than ORPHAN_IOU of the detection inside any click's mask, one per object. 0.2: the
+    # best F2 (recall counted twice) of the missed-click test on the shapes demo (docs/RESULTS.md "Review").
     cfg.REVIEW.ORPHAN_SCORE = 0.2
     cfg.REVIEW.ORPHAN_IOU = 0.5
     # An image's risk counts an orphan as ORPHAN_WEIGHT x its score.
     cfg.REVIEW.ORPHAN_WEIGHT = 0.5
     # Flag thresholds: overlap (intersection / smaller mask) with another click's mask; |z| of log area vs the
-    # class's full labels; teacher score below; IoU teacher vs MaskRefineNet mask below; mask pixels on an
-    # image / tile border per sqrt(area) (review/risk.py).
+    # class's full labels; teacher score below; IoU teacher vs MaskRefineNet mask below; IoU with the best
+    # click-free detection holding the click below; mask pixels on an image / tile border per sqrt(area)
+    # (review/risk.py).
     cfg.REVIEW.OVERLAP = 0.5
     cfg.REVIEW.AREA_Z = 2.0
     cfg.REVIEW.LOW_SCORE = 0.3
     cfg.REVIEW.MRN_IOU = 0.5
+    cfg.REVIEW.PLAIN_IOU = 0.5
     cfg.REVIEW.BORDER_CUT = 0.25
     # Risk = sigmoid(BIAS + sum of WEIGHTS x flag strengths), weights in review.risk.FLAGS order: fallback,
-    # outside, overlap, two_clicks, area, low_score, mrn_disagree, image_border, tile_border (fitted on the
-    # shapes demo; review.json measured.suggested_weights refits them on a scored run).
+    # outside, overlap, two_clicks, area, low_score, mrn_disagree, image_border, tile_border, plain_disagree,
+    # no_detection (fitted on the shapes demo; review.json measured.suggested_weights refits them on a scored run).
     cfg.REVIEW.WEIGHTS = list(DEFAULT_WEIGHTS)
     cfg.REVIEW.BIAS = DEFAULT_BIAS
     # With true masks of the clicked images: a mask is bad when its IoU with its true mask is below this.

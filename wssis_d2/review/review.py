@@ -20,7 +20,7 @@ import numpy as np
 
 from ..pseudo.labels import FALLBACK_FLAG
 from .risk import FLAGS, ReviewSettings, click_risk, flag_names, flag_strengths, image_risk
-from .signals import area_zscores, click_signals, find_orphans
+from .signals import area_zscores, click_signals, find_orphans, plain_signals
 
 __all__ = ["review_dataset", "clicks_by_image", "detections_by_image", "orphans_of_image"]
 
@@ -56,8 +56,9 @@ def orphans_of_image(dets: List[dict], clicks: List[dict], image_hw, settings: R
     return [dets[k] for k in np.flatnonzero(keep)]
 
 
-def _image_clicks(clicks: List[dict], img: Mapping, coarse, stats, tiles, settings) -> List[dict]:
-    """Review records of one image's clicks."""
+def _image_clicks(clicks: List[dict], img: Mapping, coarse, stats, tiles, settings, dets: Optional[List[dict]]
+                  ) -> List[dict]:
+    """Review records of one image's clicks (``dets``: the click-free pass's detections, None: no pass)."""
     h, w = int(img["height"]), int(img["width"])
     n = len(clicks)
     fallback = np.array([c.get("wssis_flag") == FALLBACK_FLAG for c in clicks], dtype=bool)
@@ -69,7 +70,12 @@ def _image_clicks(clicks: List[dict], img: Mapping, coarse, stats, tiles, settin
     areas = np.array([c.get("area", 0) for c in clicks], dtype=np.float64)
     z = np.where(fallback, 0.0, area_zscores(areas, [c["category_id"] for c in clicks], stats))
     scores = np.array([c.get("score", 0.0) for c in clicks], dtype=np.float64)
-    strengths = flag_strengths(sig, fallback=fallback, area_z=z, scores=scores, settings=settings)
+    plain = None
+    if dets is not None:
+        plain = plain_signals(rles, points, [d["segmentation"] for d in dets], np.array([d["score"] for d in dets]),
+                              (h, w))
+        plain[0][fallback] = True  # a fallback is only a fallback
+    strengths = flag_strengths(sig, fallback=fallback, area_z=z, scores=scores, settings=settings, plain=plain)
     risks = click_risk(strengths, settings.weights, settings.bias)
     out = []
     for k, (c, names) in enumerate(zip(clicks, flag_names(strengths))):
@@ -85,7 +91,8 @@ def _image_clicks(clicks: List[dict], img: Mapping, coarse, stats, tiles, settin
                         "other_clicks": int(sig["other_clicks"][k]), "contains_click": bool(sig["contains"][k]),
                         "mrn_iou": None if np.isnan(sig["mrn_iou"][k]) else round(float(sig["mrn_iou"][k]), 3),
                         "image_cut": round(float(sig["image_cut"][k]), 3),
-                        "tile_cut": round(float(sig["tile_cut"][k]), 3)}})
+                        "tile_cut": round(float(sig["tile_cut"][k]), 3),
+                        "plain_iou": None if plain is None or np.isnan(plain[1][k]) else round(float(plain[1][k]), 3)}})
     return out
 
 
@@ -109,7 +116,8 @@ def review_dataset(labels: Mapping, *, coarse: Optional[Mapping[int, dict]] = No
     for image_id, anns in by_image.items():
         img = images[image_id]
         hw = (int(img["height"]), int(img["width"]))
-        rows = _image_clicks(anns, img, coarse, stats, tiles, settings) if anns else []
+        rows = _image_clicks(anns, img, coarse, stats, tiles, settings,
+                             dets.get(image_id, []) if plain is not None else None) if anns else []
         orphans = orphans_of_image(dets.get(image_id, []), anns, hw, settings) if plain is not None else []
         if not rows and not orphans:
             continue

@@ -13,6 +13,8 @@ Each flag has a *strength* s in [0, 1] with the flag raised when s >= 0.5 (the f
 ``mrn_disagree``   1 - IoU(teacher mask, MaskRefineNet mask): s = 0.5 x (1 - IoU) / (1 - MRN_IOU)
 ``image_border``   mask pixels on the image border / sqrt(area): s = 0.5 x cut / BORDER_CUT
 ``tile_border``    the same on the inner edges of the tile the click was decoded in
+``plain_disagree`` 1 - IoU(mask, the best click-free detection holding the click): s = 0.5 x (1 - IoU) / (1 - PLAIN_IOU)
+``no_detection``   no detection of the click-free pass (from PASS_SCORE) holds the click
 =================  ==========================================================================================
 
 Risk (higher = more likely wrong): a logistic model of the strengths, ``risk = sigmoid(b + sum_f w_f s_f)``,
@@ -32,11 +34,12 @@ __all__ = ["FLAGS", "DEFAULT_WEIGHTS", "DEFAULT_BIAS", "ReviewSettings", "flag_s
            "image_risk"]
 
 FLAGS = ("fallback", "outside", "overlap", "two_clicks", "area", "low_score", "mrn_disagree", "image_border",
-         "tile_border")
+         "tile_border", "plain_disagree", "no_detection")
 # Logistic weights per flag, in FLAGS order, and the bias: fitted on the shapes demo (docs/RESULTS.md "Review");
-# fallback is fixed at 20 (risk ~1), tile_border (no tiles in the demo: not measurable there) set to two_clicks'.
-DEFAULT_WEIGHTS = (20.0, 1.87, 1.34, 1.67, 0.86, 2.31, 6.87, -0.3, 1.67)
-DEFAULT_BIAS = -5.85
+# fallback is fixed at 20 (risk ~1); tile_border (no tiles in the demo: not measurable there) is set by hand to
+# two_clicks' weight.
+DEFAULT_WEIGHTS = (20.0, 1.6, 1.34, 1.78, 0.85, 1.72, 5.52, -0.25, 1.78, 1.73, 1.75)
+DEFAULT_BIAS = -5.92
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +50,7 @@ class ReviewSettings:
     area_z: float = 2.0
     low_score: float = 0.3
     mrn_iou: float = 0.5
+    plain_iou: float = 0.5
     border_cut: float = 0.25
     weights: Tuple[float, ...] = DEFAULT_WEIGHTS
     bias: float = DEFAULT_BIAS
@@ -63,24 +67,29 @@ class ReviewSettings:
     @classmethod
     def from_node(cls, node) -> "ReviewSettings":
         """From a ``REVIEW`` config node (pipeline config)."""
-        return cls(overlap=node.OVERLAP, area_z=node.AREA_Z, low_score=node.LOW_SCORE, mrn_iou=node.MRN_IOU,
+        return cls(overlap=node.OVERLAP, area_z=node.AREA_Z, low_score=node.LOW_SCORE, mrn_iou=node.MRN_IOU, plain_iou=node.PLAIN_IOU,
                    border_cut=node.BORDER_CUT, weights=tuple(float(w) for w in node.WEIGHTS), bias=float(node.BIAS),
                    orphan_score=node.ORPHAN_SCORE, orphan_iou=node.ORPHAN_IOU, orphan_weight=node.ORPHAN_WEIGHT,
                    bad_iou=node.BAD_IOU)
 
 
 def flag_strengths(signals: Mapping[str, np.ndarray], *, fallback: np.ndarray, area_z: np.ndarray,
-                   scores: np.ndarray, settings: ReviewSettings) -> np.ndarray:
+                   scores: np.ndarray, settings: ReviewSettings, plain: Optional[Tuple[np.ndarray, np.ndarray]] = None
+                   ) -> np.ndarray:
     """(N, F) strengths in [0, 1] of ``FLAGS`` (module docstring) from ``signals.click_signals`` output.
 
     Args:
         fallback: (N,) bool, the click has no mask.
         area_z: (N,) ``signals.area_zscores``.
         scores: (N,) teacher scores (0 for a fallback).
+        plain: ``signals.plain_signals`` (has, iou), or None without a click-free pass (both flags 0).
     """
     fallback = np.asarray(fallback, dtype=bool)
+    n = len(fallback)
     s = settings
     mrn = np.nan_to_num(1.0 - signals["mrn_iou"], nan=0.0)
+    has, plain_iou = plain if plain is not None else (np.ones(n, dtype=bool), np.full(n, np.nan))
+    disagree = np.nan_to_num(1.0 - plain_iou, nan=0.0)
     cols = [
         fallback.astype(np.float64),
         (~signals["contains"]).astype(np.float64),
@@ -91,8 +100,10 @@ def flag_strengths(signals: Mapping[str, np.ndarray], *, fallback: np.ndarray, a
         0.5 * mrn / max(1.0 - s.mrn_iou, 1e-6),
         0.5 * signals["image_cut"] / s.border_cut,
         0.5 * signals["tile_cut"] / s.border_cut,
+        0.5 * disagree / max(1.0 - s.plain_iou, 1e-6),
+        (~np.asarray(has, dtype=bool)).astype(np.float64),
     ]
-    out = np.clip(np.stack(cols, axis=1).reshape(len(fallback), len(FLAGS)), 0.0, 1.0)
+    out = np.clip(np.stack(cols, axis=1).reshape(n, len(FLAGS)), 0.0, 1.0)
     out[fallback, 1:] = 0.0  # a fallback is only a fallback: its disk says nothing more
     return out
 

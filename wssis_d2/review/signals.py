@@ -17,7 +17,7 @@ import torch
 
 from ..modeling.tiling import best_tiles, greedy_keep
 
-__all__ = ["pixel_rles", "in_masks", "cut_pixels", "tile_edge_rles", "click_signals", "area_stats",
+__all__ = ["pixel_rles", "in_masks", "cut_pixels", "tile_edge_rles", "click_signals", "plain_signals", "area_stats",
            "area_zscores", "find_orphans", "SIGNALS"]
 
 # Keys of ``click_signals``' result.
@@ -126,6 +126,20 @@ def click_signals(rles: Sequence[dict], points: np.ndarray, image_hw: Tuple[int,
     for key in ("other_clicks", "overlap", "image_cut", "tile_cut"):
         out[key] = np.where(has, out[key], 0)
     return out
+
+
+def plain_signals(rles: Sequence[dict], points: np.ndarray, det_rles: Sequence[dict], det_scores: np.ndarray,
+                  image_hw: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """What a click-free pass says about the N clicks' masks: (has (N,) bool, a detection contains the click;
+    iou (N,) float, IoU of the mask with the highest-scored such detection, NaN where there is none)."""
+    n, k = len(rles), len(det_rles)
+    if not n or not k:
+        return np.zeros(n, dtype=bool), np.full(n, np.nan)
+    hit = in_masks(points, det_rles, *image_hw)  # (N, K)
+    best = np.where(hit, np.asarray(det_scores, dtype=np.float64)[None, :], -np.inf).argmax(1)
+    iou = np.asarray(mask_util.iou(list(rles), list(det_rles), [0] * k)).reshape(n, k)[np.arange(n), best]
+    has = hit.any(1)
+    return has, np.where(has, iou, np.nan)
 
 
 def area_stats(annotations: Iterable[Mapping], min_count: int = 3, min_sigma: float = 0.25
