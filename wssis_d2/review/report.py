@@ -1,6 +1,7 @@
 """Files of a review: review.json, review.md, the efficiency plot, overlays of the top-ranked images and
 ``labels_review.json`` (the labels with each click's ``wssis_flags`` / ``wssis_risk`` and the orphans as
 their own annotations flagged ``"wssis_flag": "orphan"``, for the review exports)."""
+import glob
 import logging
 import os
 from typing import Mapping, Optional
@@ -159,7 +160,13 @@ def write_review(review: dict, labels: Mapping, output_dir: str, *, image_root: 
     path = os.path.join(output_dir, LABELS_REVIEW)
     write_json_atomic(reviewed_labels(labels, review, orphan_weight), path)
     out["labels_review"] = path
-    drawn = draw_top_images(review, labels, image_root, os.path.join(output_dir, "overlays"), overlays)
+    overlay_dir = os.path.join(output_dir, "overlays")
+    stale = glob.glob(os.path.join(overlay_dir, "rank*.png"))
+    for path in stale:  # an earlier review's ranking
+        os.remove(path)
+    if stale:
+        logger.info(f"{len(stale)} overlays of an earlier review removed from {overlay_dir}")
+    drawn = draw_top_images(review, labels, image_root, overlay_dir, overlays)
     if drawn:
         out["overlays"] = os.path.dirname(drawn[0])
     logger.info(f"Review written to {output_dir}: {', '.join(os.path.basename(p) for p in out.values())}")
