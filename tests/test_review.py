@@ -92,6 +92,12 @@ def test_missing_click_is_an_orphan():
     shifted = box(11, 10, 21, 20)
     keep = find_orphans(rles(shifted), np.array([0.9]), np.array([[10.5, 15.0]]), rles(a), (H, W), min_score=0.5)
     assert not keep.any()
+    # a detection holding a click but mostly something else (a small clicked object merged with a large
+    # unclicked one: IoU with the click's mask < CLICK_IOU) is an orphan; the click's own detection is not
+    small, big = box(60, 40, 65, 45), box(65, 40, 85, 60)
+    keep = find_orphans(rles(small | big, small), np.array([0.9, 0.9]), np.array([[62.5, 42.5]]), rles(small),
+                        (H, W), min_score=0.5)
+    assert keep.tolist() == [True, False]
     # labels_review.json: the orphan is its own flagged region, the click carries its flags and risk
     out = reviewed_labels(labels, review, orphan_weight=0.5)
     orphan = [x for x in out["annotations"] if x.get("wssis_flag") == ORPHAN_FLAG]

@@ -122,10 +122,13 @@ def get_pipeline_cfg():
     cfg.REVIEW.ENABLED = False
     # The click-free teacher pass keeps detections from this score on (review/plain_<score>.json).
     cfg.REVIEW.PASS_SCORE = 0.1
-    # Orphans: detections of that pass with score >= this (also what "confident detections" per image count),
-    # no click inside, less than ORPHAN_IOU of the detection inside any click's mask, one per object. 0.2: the
-    # best F2 (recall counted twice) of the missed-click test on the shapes demo (docs/RESULTS.md "Review").
+    # Orphans: detections of that pass with score >= this (also what "confident detections" per image count)
+    # that belong to no click, one per object (review/signals.find_orphans). 0.2 with CLICK_IOU 0.2: the best
+    # F2 (recall counted twice) of the missed-click test on the shapes demo (docs/RESULTS.md "Review").
     cfg.REVIEW.ORPHAN_SCORE = 0.2
+    # A detection belongs to a click it holds when their IoU is >= CLICK_IOU, or when ORPHAN_IOU of it lies
+    # inside a click's mask.
+    cfg.REVIEW.CLICK_IOU = 0.2
     cfg.REVIEW.ORPHAN_IOU = 0.5
     # An image's risk counts an orphan as ORPHAN_WEIGHT x its score.
     cfg.REVIEW.ORPHAN_WEIGHT = 0.5

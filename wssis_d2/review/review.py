@@ -51,8 +51,9 @@ def orphans_of_image(dets: List[dict], clicks: List[dict], image_hw, settings: R
         return []
     points = np.array([c["point"] for c in clicks], dtype=np.float64).reshape(-1, 2)
     keep = find_orphans([d["segmentation"] for d in dets], np.array([d["score"] for d in dets]), points,
-                        [c["segmentation"] for c in clicks if not c.get("wssis_flag")], image_hw,
-                        min_score=settings.orphan_score, max_iou=settings.orphan_iou)
+                        [c["segmentation"] for c in clicks], image_hw, min_score=settings.orphan_score,
+                        max_iou=settings.orphan_iou, click_iou=settings.click_iou,
+                        has_mask=np.array([c.get("wssis_flag") != FALLBACK_FLAG for c in clicks], dtype=bool))
     return [dets[k] for k in np.flatnonzero(keep)]
 
 

@@ -56,6 +56,7 @@ class ReviewSettings:
     bias: float = DEFAULT_BIAS
     orphan_score: float = 0.2
     orphan_iou: float = 0.5
+    click_iou: float = 0.2
     orphan_weight: float = 0.5
     bad_iou: float = 0.5
 
@@ -69,7 +70,7 @@ class ReviewSettings:
         """From a ``REVIEW`` config node (pipeline config)."""
         return cls(overlap=node.OVERLAP, area_z=node.AREA_Z, low_score=node.LOW_SCORE, mrn_iou=node.MRN_IOU, plain_iou=node.PLAIN_IOU,
                    border_cut=node.BORDER_CUT, weights=tuple(float(w) for w in node.WEIGHTS), bias=float(node.BIAS),
-                   orphan_score=node.ORPHAN_SCORE, orphan_iou=node.ORPHAN_IOU, orphan_weight=node.ORPHAN_WEIGHT,
+                   orphan_score=node.ORPHAN_SCORE, orphan_iou=node.ORPHAN_IOU, click_iou=node.CLICK_IOU, orphan_weight=node.ORPHAN_WEIGHT,
                    bad_iou=node.BAD_IOU)
 
 

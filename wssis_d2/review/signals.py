@@ -174,20 +174,33 @@ def area_zscores(areas: np.ndarray, classes: Sequence, stats: Mapping) -> np.nda
 
 
 def find_orphans(det_rles: Sequence[dict], det_scores: np.ndarray, points: np.ndarray, click_rles: Sequence[dict],
-                 image_hw: Tuple[int, int], *, min_score: float, max_iou: float = 0.5) -> np.ndarray:
-    """(K,) bool: confident detections of a click-free pass that belong to no click: score >= ``min_score``,
-    no click inside the mask, and less than ``max_iou`` of it inside any click's mask (not a part of a clicked
-    object: likely a missed click); of two such
-    detections whose intersection / the smaller mask is >= ``max_iou`` only the higher-scored one stays (one
-    object, one orphan: ``tiling.greedy_keep``)."""
+                 image_hw: Tuple[int, int], *, min_score: float, max_iou: float = 0.5, click_iou: float = 0.2,
+                 has_mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """(K,) bool: confident detections of a click-free pass that belong to no click (likely missed clicks).
+
+    A detection belongs to a click when it holds the click and its IoU with the click's mask is >= ``click_iou``
+    (a detection over a clicked and an unclicked object does not), or when at least ``max_iou`` of it lies
+    inside a click's mask (a part of a clicked object). Orphans: score >= ``min_score`` and no click; of two
+    whose intersection / the smaller mask is >= ``max_iou`` only the higher-scored one stays (one object, one
+    orphan: ``tiling.greedy_keep``).
+
+    Args:
+        points, click_rles: the N clicks and their masks, aligned; ``has_mask`` (N,) False for a click without
+            a real mask (fallback): holding it is enough, its disk is not compared.
+    """
     h, w = image_hw
-    k = len(det_rles)
+    k, n = len(det_rles), len(points)
     if not k:
         return np.zeros(0, dtype=bool)
+    has = np.ones(n, dtype=bool) if has_mask is None else np.asarray(has_mask, dtype=bool)
     confident = np.asarray(det_scores, dtype=np.float64) >= min_score
-    clicked = in_masks(points, det_rles, h, w).any(0) if len(points) else np.zeros(k, dtype=bool)
-    inside = _ratio(det_rles, click_rles)  # (K, N) share of the detection inside a click's mask
-    matched = (inside >= max_iou).any(1) if inside.shape[1] else np.zeros(k, dtype=bool)
+    clicked = np.zeros(k, dtype=bool)
+    matched = np.zeros(k, dtype=bool)
+    if n:
+        hold = in_masks(points, det_rles, h, w).T  # (K, N)
+        iou = np.asarray(mask_util.iou(list(det_rles), list(click_rles), [0] * n)).reshape(k, n)
+        clicked = (hold & ((iou >= click_iou) | ~has[None, :])).any(1)
+        matched = ((_ratio(det_rles, click_rles) >= max_iou) & has[None, :]).any(1)  # inside a click's mask
     cand = np.flatnonzero(confident & ~clicked & ~matched)
     cand = cand[np.argsort(-np.asarray(det_scores, dtype=np.float64)[cand], kind="stable")]
     ratio = _ratio([det_rles[i] for i in cand], [det_rles[i] for i in cand])
