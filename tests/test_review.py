@@ -55,7 +55,8 @@ def test_click_outside_its_mask():
 
 def test_two_clicks_on_one_object():
     obj = box(10, 10, 30, 30)
-    labels = labels_of([click(1, 1, obj, (12, 12)), click(2, 1, obj, (25, 25)), click(3, 1, box(50, 10, 60, 20), (55, 15))])
+    labels = labels_of([click(1, 1, obj, (12, 12)), click(2, 1, obj, (25, 25)),
+                        click(3, 1, box(50, 10, 60, 20), (55, 15))])
     f = flags_of(review_dataset(labels, stats=STATS))
     assert {"overlap", "two_clicks"} <= f[1] and {"overlap", "two_clicks"} <= f[2]
     assert not f[3] & {"overlap", "two_clicks"}
@@ -139,10 +140,14 @@ def test_image_border_fallback_area_score_and_mrn_flags():
 def test_strengths_and_logistic_risk():
     sig = {"contains": np.array([True, False]), "other_clicks": np.array([0, 1]), "overlap": np.array([0.0, 1.0]),
            "mrn_iou": np.array([np.nan, 0.2]), "image_cut": np.array([0.0, 0.5]), "tile_cut": np.array([0.0, 0.0])}
-    s = flag_strengths(sig, fallback=np.array([False, False]), area_z=np.array([0.0, 4.0]), scores=np.array([0.9, 0.15]),
-                       settings=ReviewSettings())
+    s = flag_strengths(sig, fallback=np.array([False, False]), area_z=np.array([0.0, 4.0]),
+                       scores=np.array([0.9, 0.15]), settings=ReviewSettings())
     assert s.shape == (2, len(FLAGS)) and (s[0] == 0).all()
     assert s[1, FLAGS.index("low_score")] == pytest.approx(0.75) and s[1, FLAGS.index("area")] == 1.0
+    p = flag_strengths(sig, fallback=np.array([False, False]), area_z=np.zeros(2), scores=np.ones(2),
+                       settings=ReviewSettings(), plain=(np.array([True, False]), np.array([0.2, np.nan])))
+    assert p[0, FLAGS.index("plain_disagree")] == pytest.approx(0.8) and p[1, FLAGS.index("no_detection")] == 1
+    assert p[0, FLAGS.index("no_detection")] == 0 and p[1, FLAGS.index("plain_disagree")] == 0
     risk = click_risk(s, [0.5] * len(FLAGS), bias=-1.0)
     assert risk[0] == pytest.approx(1 / (1 + np.e)) and risk[1] == pytest.approx(1 / (1 + np.exp(1 - 0.5 * s[1].sum())))
     with pytest.raises(ValueError, match="WEIGHTS"):

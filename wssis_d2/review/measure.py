@@ -18,7 +18,7 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..evaluation.quality import clicked_gt, point_ious
-from .review import clicks_by_image, detections_by_image, orphans_of_image
+from .review import clicks_by_image, detections_by_image, is_click, orphans_of_image
 from .risk import DEFAULT_WEIGHTS, FLAGS, ReviewSettings
 from .signals import in_masks
 
@@ -32,7 +32,7 @@ def true_ious(labels: Mapping, gt) -> Dict[int, float]:
     """{point_ann_id: IoU of its mask with its true mask} for the clicks that have a true mask in ``gt``
     (points_gt json or its path, ids aligned to the clicks); a fallback disk is scored like any mask."""
     coco_gt, points = clicked_gt(gt)
-    anns = [a for a in labels["annotations"] if a.get("point_ann_id", -1) is not None and a.get("point_ann_id", -1) >= 0]
+    anns = [a for a in labels["annotations"] if is_click(a)]
     ious, _ = point_ious(anns, points, coco_gt)
     clicked = {a["point_ann_id"] for a in anns}
     return {int(g["id"]): float(v) for g, v in zip(points, ious) if g["id"] in clicked}

@@ -11,7 +11,8 @@ from ..utils.part_files import atomic_output
 from ..utils.visualize import render_records
 from .risk import FLAGS
 
-__all__ = ["ORPHAN_FLAG", "REVIEW_JSON", "REVIEW_MD", "reviewed_labels", "review_document", "review_markdown", "plot_efficiency",
+__all__ = ["ORPHAN_FLAG", "REVIEW_JSON", "REVIEW_MD", "reviewed_labels", "review_document", "review_markdown",
+           "plot_efficiency",
            "draw_top_images", "write_review"]
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ def review_markdown(review: Mapping, top: int = 20) -> str:
                   f"{_pct(o['recall'])}); {o['real']} of {o['orphans']} orphans are removed objects (precision "
                   f"{_pct(o['precision'])})."]
     lines += ["", f"## Review first (top {min(top, len(review['images']))} images)", "",
-              "| rank | image | risk | clicks | confident detections | flagged | orphans |", "|---|---|---|---|---|---|---|"]
+              "| rank | image | risk | clicks | confident detections | flagged | orphans |",
+              "|---|---|---|---|---|---|---|"]
     for img in review["images"][:top]:
         lines.append(f"| {img['rank']} | {img['file_name']} | {img['risk']:.2f} | {img['num_clicks']} | "
                      f"{'-' if img['num_detections'] is None else img['num_detections']} | {img['num_flagged']} | "
@@ -138,9 +140,10 @@ def draw_top_images(review: Mapping, labels: Mapping, image_root: str, output_di
             {"category_id": f"orphan {names.get(o['category_id'], o['category_id'])} {o['score']:.2f}",
              "segmentation": o["segmentation"]} for o in img["orphans"]]
         meta = images[img["image_id"]]
+        stem = os.path.splitext(os.path.basename(meta["file_name"]))[0]
         records.append({"file_name": os.path.join(image_root or "", meta["file_name"]), "image_id": img["image_id"],
                         "height": meta["height"], "width": meta["width"], "annotations": anns,
-                        "overlay_name": f"rank{img['rank']:03d}_{os.path.splitext(os.path.basename(meta['file_name']))[0]}"})
+                        "overlay_name": f"rank{img['rank']:03d}_{stem}"})
     return render_records(records, str, output_dir, max_images=num, skip_bad_images=True)
 
 

@@ -22,9 +22,14 @@ from ..pseudo.labels import FALLBACK_FLAG
 from .risk import FLAGS, ReviewSettings, click_risk, flag_names, flag_strengths, image_risk
 from .signals import area_zscores, click_signals, find_orphans, plain_signals
 
-__all__ = ["review_dataset", "clicks_by_image", "detections_by_image", "orphans_of_image"]
+__all__ = ["review_dataset", "is_click", "clicks_by_image", "detections_by_image", "orphans_of_image"]
 
 logger = logging.getLogger(__name__)
+
+
+def is_click(ann: Mapping) -> bool:
+    """An annotation made from a click (it has a ``point_ann_id`` >= 0), not a true mask or an orphan."""
+    return (ann.get("point_ann_id") if ann.get("point_ann_id") is not None else -1) >= 0
 
 
 def clicks_by_image(labels: Mapping) -> Dict[int, List[dict]]:
@@ -32,7 +37,7 @@ def clicks_by_image(labels: Mapping) -> Dict[int, List[dict]]:
     image of ``labels`` present."""
     out = {img["id"]: [] for img in labels["images"]}
     for a in labels["annotations"]:
-        if a.get("point_ann_id", -1) is not None and a.get("point_ann_id", -1) >= 0:
+        if is_click(a):
             out[a["image_id"]].append(a)
     return out
 

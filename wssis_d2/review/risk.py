@@ -68,10 +68,10 @@ class ReviewSettings:
     @classmethod
     def from_node(cls, node) -> "ReviewSettings":
         """From a ``REVIEW`` config node (pipeline config)."""
-        return cls(overlap=node.OVERLAP, area_z=node.AREA_Z, low_score=node.LOW_SCORE, mrn_iou=node.MRN_IOU, plain_iou=node.PLAIN_IOU,
-                   border_cut=node.BORDER_CUT, weights=tuple(float(w) for w in node.WEIGHTS), bias=float(node.BIAS),
-                   orphan_score=node.ORPHAN_SCORE, orphan_iou=node.ORPHAN_IOU, click_iou=node.CLICK_IOU, orphan_weight=node.ORPHAN_WEIGHT,
-                   bad_iou=node.BAD_IOU)
+        return cls(overlap=node.OVERLAP, area_z=node.AREA_Z, low_score=node.LOW_SCORE, mrn_iou=node.MRN_IOU,
+                   plain_iou=node.PLAIN_IOU, border_cut=node.BORDER_CUT, weights=tuple(float(w) for w in node.WEIGHTS),
+                   bias=float(node.BIAS), orphan_score=node.ORPHAN_SCORE, orphan_iou=node.ORPHAN_IOU,
+                   click_iou=node.CLICK_IOU, orphan_weight=node.ORPHAN_WEIGHT, bad_iou=node.BAD_IOU)
 
 
 def flag_strengths(signals: Mapping[str, np.ndarray], *, fallback: np.ndarray, area_z: np.ndarray,
