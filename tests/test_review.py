@@ -102,7 +102,7 @@ def test_missing_click_is_an_orphan():
     # labels_review.json: the orphan is its own flagged region, the click carries its flags and risk
     out = reviewed_labels(labels, review, orphan_weight=0.5)
     orphan = [x for x in out["annotations"] if x.get("wssis_flag") == ORPHAN_FLAG]
-    assert len(orphan) == 1 and orphan[0]["wssis_risk"] == pytest.approx(0.4)
+    assert len(orphan) == 1 and orphan[0]["wssis_risk"] == pytest.approx(0.4) and orphan[0]["area"] == 100
     assert "wssis_risk" in [x for x in out["annotations"] if x.get("point_ann_id") == 1][0]
 
 
@@ -251,3 +251,22 @@ def test_risk_ranks_the_known_bad_masks_first(shapes, tmp_path):
     out = write_review(review, labels, str(tmp_path), image_root=os.path.join(root, "images"), overlays=2)
     assert os.path.isfile(out["efficiency_plot"]) and len(os.listdir(out["overlays"])) == 2
     assert "share of the bad masks found" in open(out["review_md"]).read()
+
+
+def test_hundreds_of_clicks_on_one_image():
+    """More than 255 clicks in an image (pycocotools' area() of longer lists fails under numpy 2)."""
+    h = w = 256
+    masks = np.zeros((300, h, w), dtype=bool)
+    clicks = []
+    for k in range(300):
+        y, x = divmod(k, 20)
+        masks[k, 12 * y + 2: 12 * y + 10, 12 * x + 2: 12 * x + 10] = True
+        clicks.append({"id": k + 1, "point_ann_id": k + 1, "image_id": 1, "category_id": 1, "score": 0.9,
+                       "point": [12 * x + 6, 12 * y + 6], "area": 64, "bbox": [12 * x + 2, 12 * y + 2, 8, 8]})
+    for c, rle in zip(clicks, encode_masks(masks)):
+        c["segmentation"] = rle
+    review = review_dataset(labels_of(clicks, images=((1, h, w),)), stats={None: (np.log(64.0), 0.5, 300)},
+                            tiles=lambda hh, ww: tile_boxes(hh, ww, 128, 32))
+    assert len(review["clicks"]) == 300 and not any(set(c["flags"]) - {"image_border", "tile_border"}
+                                                    for c in review["clicks"])
+    assert all(c["signals"]["contains_click"] for c in review["clicks"])

@@ -35,7 +35,7 @@ def reviewed_labels(labels: Mapping, review: Mapping, orphan_weight: float) -> d
         for o in img["orphans"]:
             anns.append({"id": next_id, "image_id": img["image_id"], "category_id": o["category_id"], "iscrowd": 0,
                          "segmentation": o["segmentation"], "bbox": o["bbox"],
-                         "area": float(o["bbox"][2] * o["bbox"][3]) if "area" not in o else o["area"],
+                         "area": o["area"],
                          "score": o["score"], "wssis_flag": ORPHAN_FLAG, "wssis_flags": [ORPHAN_FLAG],
                          "wssis_risk": round(orphan_weight * o["score"], 4)})
             next_id += 1

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from ..data.coco_masks import rle_areas
 from ..pseudo.labels import FALLBACK_FLAG
 from .risk import FLAGS, ReviewSettings, click_risk, flag_names, flag_strengths, image_risk
 from .signals import area_zscores, click_signals, find_orphans, plain_signals
@@ -112,7 +113,7 @@ def review_dataset(labels: Mapping, *, coarse: Optional[Mapping[int, dict]] = No
          risk (highest first);
          "images": [{image_id, file_name, rank (1 = review first), risk, expected_bad (sum of click risks),
          num_clicks, num_detections (confident click-free detections; None without a pass), num_flagged,
-         orphans: [{category_id, bbox, score, segmentation}]}] in rank order}. Images without clicks and
+         orphans: [{category_id, bbox, area, score, segmentation}]}] in rank order}. Images without clicks and
         without orphans are left out.
     """
     by_image = clicks_by_image(labels)
@@ -136,8 +137,9 @@ def review_dataset(labels: Mapping, *, coarse: Optional[Mapping[int, dict]] = No
             "num_detections": (sum(d["score"] >= settings.orphan_score for d in dets.get(image_id, []))
                                if plain is not None else None),
             "num_flagged": sum(bool(r["flags"]) for r in rows),
-            "orphans": [{"category_id": int(o["category_id"]), "bbox": [float(v) for v in o["bbox"]],
-                         "score": round(float(o["score"]), 4), "segmentation": o["segmentation"]} for o in orphans]})
+            "orphans": [{"category_id": int(o["category_id"]), "bbox": [float(v) for v in o["bbox"]], "area": area,
+                         "score": round(float(o["score"]), 4), "segmentation": o["segmentation"]}
+                        for o, area in zip(orphans, rle_areas([o["segmentation"] for o in orphans]))]})
         clicks.extend(rows)
     clicks.sort(key=lambda r: (-r["risk"], r["point_ann_id"]))
     records.sort(key=lambda r: (-r["risk"], -r["expected_bad"], r["image_id"]))

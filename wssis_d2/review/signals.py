@@ -15,6 +15,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 
+from ..data.coco_masks import rle_areas
 from ..modeling.tiling import best_tiles, greedy_keep
 
 __all__ = ["pixel_rles", "in_masks", "cut_pixels", "tile_edge_rles", "click_signals", "plain_signals", "area_stats",
@@ -96,7 +97,7 @@ def click_signals(rles: Sequence[dict], points: np.ndarray, image_hw: Tuple[int,
     n = len(rles)
     has = np.ones(n, dtype=bool) if has_mask is None else np.asarray(has_mask, dtype=bool)
     pts = np.asarray(points, dtype=np.float64).reshape(n, 2)
-    areas = mask_util.area(list(rles)).astype(np.float64) if n else np.zeros(0)
+    areas = np.asarray(rle_areas(list(rles)), dtype=np.float64).reshape(n)
     inside = in_masks(pts, rles, h, w)  # (N clicks, N masks)
     contains = np.diagonal(inside).copy() | ~has
     others = inside & ~np.eye(n, dtype=bool) & has[None, :]
