@@ -48,7 +48,7 @@ from ..review.measure import score_review
 from ..review.report import review_document, write_review
 from ..review.review import review_dataset
 from ..review.risk import ReviewSettings, settings_dict
-from ..review.signals import area_stats
+from ..review.signals import area_stats, tile_layout
 from ..utils.visualize import render_records
 
 __all__ = ["PREDICTIONS", "predict_points", "run_settings", "image_record"]
@@ -108,7 +108,7 @@ def review_record(predictor, image, instances, record: dict, contiguous_to_id: D
 
 
 def _review_run(predictions: str, points: dict, records: list, image_root: str, output_dir: str,
-                settings: ReviewSettings, areas_from: Optional[dict]) -> dict:
+                settings: ReviewSettings, areas_from: Optional[dict], tiles=None) -> dict:
     """The review of a finished prediction run (``wssis_d2.review``) into ``output_dir/review``."""
     labels = build_labels({"images": [], "annotations": [], "categories": points["categories"]}, points,
                           load_json(predictions), names=("-", "clicks", predictions),
@@ -116,9 +116,10 @@ def _review_run(predictions: str, points: dict, records: list, image_root: str, 
     plain = {"annotations": [d for rec in records for d in rec["review"]["plain"]]}
     coarse = {int(k): v for rec in records for k, v in rec["review"]["coarse"].items()}
     reference = (areas_from or {}).get("annotations") or labels["annotations"]
-    review = review_dataset(labels, coarse=coarse or None, plain=plain, stats=area_stats(reference), settings=settings)
+    review = review_dataset(labels, coarse=coarse or None, plain=plain, stats=area_stats(reference), tiles=tiles,
+                            settings=settings)
     info = {"predictions": predictions, "areas_from": "--categories json" if areas_from else "the predicted masks",
-            "mrn": bool(coarse)}
+            "mrn": bool(coarse), "tiles": tiles is not None}
     review = review_document(review, info, settings_dict(settings), score_review(labels, review["clicks"]))
     folder = os.path.join(output_dir, "review")
     out = write_review(review, labels, folder, image_root=os.path.abspath(image_root),
@@ -232,7 +233,8 @@ def predict_points(predictor, points: dict, image_root: str, output_dir: str, *,
     ranked = None
     if review is not None:
         ranked = _review_run(output, points, list(_restamped(read_records([part], key="file_name"), image_ids)),
-                             image_root, output_dir, review, areas_from)
+                             image_root, output_dir, review, areas_from,
+                             tile_layout(predictor.cfg.INPUT.TILE.SIZE, predictor.cfg.INPUT.TILE.OVERLAP))
     files = None
     if export and ranked:
         folder = os.path.join(output_dir, export)

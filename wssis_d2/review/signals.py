@@ -16,9 +16,9 @@ import pycocotools.mask as mask_util
 import torch
 
 from ..data.coco_masks import rle_areas
-from ..modeling.tiling import best_tiles, greedy_keep
+from ..modeling.tiling import best_tiles, greedy_keep, overlap_pixels, tile_boxes
 
-__all__ = ["pixel_rles", "in_masks", "cut_pixels", "tile_edge_rles", "click_signals", "plain_signals", "area_stats",
+__all__ = ["pixel_rles", "in_masks", "cut_pixels", "tile_edge_rles", "tile_layout", "click_signals", "plain_signals", "area_stats",
            "area_zscores", "find_orphans", "SIGNALS"]
 
 # Keys of ``click_signals``' result.
@@ -68,6 +68,15 @@ def tile_edge_rles(tiles: torch.Tensor, height: int, width: int) -> List[dict]:
                 ([[x1 - 1, y0, 1, th]] if x1 < width else []) + ([[x0, y1 - 1, tw, 1]] if y1 < height else [])
         out.append(_strip_rle(boxes, height, width))
     return out
+
+
+def tile_layout(size: int, overlap: float):
+    """``tiles(h, w) -> (T, 4)`` of ``INPUT.TILE.SIZE`` / ``OVERLAP`` (``tiling.tile_boxes``), None when tiles
+    are off (size 0)."""
+    if int(size) <= 0:
+        return None
+    pixels = overlap_pixels(int(size), float(overlap))
+    return lambda h, w: tile_boxes(h, w, int(size), pixels)
 
 
 def click_signals(rles: Sequence[dict], points: np.ndarray, image_hw: Tuple[int, int], *,

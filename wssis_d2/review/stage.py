@@ -20,14 +20,13 @@ import yaml
 from detectron2.data import MetadataCatalog
 
 from ..data.json_io import load_json
-from ..modeling.tiling import overlap_pixels, tile_boxes
 from ..pseudo.labels import build_labels
 from ..pipeline.data import dataset_json
 from .measure import score_review
 from .report import review_document, write_review
 from .review import review_dataset
 from .risk import ReviewSettings, settings_dict
-from .signals import area_stats
+from .signals import area_stats, tile_layout
 
 __all__ = ["PLAIN_JSON", "run_review", "tiles_of_config"]
 
@@ -43,11 +42,7 @@ def tiles_of_config(config_yaml: str):
         return None
     with open(config_yaml) as f:
         tile = ((yaml.safe_load(f) or {}).get("INPUT") or {}).get("TILE") or {}
-    size = int(tile.get("SIZE", 0) or 0)
-    if size <= 0:
-        return None
-    overlap = overlap_pixels(size, float(tile.get("OVERLAP", 0.25)))
-    return lambda h, w: tile_boxes(h, w, size, overlap)
+    return tile_layout(int(tile.get("SIZE", 0) or 0), float(tile.get("OVERLAP", 0.25)))
 
 
 def _labels(pcfg, records: Mapping) -> dict:
