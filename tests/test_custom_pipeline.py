@@ -114,6 +114,7 @@ def test_custom_pipeline_labels_json_one_annotation_per_click(data):
     assert eff["num_clicks"] == len(clicks) and set(eff["found"]) == {"10%", "20%", "50%"}
     assert review["measured"]["missed_clicks"]["removed"] == max(1, round(0.05 * len(clicks)))
     assert results["review"]["num_clicks"] == len(clicks)
+    assert "- Review (review/review.md): " in out["results"]["markdown"]
     reviewed = os.path.join(pcfg.OUTPUT_DIR, "review", "labels_review.json")
     export_labels(reviewed, "cvat", str(root / "review_cvat"))
     xml = open(root / "review_cvat" / "annotations.xml").read()

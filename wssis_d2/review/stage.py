@@ -55,7 +55,8 @@ def _labels(pcfg, records: Mapping) -> dict:
     # Only the clicked images are reviewed: the full ones' true masks are not needed here.
     full = {"images": [], "annotations": [], "categories": load_json(full_json).get("categories")}
     labels = build_labels(full, load_json(points_json), load_json(pseudo_json),
-                          fallback_radius=pcfg.LABELS.FALLBACK_RADIUS, names=(full_json, points_json, pseudo_json))
+                          fallback_radius=pcfg.LABELS.FALLBACK_RADIUS, names=(full_json, points_json, pseudo_json),
+                          image_root=MetadataCatalog.get(pcfg.DATASETS.POINTS).get("image_root", None))
     labels["info"]["pseudo_stage"] = source
     return labels
 
@@ -87,8 +88,7 @@ def run_review(pcfg, records: Mapping, stage_dir: str, plain_json: str) -> dict:
             "plain_pass": plain_json, "true_masks": gt, "tiles": tiles is not None, "mrn": coarse is not None}
     review = review_document(review, info, settings_dict(settings, {"drop_clicks": r.DROP_CLICKS,
                                                                      "drop_seed": r.DROP_SEED}), measured)
-    image_root = (labels.get("info") or {}).get("image_root") or \
-        MetadataCatalog.get(pcfg.DATASETS.POINTS).get("image_root", "")
+    image_root = (labels.get("info") or {}).get("image_root") or ""
     outputs = write_review(review, labels, stage_dir, image_root=image_root, overlays=r.OVERLAYS,
                            orphan_weight=settings.orphan_weight)
     metrics = dict(review["summary"])
