@@ -14,6 +14,7 @@ from wssis_d2.formats.importers import import_points
 from wssis_d2.formats.exports import export_labels
 from wssis_d2.pipeline import load_pipeline_cfg, plan_stages, run_pipeline
 from wssis_d2.pipeline.run import row_plan
+from wssis_d2.review.__main__ import main as review_main
 
 from conftest import REPO, saved_catalogs
 
@@ -59,7 +60,7 @@ def test_custom_pipeline_labels_json_one_annotation_per_click(data):
     with saved_catalogs():
         pcfg = load_pipeline_cfg(TINY, _opts(p), output_dir=str(root / "run"))
         assert plan_stages(pcfg) == ["data", "teacher", "pseudo_adaptive", "mrn_data", "mrn", "pseudo_adaptive_mrn",
-                                     "labels", "student_points_mrn"]
+                                     "labels", "review", "student_points_mrn"]
         out = run_pipeline(pcfg)
     labels = json.load(open(os.path.join(pcfg.OUTPUT_DIR, "labels.json")))
     full, points = json.load(open(p["full"])), json.load(open(p["points"]))
@@ -104,6 +105,20 @@ def test_custom_pipeline_labels_json_one_annotation_per_click(data):
     clicked = next(img for img in points["images"] if any(a["image_id"] == img["id"] for a in got))
     some = json.load(open(root / "review" / (os.path.splitext(clicked["file_name"])[0] + ".json")))
     assert some["shapes"] and all(s["shape_type"] == "polygon" and len(s["points"]) >= 3 for s in some["shapes"])
+    # the review stage (on by default in custom.yaml): every click ranked, scored against the true masks
+    review = json.load(open(os.path.join(pcfg.OUTPUT_DIR, "review", "review.json")))
+    assert sorted(c["point_ann_id"] for c in review["clicks"]) == sorted(clicks)
+    assert all(0 <= c["risk"] <= 1 for c in review["clicks"]) and [i["rank"] for i in review["images"]] == list(
+        range(1, len(review["images"]) + 1))
+    eff = review["measured"]["efficiency"]
+    assert eff["num_clicks"] == len(clicks) and set(eff["found"]) == {"10%", "20%", "50%"}
+    assert review["measured"]["missed_clicks"]["removed"] == max(1, round(0.05 * len(clicks)))
+    assert results["review"]["num_clicks"] == len(clicks)
+    assert "- Review (review/review.md): " in out["results"]["markdown"]
+    reviewed = os.path.join(pcfg.OUTPUT_DIR, "review", "labels_review.json")
+    export_labels(reviewed, "cvat", str(root / "review_cvat"))
+    xml = open(root / "review_cvat" / "annotations.xml").read()
+    assert xml.count('name="wssis_risk"') >= len(clicks)
 
 
 def test_custom_run_without_optional_files_skips_rows(data):
@@ -114,7 +129,7 @@ def test_custom_run_without_optional_files_skips_rows(data):
         pcfg = load_pipeline_cfg(TINY, opts, output_dir=str(root / "run_bare"))
         _, _, skipped = row_plan(pcfg)
         assert set(skipped) == {"adaptive", "oracle_size", "full_100", "teacher"}
-        assert plan_stages(pcfg) == ["data", "teacher", "pseudo_adaptive", "labels"]
+        assert plan_stages(pcfg) == ["data", "teacher", "pseudo_adaptive", "labels", "review"]
         run_pipeline(pcfg)
     results = json.load(open(os.path.join(pcfg.OUTPUT_DIR, "results.json")))
     assert results["models"]["teacher"] is None and results["pseudo_labels"]["adaptive"] is None
@@ -122,6 +137,15 @@ def test_custom_run_without_optional_files_skips_rows(data):
     labels = json.load(open(os.path.join(pcfg.OUTPUT_DIR, "labels.json")))
     assert labels["info"]["pseudo_stage"] == "pseudo_adaptive" and "report" not in results["labels"]
     assert labels["info"]["num_clicks"] == len(json.load(open(p["points"]))["annotations"])
+    review = json.load(open(os.path.join(pcfg.OUTPUT_DIR, "review", "review.json")))  # no true masks: not scored
+    assert len(review["clicks"]) == labels["info"]["num_clicks"] and "efficiency" not in review["measured"]
+    # the stage alone on the finished folder, again with other settings (the click-free pass is kept)
+    with saved_catalogs():
+        record = review_main(["--pipeline-dir", pcfg.OUTPUT_DIR, "--redo", "REVIEW.DROP_CLICKS", "0.5"])
+    again = json.load(open(record["outputs"]["review"]))
+    assert again["settings"]["drop_clicks"] == 0.5 and again["measured"]["missed_clicks"]["removed"] == round(
+        0.5 * len(review["clicks"]))
+    assert [c["risk"] for c in again["clicks"]] == [c["risk"] for c in review["clicks"]]
 
 
 def test_custom_config_rules(data):

@@ -286,3 +286,23 @@ def test_parallel_stages_run_in_worker_processes_after_their_inputs(tiny_run, tm
     assert all(results["models"][m] is not None for m in ("teacher", "student_points", "full_100"))
     assert results["pseudo_labels"]["adaptive"]["coverage"] > 0.9
     assert results["models"]["student_threshold"] is None
+
+
+def test_review_alone_on_a_finished_shapes_run(tiny_run):
+    """python -m wssis_d2.review on a finished run without a labels stage: the clicks and the refined
+    pseudo-labels reviewed, scored against the true masks of the point images, the marker written."""
+    from wssis_d2.review.__main__ import main as review_main
+
+    pcfg, _ = tiny_run
+    with saved_catalogs():
+        record = review_main(["--pipeline-dir", pcfg.OUTPUT_DIR])
+    review = json.load(open(record["outputs"]["review"]))
+    points = json.load(open(os.path.join(pcfg.DATA.ROOT, "wssis_shapes", "splits",
+                                         "train_30p_s1_points.json")))
+    assert sorted(c["point_ann_id"] for c in review["clicks"]) == sorted(a["id"] for a in points["annotations"])
+    assert review["info"]["mrn"] and review["info"]["labels"].endswith(os.path.join("pseudo_adaptive_mrn",
+                                                                                    "pseudo_labels.json"))
+    eff = review["measured"]["efficiency"]
+    assert eff["num_clicks"] == len(points["annotations"]) and eff["curve"][-1] in (1.0, None)
+    assert read_marker(os.path.join(pcfg.OUTPUT_DIR, "review")) is not None
+

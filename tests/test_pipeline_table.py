@@ -85,6 +85,10 @@ def test_needs_resolution():
     assert labels_source(without_mrn) == "pseudo_adaptive"
     assert stage_needs("labels", without_mrn) == ("data", "pseudo_adaptive")
     assert stage_needs("student_points", without_mrn) == ("data", "pseudo_adaptive", "labels")
+    # the review reads the labels, the refined and the teacher's masks, and the teacher (its click-free pass)
+    assert stage_needs("review", custom + ["review"]) == ("data", "teacher", "pseudo_adaptive", "pseudo_adaptive_mrn",
+                                                          "labels")
+    assert stage_needs("review", shapes) == ("data", "teacher", "pseudo_adaptive", "pseudo_adaptive_mrn")
 
 
 def test_an_in_process_stage_is_one_entry(tmp_path, monkeypatch):

@@ -169,6 +169,16 @@ def test_refinement_equals_the_pipelines(trained, tmp_path):
     refined = str(tmp_path / "refined.json")
     refine_pseudo_labels(predictor.mrn, export, refined, image_root=trained["images"], image_format="RGB")
     assert _assert_equal_to_export(predictor, trained, refined, refined=True) > 0  # masks the MRN changed
+    # keep_coarse (the review's teacher-vs-MaskRefineNet flag): the masks before refinement, i.e. the export's
+    img = trained["coco"]["images"][0]
+    pts, classes, ids = _clicks(trained["coco"], img["id"])
+    out = predictor.predict(read_image(os.path.join(trained["images"], img["file_name"]), "BGR"), pts, classes,
+                            keep_coarse=True)["instances"]
+    by_point = {a["point_ann_id"]: a for a in json.load(open(export))["annotations"]}
+    for k, ann_id in enumerate(ids):
+        if ann_id in by_point:
+            mask = decode_segmentation(by_point[ann_id]["segmentation"], img["height"], img["width"])
+            assert np.array_equal(out.coarse_masks[k].numpy(), mask)
 
 
 def test_one_clear_error_per_bad_input(trained, tmp_path):
@@ -221,12 +231,17 @@ def _predict_cli():
     return load_script("tools/predict.py", "predict_script")
 
 
-def test_cli_on_a_labelme_folder(trained, tmp_path):
-    out = tmp_path / "pred"
-    res = _predict_cli().main([
+def _predict_folder(trained, out, *extra):
+    """tools/predict.py on the labelme click folder, categories from the GT json, inputs resized."""
+    return _predict_cli().main([
         "--config-file", SOLO_CFG, "--weights", trained["weights"], "--images", trained["images"],
         "--clicks", trained["labelme"], "--format", "labelme", "--categories", trained["gt"], "--output", str(out),
-        "--export", "labelme", "--overlay", "--no-progress", *RESIZED])
+        *extra, "--no-progress", *RESIZED])
+
+
+def test_cli_on_a_labelme_folder(trained, tmp_path):
+    out = tmp_path / "pred"
+    res = _predict_folder(trained, out, "--export", "labelme", "--overlay")
     pred = json.load(open(out / "predictions.json"))
     info = pred["info"]
     num_clicks = len(trained["coco"]["annotations"])
@@ -304,3 +319,27 @@ def test_killed_folder_run_resumes_without_duplicates(trained, tmp_path):
     fresh = tmp_path / "fresh"
     _run(cmd[:cmd.index("--output") + 1] + [str(fresh)] + cmd[cmd.index("--output") + 2:])
     assert pred["annotations"] == json.load(open(fresh / "predictions.json"))["annotations"]
+
+
+def test_cli_review_ranks_every_click_and_exports_flags(trained, tmp_path):
+    out = tmp_path / "pred"
+    res = _predict_folder(trained, out, "--export", "cvat", "--review")
+    review = json.load(open(out / "review" / "review.json"))
+    num_clicks = len(trained["coco"]["annotations"])
+    assert len(review["clicks"]) == num_clicks and review["summary"]["num_clicks"] == num_clicks
+    assert [im["rank"] for im in review["images"]] == list(range(1, len(review["images"]) + 1))
+    assert review["info"]["areas_from"] == "--categories json"
+    risks = [c["risk"] for c in review["clicks"]]
+    assert risks == sorted(risks, reverse=True) and all(0 <= r <= 1 for r in risks)
+    without = {c["point_ann_id"] for c in json.load(open(out / "predictions.json"))["info"]["clicks_without_mask"]}
+    assert {c["point_ann_id"] for c in review["clicks"] if "fallback" in c["flags"]} == without
+    # the export carries each click's risk (and the orphans as their own flagged regions)
+    xml = open(res["review"]).read()
+    assert xml.count('<attribute name="wssis_risk">') >= num_clicks + review["summary"]["num_orphans"]
+    # the click-free pass: ordinary detections at the image size
+    predictor = PointPredictor(_cfg(trained, *RESIZED))
+    img = trained["coco"]["images"][0]
+    plain = predictor.plain(read_image(os.path.join(trained["images"], img["file_name"]), "BGR"))
+    assert plain.image_size == (img["height"], img["width"]) and plain.pred_masks.shape[1:] == (img["height"],
+                                                                                                img["width"])
+    _no_partial_files(str(out))

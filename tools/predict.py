@@ -7,7 +7,7 @@
     # a folder of clicked images from a labeling tool, back to the tool for review
     python tools/predict.py --config-file configs/CPU/SOLOv2_tiny.yaml --weights student.pth \\
         --images images/ --clicks clicks/ --format labelme --categories labels.json \\
-        --output pred/ --export labelme --overlay
+        --output pred/ --export labelme --overlay [--review]
     # with a MaskRefineNet: --mrn-config configs/MRN/MRN_R18_cpu.yaml --mrn-weights mrn.pth
 
 Writes ``<output>/predictions.json`` (the pseudo-label export's schema), with ``--export FORMAT`` the masks for
@@ -30,6 +30,8 @@ from wssis_d2.formats.exports import EXPORT_FORMATS, add_export_arguments, expor
 from wssis_d2.predict import (CLICK_FORMATS, PointPredictor, export_points, predict_points,  # noqa: E402
                               single_image_points)
 from wssis_d2.predict.config import add_model_arguments, model_configs  # noqa: E402
+from wssis_d2.data.validation import load_coco  # noqa: E402
+from wssis_d2.review.risk import ReviewSettings  # noqa: E402
 from wssis_d2.utils.errors import WSSISInputError, run_cli  # noqa: E402
 from wssis_d2.utils.preflight import check_output_dir  # noqa: E402
 
@@ -52,6 +54,9 @@ def get_parser():
                    help="also write the masks for a tool: review files (labelme, cvat), label-images, ctc, "
                         "qupath, labelstudio (options below; docs/DATA.md)")
     p.add_argument("--overlay", action="store_true", help="draw overlays/<image>.png")
+    p.add_argument("--review", action="store_true",
+                   help="rank the masks for review: flags and risk per click, orphans (likely missed clicks) per "
+                        "image from a click-free pass, in <output>/review/ (review.md first); --export carries them")
     p.add_argument("--overwrite", action="store_true", help="discard an interrupted run's predictions")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_export_arguments(p)
@@ -86,8 +91,11 @@ def main(argv=None):
             "mrn_config": os.path.abspath(args.mrn_config) if args.mrn_config else None,
             "clicks": source, "clicks_format": args.format or "--points",
             "categories_from": os.path.abspath(args.categories) if args.categories else "class indices"}
+    areas_from = load_coco(args.categories, "pseudo") if args.review and args.categories else None
     res = predict_points(predictor, points, image_root, args.output, export=args.export, export_options=options,
-                         overlay=args.overlay, overwrite=args.overwrite, info=info, progress=not args.no_progress)
+                         overlay=args.overlay, overwrite=args.overwrite, info=info, progress=not args.no_progress,
+                         review=ReviewSettings() if args.review else None,
+                         areas_from=areas_from if areas_from and areas_from.get("annotations") else None)
     logger.info(f"{res['num_images']} images ({res['num_resumed']} from an earlier run), {res['num_clicks']} "
                 f"clicks: {res['num_masks']} masks, {res['num_clicks_without_mask']} clicks without a mask")
     print(f"predictions: {res['predictions']}")
@@ -95,6 +103,8 @@ def main(argv=None):
         print(f"{args.export} files: {res['review']}")
     if res["overlays"]:
         print(f"overlays: {res['overlays']}")
+    if res["ranked"]:
+        print(f"review: {res['ranked']['review_md']}")
     return res
 
 

@@ -15,6 +15,9 @@ polygons with, so the tool shows the same pixels. Consequences:
 Annotations without a mask but with ``point_coords`` (point-label files) are exported as points. An
 annotation flagged by the pipeline (``wssis_flag``) is marked: labelme ``flags: {"<flag>": true}``,
 CVAT attribute ``wssis_flag``; the score goes into labelme's ``description`` / CVAT's ``score`` attribute.
+The review stage's per-annotation ``wssis_flags`` (list) and ``wssis_risk`` (``review/labels_review.json``;
+its orphans carry ``wssis_flag`` "orphan") are passed through: labelme flags (one per name) and "risk" in the
+description, CVAT attributes ``wssis_flags`` (comma-separated) and ``wssis_risk``.
 """
 import logging
 import os
@@ -90,6 +93,14 @@ def _shapes(ann, img, counts):
     return None, []
 
 
+def _review_fields(ann) -> tuple:
+    """(flag names, risk text) of an annotation: ``wssis_flag`` and the review's ``wssis_flags``, ``wssis_risk``."""
+    names = ([ann["wssis_flag"]] if ann.get("wssis_flag") else []) + [
+        f for f in ann.get("wssis_flags") or [] if f != ann.get("wssis_flag")]
+    risk = f"{ann['wssis_risk']:.3f}" if ann.get("wssis_risk") is not None else ""
+    return names, risk
+
+
 def export_labelme(coco: dict, output_dir: str, image_root: str) -> Counter:
     """One labelme json per image under ``output_dir`` (``<file_name without extension>.json``, sub
     folders kept), ``imagePath`` relative to it. Returns the counts."""
@@ -101,13 +112,13 @@ def export_labelme(coco: dict, output_dir: str, image_root: str) -> Counter:
         shapes = []
         for k, ann in enumerate(by_image[img["id"]]):
             kind, parts = _shapes(ann, img, counts)
-            flag = ann.get("wssis_flag")
+            flags, risk = _review_fields(ann)
+            text = " ".join(([f"score {ann['score']:.3f}"] if "score" in ann else []) + ([f"risk {risk}"] if risk else []))
             for pts in parts:
                 shapes.append({"label": cats.get(ann["category_id"], str(ann["category_id"])),
                                "points": [[round(float(x), 2), round(float(y), 2)] for x, y in pts],
                                "group_id": k if len(parts) > 1 else None, "shape_type": kind,
-                               "flags": {flag: True} if flag else {},
-                               "description": f"score {ann['score']:.3f}" if "score" in ann else ""})
+                               "flags": {f: True for f in flags}, "description": text})
             counts["annotations"] += 1
         counts["shapes"] += len(shapes)
         write_json_atomic({"version": LABELME_VERSION, "flags": {}, "shapes": shapes,
@@ -130,7 +141,8 @@ def export_cvat(coco: dict, output_dir: str, image_root: Optional[str] = None) -
         label = ET.SubElement(labels, "label")
         ET.SubElement(label, "name").text = name
         attrs = ET.SubElement(label, "attributes")
-        for attr, kind, values in (("wssis_flag", "select", "\nfallback"), ("score", "text", "")):
+        for attr, kind, values in (("wssis_flag", "select", "\nfallback\norphan"), ("score", "text", ""),
+                                   ("wssis_flags", "text", ""), ("wssis_risk", "text", "")):
             a = ET.SubElement(attrs, "attribute")
             ET.SubElement(a, "name").text = attr
             ET.SubElement(a, "mutable").text = "False"
@@ -153,6 +165,9 @@ def export_cvat(coco: dict, output_dir: str, image_root: Optional[str] = None) -
                 ET.SubElement(shape, "attribute", name="wssis_flag").text = ann.get("wssis_flag") or ""
                 ET.SubElement(shape, "attribute", name="score").text = (
                     f"{ann['score']:.3f}" if "score" in ann else "")
+                flags, risk = _review_fields(ann)
+                ET.SubElement(shape, "attribute", name="wssis_flags").text = ",".join(flags)
+                ET.SubElement(shape, "attribute", name="wssis_risk").text = risk
                 counts["shapes"] += 1
             counts["annotations"] += 1
         counts["images"] += 1

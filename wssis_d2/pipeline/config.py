@@ -8,6 +8,8 @@ import os
 
 from fvcore.common.config import CfgNode as CN
 
+from ..review.risk import DEFAULT_BIAS, DEFAULT_WEIGHTS
+
 __all__ = ["CUSTOM_NAMES", "PSEUDO_ROWS", "MODEL_ROWS", "get_pipeline_cfg", "load_pipeline_cfg", "node_values",
            "resolve_path"]
 
@@ -113,6 +115,46 @@ def get_pipeline_cfg():
     # labels.json (DATA.KIND custom): a click without a pseudo-label gets a disk of this radius (pixels,
     # original image) around it, clipped to the image, flagged "wssis_flag": "fallback".
     cfg.LABELS.FALLBACK_RADIUS = 6.0
+
+    cfg.REVIEW = CN()
+    # The review stage (after labels; wssis_d2/review, docs/PIPELINE.md "Review"): per click flags and a risk,
+    # per image orphans (likely missed clicks) and a review rank, in OUTPUT_DIR/review/.
+    cfg.REVIEW.ENABLED = False
+    # The click-free teacher pass keeps detections from this score on (review/plain_<score>.json).
+    cfg.REVIEW.PASS_SCORE = 0.1
+    # Orphans: detections of that pass with score >= this (also what "confident detections" per image count)
+    # that belong to no click, one per object (review/signals.find_orphans). 0.2 with CLICK_IOU 0.2: the best
+    # F2 (recall counted twice) of the missed-click test on the shapes demo (docs/RESULTS.md "Review").
+    cfg.REVIEW.ORPHAN_SCORE = 0.2
+    # A detection belongs to a click it holds when their IoU is >= CLICK_IOU, or when ORPHAN_IOU of it lies
+    # inside a click's mask.
+    cfg.REVIEW.CLICK_IOU = 0.2
+    cfg.REVIEW.ORPHAN_IOU = 0.5
+    # An image's risk counts an orphan as ORPHAN_WEIGHT x its score.
+    cfg.REVIEW.ORPHAN_WEIGHT = 0.5
+    # Flag thresholds: overlap (intersection / smaller mask) with another click's mask; |z| of log area vs the
+    # class's full labels; teacher score below; IoU teacher vs MaskRefineNet mask below; IoU with the best
+    # click-free detection holding the click below; mask pixels on an image / tile border per sqrt(area)
+    # (review/risk.py).
+    cfg.REVIEW.OVERLAP = 0.5
+    cfg.REVIEW.AREA_Z = 2.0
+    cfg.REVIEW.LOW_SCORE = 0.3
+    cfg.REVIEW.MRN_IOU = 0.5
+    cfg.REVIEW.PLAIN_IOU = 0.5
+    cfg.REVIEW.BORDER_CUT = 0.25
+    # Risk = sigmoid(BIAS + sum of WEIGHTS x flag strengths), weights in review.risk.FLAGS order: fallback,
+    # outside, overlap, two_clicks, area, low_score, mrn_disagree, image_border, tile_border, plain_disagree,
+    # no_detection (fitted on the shapes demo; review.json measured.suggested_weights refits them on a scored run).
+    cfg.REVIEW.WEIGHTS = list(DEFAULT_WEIGHTS)
+    cfg.REVIEW.BIAS = DEFAULT_BIAS
+    # With true masks of the clicked images: a mask is bad when its IoU with its true mask is below this.
+    cfg.REVIEW.BAD_IOU = 0.5
+    # Missed-click test: this share of the clicks is removed (seeded) from a copy and the orphans searched
+    # again; review.json reports how many come back (0: no test). The review itself uses every click.
+    cfg.REVIEW.DROP_CLICKS = 0.05
+    cfg.REVIEW.DROP_SEED = 0
+    # Overlays of this many top-ranked images (OUTPUT_DIR/review/overlays).
+    cfg.REVIEW.OVERLAYS = 8
 
     cfg.DATASETS = CN()
     # Registered names: fully-labeled images, their point-labeled complement, the true masks of the point

@@ -24,6 +24,8 @@
          the MaskRefineNet stage, or null (every table reporting MRN says them: the paper's are 256, 6, Dice),
      "no_predictions": [model rows whose model predicted nothing on the test set: AP 0],
      "labels": counts of OUTPUT_DIR/labels.json (DATA.KIND custom) and, with POINTS_GT, its quality; or null,
+     "review": the review stage's summary (flags, orphans; with POINTS_GT the share of bad masks found in the
+         top 10 / 20 / 50 % by risk and the missed-click test), or null (wssis_d2/review),
      "skipped_rows": {row: why} (DATA.KIND custom: rows that need data the run does not have),
      "scale_choice": DATA.KIND custom: the input scale and tiles chosen per node (pipeline/scale.py); else null,
      "meta": {...how it was measured...}, "timings": {stage: seconds}}
@@ -196,6 +198,7 @@ def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None
         "mrn_settings": mrn_settings(pcfg, records.get("mrn")),
         "no_predictions": no_predictions,
         "labels": (records.get("labels") or {}).get("metrics"),
+        "review": ((records.get("review") or {}).get("metrics") or {}).get("review"),
         "skipped_rows": dict((meta or {}).get("skipped_rows") or {}),
         "scale_choice": ((records.get("data") or {}).get("metrics") or {}).get("scale_choice"),
         "meta": dict(meta or {}),
@@ -316,6 +319,15 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
         lines.append(f"- **{verdict}**")
     micro = results.get("models_microscopy") or {}
     thr = next((m["score_thr"] for m in micro.values() if m and "score_thr" in m), None)
+    rev = results.get("review")
+    if rev:
+        found, missed = rev.get("found") or {}, rev.get("missed_clicks") or {}
+        lines.append(f"- Review (review/review.md): {rev['num_flagged']} of {rev['num_clicks']} clicks flagged, "
+                     f"{rev['num_orphans']} orphans" + (
+                         f"; bad masks (IoU < 0.5) {_fmt(rev.get('base_rate'), 3)} of all, share found in the top 20 % "
+                         f"by risk {_fmt(found.get('20%'), 3)}" if found else "") + (
+                         f"; {missed['recovered']} of {missed['removed']} removed clicks back as orphans"
+                         if missed else "") + ".")
     lines += ["", f"## Models (segm mask AP on `{test_set or 'no test set'}`)", "",
               "| model | iterations | mask AP | / 100% model | val | "
               + " | ".join(c for c, _, _ in _MODEL_MICRO) + " |",

@@ -30,6 +30,7 @@ from ..pseudo.merge import merge_pseudo_label_files
 from .data import dataset_json, prepare_data
 from .model_stages import (ExportJob, ExportSpec, RefineSpec, TrainSpec, checkpoint_file, checkpoint_iterations,
                            export_stage, refine_stage, train_stage)
+from ..review.stage import PLAIN_JSON, run_review
 from .scale import auto_opts
 
 __all__ = ["Stage", "StageCall", "StageContext", "STAGES", "STAGE", "in_process", "main_output", "plan_stages",
@@ -337,6 +338,23 @@ def _student(ctx):
     return StageCall(train_stage, (pcfg, ctx.dir, spec), launched=True, pre=pre)
 
 
+def _review(ctx):
+    """A click-free teacher pass over the clicked images, then the review (``wssis_d2.review.stage``)."""
+    pcfg = ctx.pcfg
+    score = float(min(pcfg.REVIEW.PASS_SCORE, pcfg.REVIEW.ORPHAN_SCORE))
+    plain = os.path.join(ctx.dir, PLAIN_JSON.format(score=score))
+    job = ExportJob(name="plain", mode="threshold", dataset=pcfg.DATASETS.POINTS, output=plain, threshold=score,
+                    weights=os.path.join(ctx.runner.stage_dir("teacher"), "model_final.pth"))
+    spec = ExportSpec(jobs=(job,), classes_from=pcfg.DATASETS.FULL,
+                      auto_opts=tuple(auto_opts(pcfg, ctx.runner.records, "TEACHER")))
+
+    def post(result):
+        review = run_review(pcfg, ctx.runner.records, ctx.dir, plain)
+        return {"outputs": dict(result["outputs"], **review["outputs"]),
+                "metrics": dict(result["metrics"], review=review["metrics"])}
+    return StageCall(export_stage, (pcfg, ctx.dir, spec), launched=True, post=post)
+
+
 _TRAINED = ("weights", "config")
 STAGES: Tuple[Stage, ...] = (
     Stage("data", _data, when=lambda pcfg: True, produces=("full", "points"), priority=0),
@@ -359,6 +377,8 @@ STAGES: Tuple[Stage, ...] = (
           produces=("threshold_mrn",), priority=95, refines="pseudo_threshold"),
     Stage("labels", in_process(_labels), needs=("data", "pseudo_adaptive"), after=("pseudo_adaptive_mrn",),
           produces=("labels",), priority=70, when=lambda pcfg: pcfg.DATA.KIND == "custom"),
+    Stage("review", _review, needs=("data", "teacher", "pseudo_adaptive"), after=("pseudo_adaptive_mrn", "labels"),
+          produces=("review",), priority=75, when=lambda pcfg: pcfg.REVIEW.ENABLED),
     Stage("student_threshold", _student, needs=("data", "pseudo_threshold"), model_rows=("student_threshold",),
           produces=_TRAINED, priority=100, node="STUDENT", pseudo="pseudo_threshold"),
     Stage("student_points", _student, needs=("data", "pseudo_adaptive"), model_rows=("student_points",),

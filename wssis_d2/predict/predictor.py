@@ -203,11 +203,13 @@ class PointPredictor:
         """
         return self.predict(image, points, classes)["instances"]
 
-    def predict(self, image: np.ndarray, points, classes) -> Dict[str, object]:
+    def predict(self, image: np.ndarray, points, classes, keep_coarse: bool = False) -> Dict[str, object]:
         """:meth:`__call__` with the decoder's counts: {"instances", "point_stats"} (``point_stats`` as the
         export records them: num_points, num_invalid_points (0: outside clicks are refused),
         num_points_without_mask, num_collisions, num_cross_class_collisions, num_points_capped,
-        num_points_retried, num_points_rescued)."""
+        num_points_retried, num_points_rescued).
+        ``keep_coarse``: with a MaskRefineNet, also ``instances.coarse_masks`` (N, H, W) bool, the masks before
+        refinement (the review compares them)."""
         channels = len(self.cfg.MODEL.PIXEL_MEAN)
         image = check_image(image, self.input_format, channels)
         h, w = image.shape[:2]
@@ -232,8 +234,20 @@ class PointPredictor:
             stats.update({k: v for k, v in out["point_stats"].items() if k in stats})
         instances = per_click_instances(decoded, points_t, classes_t)
         if self.mrn is not None:
+            if keep_coarse:
+                instances.coarse_masks = instances.pred_masks.clone()
             instances.refined = self._refine(image, instances)
         return {"instances": instances, "point_stats": stats}
+
+    def plain(self, image: np.ndarray) -> Instances:
+        """Click-free inference of the image (ordinary SOLOv2, the model's ``MODEL.SOLOV2`` test thresholds;
+        tiles as configured): Instances of size (H, W) with pred_masks (K, H, W) bool, scores, pred_classes
+        (contiguous), pred_boxes. The review's orphans come from it (``wssis_d2.review``)."""
+        image = check_image(image, self.input_format, len(self.cfg.MODEL.PIXEL_MEAN))
+        h, w = image.shape[:2]
+        inputs = self.mapper.map_image({"height": h, "width": w}, image)
+        with torch.no_grad():
+            return self.model([inputs])[0]["instances"]
 
     def _refine(self, image: np.ndarray, instances: Instances) -> torch.Tensor:
         """Refine the masks of ``instances`` in place with :meth:`MaskRefineNet.refine` (the clicks with a

@@ -10,6 +10,10 @@ Output folder::
     cvat/annotations.xml    polygons; clicks without a mask as point shapes), or --export cvat
     <format>/               with --export label-images / ctc / qupath / labelstudio (``wssis_d2.formats.exports``;
                             clicks without a mask: objects-CSV rows, Label Studio keypoints, counted elsewhere)
+    review/                 with --review (``wssis_d2.review``): review.json / review.md (flags and risk per
+                            click, orphans: confident detections of a click-free pass without a click, a review
+                            rank per image), labels_review.json and overlays of the top-ranked images; the
+                            --export files are then made from labels_review.json (flags, risk, orphans)
     overlays/<name>.png     with --overlay: every click's mask (class name and score) and its click, drawn by
                             ``wssis_d2.utils.visualize``; a click without a mask is a dot with its class name;
                             <name>: the image's path under the image root, "/" as "__" (sub/t1.tif: sub__t1)
@@ -26,17 +30,26 @@ import os
 from typing import Dict, List, Optional
 
 import torch
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from tqdm import tqdm
 
 from ..data.categories import contiguous_category_map
 from ..data.datasets.point_instances import point_records_from_coco
 from ..data.images import read_image
+from ..data.coco_masks import encode_masks
+from ..data.json_io import load_json
 from ..formats.exports import EXPORT_FORMATS, export_coco
 from ..data.validation import load_coco
 from ..evaluation.pseudo_labels import (instances_to_pseudo_annotations, pseudo_label_settings, pseudo_label_totals,
                                         write_pseudo_label_json)
 from ..utils.errors import WSSISInputError
 from ..utils.part_files import open_part, read_records, write_record
+from ..pseudo.labels import build_labels
+from ..review.measure import score_review
+from ..review.report import review_document, write_review
+from ..review.review import review_dataset
+from ..review.risk import ReviewSettings, settings_dict
+from ..review.signals import area_stats, tile_layout
 from ..utils.visualize import render_records
 
 __all__ = ["PREDICTIONS", "predict_points", "run_settings", "image_record"]
@@ -77,6 +90,44 @@ def image_record(instances, record: dict, contiguous_to_id: Dict[int, int]) -> d
             "clicks_without_mask": clicks}
 
 
+def review_record(predictor, image, instances, record: dict, contiguous_to_id: Dict[int, int],
+                  min_score: float) -> dict:
+    """The review part of an image's part-file line: {"plain": detections of the click-free pass with score >=
+    ``min_score`` (``category_id``, ``segmentation`` RLE, ``bbox`` XYWH, ``score``), "coarse": {click id: RLE of
+    its mask before MaskRefineNet} (empty without one)}."""
+    plain = predictor.plain(image).to("cpu")
+    plain = plain[plain.scores >= min_score]
+    dets = instances_to_coco_json(plain, int(record["image_id"])) if len(plain) else []
+    for d in dets:
+        d["category_id"] = contiguous_to_id[int(d["category_id"])]
+    coarse = {}
+    if instances.has("coarse_masks"):
+        rows = torch.nonzero(~instances.no_mask.cpu()).squeeze(1)
+        ids = [record["annotations"][int(instances.point_ids[k])]["id"] for k in rows.tolist()]
+        coarse = dict(zip(ids, encode_masks(instances.coarse_masks[rows].cpu().numpy()))) if len(rows) else {}
+    return {"plain": dets, "coarse": coarse}
+
+
+def _review_run(predictions: str, points: dict, records: list, image_root: str, output_dir: str,
+                settings: ReviewSettings, areas_from: Optional[dict], tiles=None) -> dict:
+    """The review of a finished prediction run (``wssis_d2.review``) into ``output_dir/review``."""
+    labels = build_labels({"images": [], "annotations": [], "categories": points["categories"]}, points,
+                          load_json(predictions), names=("-", "clicks", predictions),
+                          image_root=os.path.abspath(image_root))
+    plain = {"annotations": [d for rec in records for d in rec["review"]["plain"]]}
+    coarse = {int(k): v for rec in records for k, v in rec["review"]["coarse"].items()}
+    reference = (areas_from or {}).get("annotations") or labels["annotations"]
+    review = review_dataset(labels, coarse=coarse or None, plain=plain, stats=area_stats(reference), tiles=tiles,
+                            settings=settings)
+    info = {"predictions": predictions, "areas_from": "--categories json" if areas_from else "the predicted masks",
+            "mrn": bool(coarse), "tiles": tiles is not None}
+    review = review_document(review, info, settings_dict(settings), score_review(labels, review["clicks"]))
+    folder = os.path.join(output_dir, "review")
+    out = write_review(review, labels, folder, image_root=os.path.abspath(image_root),
+                       orphan_weight=settings.orphan_weight)
+    return dict(out, folder=folder)
+
+
 def _overlay(record: dict, names: Dict[int, str], folder: str, relative: str) -> None:
     """Draw one image's predictions and its clicks without a mask (``utils.visualize``) into
     ``folder/<relative path without extension, "/" as "__">.png`` (``sub/t1.tif`` -> ``sub__t1.png``)."""
@@ -95,14 +146,15 @@ def _restamped(records, image_ids: Dict[str, int]):
             logger.warning(f"{rec['file_name']}: in the part file but not among the images now: left out")
             continue
         rec["image_id"] = image_id
-        for ann in rec["annotations"] + rec["clicks_without_mask"]:
+        for ann in rec["annotations"] + rec["clicks_without_mask"] + (rec.get("review") or {}).get("plain", []):
             ann["image_id"] = image_id
         yield rec
 
 
 def predict_points(predictor, points: dict, image_root: str, output_dir: str, *, export: Optional[str] = None,
-                   export_options: Optional[dict] = None, overlay: bool = False, overwrite: bool = False, info: Optional[dict] = None,
-                   progress: bool = True) -> dict:
+                   export_options: Optional[dict] = None, overlay: bool = False, overwrite: bool = False,
+                   info: Optional[dict] = None, progress: bool = True, review: Optional[ReviewSettings] = None,
+                   areas_from: Optional[dict] = None) -> dict:
     """Predict every click of the point-label json ``points`` (docs/DATA.md; images under ``image_root``)
     with ``predictor`` (a ``PointPredictor``) into ``output_dir`` (module docstring), resuming an
     interrupted run.
@@ -115,10 +167,14 @@ def predict_points(predictor, points: dict, image_root: str, output_dir: str, *,
         overwrite: discard the part file of an earlier run instead of resuming it.
         info: extra ``info`` fields of predictions.json (e.g. the config file, the click source).
         progress: a progress bar over the images (stderr).
+        review: review the masks with these settings (a click-free pass per image as well; module docstring).
+        areas_from: a COCO json (dict) whose masks give each class's size distribution for the review's area
+            flag (default: the predicted masks).
 
     Returns:
         {"predictions", "review" (None without export), "overlays" (None without overlay), "num_images",
-        "num_resumed", "num_clicks", "num_masks", "num_clicks_without_mask"}.
+        "num_resumed", "num_clicks", "num_masks", "num_clicks_without_mask", "ranked" (with ``review``: the
+        review's files, {"review", "review_md", "labels_review", ...}, else None)}.
 
     Raises:
         WSSISInputError: an image that cannot be read or whose size is not the one the clicks were made
@@ -129,7 +185,7 @@ def predict_points(predictor, points: dict, image_root: str, output_dir: str, *,
     os.makedirs(output_dir, exist_ok=True)
     output = os.path.join(output_dir, PREDICTIONS)
     part = output + ".part.jsonl"
-    settings = run_settings(predictor)
+    settings = dict(run_settings(predictor), review=None if review is None else settings_dict(review))
     if overwrite and os.path.exists(part):
         os.remove(part)
     done = set()
@@ -157,8 +213,11 @@ def predict_points(predictor, points: dict, image_root: str, output_dir: str, *,
                                       f"{rec['width']} x {rec['height']} (another image, or EXIF rotation?)")
             clicks = [a["point_coords"][0] for a in rec["annotations"]]
             classes = [a["category_id"] for a in rec["annotations"]]
-            out = predictor.predict(image, clicks, classes)
+            out = predictor.predict(image, clicks, classes, keep_coarse=review is not None)
             line = image_record(out["instances"], rec, contiguous_to_id)
+            if review is not None:
+                line["review"] = review_record(predictor, image, out["instances"], rec, contiguous_to_id,
+                                               review.orphan_score)
             if overlay:
                 _overlay(line, names, overlay_dir, relative[rec["image_id"]])
             line.update(file_name=relative[rec["image_id"]], stats=out["point_stats"], run=settings)
@@ -174,12 +233,25 @@ def predict_points(predictor, points: dict, image_root: str, output_dir: str, *,
             "clicks_without_mask": without}
     write_pseudo_label_json(output, meta, images, categories,
                             _restamped(read_records([part], key="file_name"), image_ids))
-    review = _review(output, without, export, output_dir, image_root, export_options or {}) if export else None
+    ranked = None
+    if review is not None:
+        ranked = _review_run(output, points, list(_restamped(read_records([part], key="file_name"), image_ids)),
+                             image_root, output_dir, review, areas_from,
+                             tile_layout(predictor.cfg.INPUT.TILE.SIZE, predictor.cfg.INPUT.TILE.OVERLAP))
+    files = None
+    if export and ranked:
+        folder = os.path.join(output_dir, export)
+        counts = export_coco(load_coco(ranked["labels_review"], "pseudo"), export, folder, image_root,
+                             **(export_options or {}))
+        logger.info(f"Review files ({export}, with the review's flags, risk and orphans) in {folder}: {counts}")
+        files = _export_path(export, folder)
+    elif export:
+        files = _review(output, without, export, output_dir, image_root, export_options or {})
     os.remove(part)
-    return {"predictions": output, "review": review, "overlays": overlay_dir if overlay else None,
+    return {"predictions": output, "review": files, "overlays": overlay_dir if overlay else None,
             "num_images": len(images), "num_resumed": len(records) - len(pending),
             "num_clicks": totals["num_points"], "num_masks": totals["num_annotations"],
-            "num_clicks_without_mask": len(without)}
+            "num_clicks_without_mask": len(without), "ranked": ranked}
 
 
 def _review(predictions: str, without: List[dict], fmt: str, output_dir: str, image_root: str, options: dict) -> str:
@@ -192,5 +264,10 @@ def _review(predictions: str, without: List[dict], fmt: str, output_dir: str, im
     folder = os.path.join(output_dir, fmt)
     counts = export_coco(coco, fmt, folder, image_root, **options)
     logger.info(f"Review files ({fmt}) in {folder}: {counts}")
+    return _export_path(fmt, folder)
+
+
+def _export_path(fmt: str, folder: str) -> str:
+    """Where the export ``fmt`` in ``folder`` is: its one file (CVAT, Label Studio), else the folder."""
     return {"cvat": os.path.join(folder, "annotations.xml"), "labelstudio": os.path.join(folder, "tasks.json")}.get(
         fmt, folder)
