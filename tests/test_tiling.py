@@ -15,8 +15,9 @@ from wssis_d2 import add_wssis_config
 from wssis_d2.data.dataset_mapper import WSSISDatasetMapper
 from wssis_d2.data.synthetic import render_shapes_image
 from wssis_d2.modeling.tiled_inference import TiledInference
+from wssis_d2.modeling.cropped_masks import CroppedMasks
 from wssis_d2.modeling.tiling import (best_tiles, border_margins, check_tile_settings, greedy_keep,
-                                      inner_border_distances, overlap_pixels, paste_tile_masks, tile_boxes)
+                                      inner_border_distances, overlap_pixels, tile_boxes)
 from wssis_d2.utils.errors import WSSISInputError
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "CPU", "SOLOv2_tiny.yaml")
@@ -157,18 +158,30 @@ def _box(mask):
     return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
-def test_paste_tile_masks_rows_and_offsets():
-    tiles = torch.tensor([[0, 0, 4, 4], [2, 2, 6, 6]])
-    a = torch.zeros(1, 4, 4, dtype=torch.bool)
-    a[0, 0, 0] = True
-    b = torch.zeros(2, 4, 4, dtype=torch.bool)
-    b[0, 3, 3] = True
-    b[1, 0, 0] = True
-    out = paste_tile_masks([a, b], [torch.tensor([2]), torch.tensor([0, 1])], tiles, (6, 6), 3)
-    assert out.shape == (3, 6, 6)
-    assert torch.nonzero(out[2]).tolist() == [[0, 0]]
-    assert torch.nonzero(out[0]).tolist() == [[5, 5]]
-    assert torch.nonzero(out[1]).tolist() == [[2, 2]]
+def test_cropped_masks_paste_index_count_and_rle():
+    """Masks cut to their boxes give back the same dense masks, areas, rectangle counts and COCO RLEs."""
+    import pycocotools.mask as mask_util
+
+    g = torch.Generator().manual_seed(0)
+    local = torch.rand(5, 30, 40, generator=g) > 0.6
+    local[2] = False  # an empty mask
+    local[3] = False
+    local[3, 5:9, 7:20] = True
+    cm = CroppedMasks.from_dense(local, (100, 90), origin=(20, 50))  # tile pixel (0, 0) = image (20, 50)
+    dense = torch.zeros(5, 100, 90, dtype=torch.bool)
+    dense[:, 50:80, 20:60] = local
+    assert torch.equal(cm.to_dense(), dense)
+    assert cm.boxes[3].tolist() == [27, 55, 40, 59] and cm.boxes[2].tolist() == [20, 50, 20, 50]
+    assert cm.areas().tolist() == dense.flatten(1).sum(1).tolist()
+    assert torch.equal(cm[torch.tensor([3, 0])].to_dense(), dense[[3, 0]])
+    assert torch.equal(cm[1:3].to_dense(), dense[1:3]) and torch.equal(cm[-1].to_dense(), dense[-1:])
+    assert torch.equal(CroppedMasks.cat([cm[:2], cm[2:]]).to_dense(), dense)
+    rect = torch.tensor([[25, 52, 40, 60], [0, 0, 10, 10]])
+    assert cm.count_in(torch.tensor([0, 1]), rect).tolist() == [int(dense[0, 52:60, 25:40].sum()), 0]
+    assert cm.and_count(torch.tensor([0]), torch.tensor([1]), torch.tensor([[0, 0, 90, 100]])).tolist() == [
+        int((dense[0] & dense[1]).sum())]
+    ref = mask_util.encode(np.asfortranarray(dense.permute(1, 2, 0).numpy().astype(np.uint8)))
+    assert [r["counts"] for r in cm.to_rles()] == [r["counts"] for r in ref]
 
 
 # ----------------------------------------------------------------------------- real model
