@@ -99,6 +99,34 @@ def test_nested_same_class_objects_on_every_seam_both_stay(case, small_first):
         assert torch.equal(small, masks[1])
 
 
+def test_plain_merge_gives_one_whole_detection_per_object_at_its_place():
+    """Three objects on 128 x 200: inside tile 0, crossing both tiles' inner borders, inside tile 1."""
+    masks = torch.stack([_rect(HW1, 10, 10, 40, 30), _rect(HW1, 95, 50, 140, 80), _rect(HW1, 160, 90, 190, 120)])
+    tiler = TiledInference(size=128, overlap=56)
+    # the cut copy of object 1 gets the HIGHER score in its tile: the whole copy must still win
+    parts = _detections(masks, TILES1, torch.tensor([0, 1, 2]), torch.tensor([0.9, 0.8, 0.7]))
+    parts[0].scores[parts[0].pred_classes == 1] = 0.95
+    assert sum(len(p) for p in parts) == 4  # object 1 seen in both tiles
+    out = tiler.combine(parts, TILES1, HW1)
+    assert out.image_size == HW1 and len(out) == 3
+    assert sorted(out.pred_classes.tolist()) == [0, 1, 2]
+    for k in range(len(out)):
+        c = int(out.pred_classes[k])
+        assert torch.equal(out.pred_masks[k], masks[c])  # pasted back whole, at the right place
+        assert torch.equal(out.pred_boxes.tensor[k], mask_boxes(masks[c:c + 1])[0])
+    assert torch.all(out.scores[:-1] >= out.scores[1:])
+    # at most max_per_image stay, the best scores (as the untiled decoders keep per image)
+    capped = tiler.combine(parts, TILES1, HW1, max_per_image=2)
+    assert len(capped) == 2 and capped.scores.tolist() == pytest.approx(out.scores[:2].tolist())
+    # two different classes at the same place are not duplicates
+    parts = _detections(masks, TILES1, torch.tensor([0, 1, 2]), torch.tensor([0.9, 0.8, 0.7]))
+    parts[1].pred_classes[:] = 5
+    assert len(tiler.combine(parts, TILES1, HW1)) == 4
+    # no detection at all
+    empty = [p[:0] for p in parts]
+    assert len(tiler.combine(empty, TILES1, HW1)) == 0 and tiler.combine(empty, TILES1, HW1).pred_masks.shape == (0,) + HW1
+
+
 def test_overlapping_same_class_neighbours_stay():
     # P, Q overlap (IoU 0.2) inside the shared window; R (whole in tile 0, cut by tile 1) overlaps S (whole
     # in both tiles) across tile 1's left border

@@ -1,5 +1,5 @@
 """Tiles (wssis_d2.modeling.tiling, tiled_inference; wssis_d2.data.tiles): layout, best tile of a click,
-cross-tile merge, paste-back, tiled = untiled decoding inside a tile, every click kept on a crowded
+masks cut to their boxes, tiled = untiled decoding inside a tile, every click kept on a crowded
 1024 px image, training crops, and the bad settings."""
 import os
 
@@ -9,12 +9,11 @@ import torch
 
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Instances
 
 from wssis_d2 import add_wssis_config
 from wssis_d2.data.dataset_mapper import WSSISDatasetMapper
 from wssis_d2.data.synthetic import render_shapes_image
-from wssis_d2.modeling.tiled_inference import TiledInference
 from wssis_d2.modeling.cropped_masks import CroppedMasks
 from wssis_d2.modeling.tiling import (best_tiles, border_margins, check_tile_settings, greedy_keep,
                                       inner_border_distances, overlap_pixels, tile_boxes)
@@ -100,57 +99,6 @@ def test_greedy_keep_and_margins():
     boxes = torch.tensor([[10.0, 10.0, 128.0, 40.0], [100.0, 10.0, 150.0, 40.0]])
     m = border_margins(boxes, tiles, (128, 200))
     assert m.tolist() == [0.0, 28.0]  # the first touches tile 0's right border (inner); the second is inside
-
-
-def _object_masks():
-    """Three objects on a 128 x 200 image: one inside tile 0 only, one crossing the tile-0/1 border, one
-    inside tile 1 only (tiles of 128 px, overlap 56)."""
-    masks = torch.zeros(3, 128, 200, dtype=torch.bool)
-    masks[0, 10:30, 10:40] = True
-    masks[1, 50:80, 95:140] = True   # crosses x = 128 (tile 0's right border) and x = 72 (tile 1's left)
-    masks[2, 90:120, 160:190] = True
-    return masks
-
-
-def _perfect_tile_detections(masks, tiles, classes, scores):
-    """What a perfect detector sees in each tile: the visible part of every object, in tile pixels."""
-    parts = []
-    for x0, y0, x1, y1 in tiles.tolist():
-        local = masks[:, y0:y1, x0:x1]
-        present = local.flatten(1).any(dim=1)
-        inst = Instances((y1 - y0, x1 - x0))
-        inst.pred_masks = local[present]
-        inst.scores = scores[present]
-        inst.pred_classes = classes[present]
-        from wssis_d2.modeling.postprocess import mask_boxes
-        inst.pred_boxes = Boxes(mask_boxes(inst.pred_masks))
-        parts.append(inst)
-    return parts
-
-
-def test_plain_merge_gives_one_whole_detection_per_object():
-    masks = _object_masks()
-    tiler = TiledInference(size=128, overlap=56)
-    tiles = tile_boxes(128, 200, 128, 56)
-    # the cut copy of object 1 gets the HIGHER score in its tile: the whole copy must still win
-    parts = _perfect_tile_detections(masks, tiles, torch.tensor([0, 1, 2]), torch.tensor([0.9, 0.8, 0.7]))
-    parts[0].scores[parts[0].pred_classes == 1] = 0.95
-    assert sum(len(p) for p in parts) == 4  # object 1 seen in both tiles
-    out = tiler.combine(parts, tiles, (128, 200))
-    assert out.image_size == (128, 200) and len(out) == 3
-    assert sorted(out.pred_classes.tolist()) == [0, 1, 2]
-    for k in range(len(out)):
-        c = int(out.pred_classes[k])
-        assert torch.equal(out.pred_masks[k], masks[c])  # pasted back whole, at the right place
-        assert out.pred_boxes.tensor[k].tolist() == [float(v) for v in _box(masks[c])]
-    assert torch.all(out.scores[:-1] >= out.scores[1:])
-    # at most max_per_image stay, the best scores (as the untiled decoders keep per image)
-    capped = tiler.combine(parts, tiles, (128, 200), max_per_image=2)
-    assert len(capped) == 2 and capped.scores.tolist() == pytest.approx(out.scores[:2].tolist())
-    # two different classes at the same place are not duplicates
-    parts = _perfect_tile_detections(masks, tiles, torch.tensor([0, 1, 2]), torch.tensor([0.9, 0.8, 0.7]))
-    parts[1].pred_classes[:] = 5
-    assert len(tiler.combine(parts, tiles, (128, 200))) == 4
 
 
 def _box(mask):

@@ -1,6 +1,5 @@
 """Tiles over large images (pure functions, no ``nn.Module``): where the tiles lie, which tile decodes
-each click, which of two overlapping detections from different tiles stays, and how tile-local masks go
-back into the image.
+each click, and which detections of different tiles are one object (the cross-tile merge).
 
 Coordinates: detectron2's continuous pixel convention of the (unscaled) image: pixel (row i, col j)
 covers [j, j + 1) x [i, i + 1). A tile box is (x0, y0, x1, y1) in whole pixels, x1 / y1 exclusive.
