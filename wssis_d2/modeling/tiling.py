@@ -5,7 +5,7 @@ Coordinates: detectron2's continuous pixel convention of the (unscaled) image: p
 covers [j, j + 1) x [i, i + 1). A tile box is (x0, y0, x1, y1) in whole pixels, x1 / y1 exclusive.
 Shape shorthand: T tiles, M points, K detections, (H, W) the image, (th, tw) one tile.
 
-Rules (tested in ``tests/test_tiling.py``):
+Rules (tested in ``tests/test_tiling.py`` and ``tests/test_tile_merge.py``):
 
 - **Layout** (``tile_boxes``): per axis, a side <= the tile size gets one tile spanning it; a longer side
   gets n = ceil((side - size) / (size - overlap)) + 1 tiles of exactly ``size`` pixels whose starts are
@@ -37,9 +37,9 @@ Rules (tested in ``tests/test_tiling.py``):
   is one object with every whole copy, so for objects smaller than the overlap one whole copy stays and
   the output does not depend on the grid. A distinct small object s nested in (or overlapping) a large
   one L of the same class survives: with s whole, seam IoU <= |s| / |L|; with s cut by its tile border,
-  seam IoU <= |s n S| / |L n S|. Only a cut s that covers more than ``threshold`` of what L shows inside
-  the shared window is merged: then the tile of s shows L only as L n S, which is s, and no rule on
-  these two masks can tell them apart.
+  seam IoU <= |s n S| / |L n S|. So only a cut s that covers more than ``threshold`` of what L shows
+  inside the shared window can be merged: there what the two tiles show of s and of L nearly coincide,
+  and no rule on these masks can tell a nested object from a cut copy.
 - **Cost** (``candidate_pairs``): pairs are only formed between detections whose boxes overlap (grid
   buckets of about two object sizes, no K x K array); their mask counts are taken on box crops
   (``cropped_masks.CroppedMasks``), so time and memory follow the image area and the objects' box areas.
