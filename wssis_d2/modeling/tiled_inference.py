@@ -36,6 +36,7 @@ from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
+from ..data.tiles import MASK_STRIDE
 from .cropped_masks import CroppedMasks
 from .plain_inference import ImageHeads
 from .point_inference import empty_point_instances
@@ -71,6 +72,9 @@ class TiledInference:
         self.scale = float(scale)
         self.batch = max(1, int(batch))
         self.merge_threshold = float(merge_threshold)
+        # A mask edge is only known to one mask-feature cell (MASK_STRIDE model pixels): a detection counts as
+        # whole when its box stays farther than that from its tile's inner borders (image pixels).
+        self.border_tolerance = MASK_STRIDE / self.scale
         self.paste = bool(paste)
         self.num_merged = self.num_detections = 0  # cross-tile copies removed / detections seen, this process
 
@@ -234,8 +238,9 @@ class TiledInference:
         pairs = candidate_pairs(masks.boxes)
         i, j = pairs[:, 0], pairs[:, 1]
         pairs = pairs[(tile_of[i] != tile_of[j]) & (classes[i] == classes[j])]
-        same = pairs[seam_iou(masks, det_tiles, margins > 0, pairs) > self.merge_threshold]
-        order = merge_order(margins, scores)
+        whole = margins > self.border_tolerance
+        same = pairs[seam_iou(masks, det_tiles, whole, pairs) > self.merge_threshold]
+        order = merge_order(whole, scores)
         pos = torch.empty_like(order)
         pos[order] = torch.arange(num, device=order.device)
         a, b = pos[same[:, 0]], pos[same[:, 1]]

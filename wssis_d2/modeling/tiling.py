@@ -18,8 +18,9 @@ Rules (tested in ``tests/test_tiling.py`` and ``tests/test_tile_merge.py``):
 - **Cross-tile duplicates** (``seam_iou``, ``merge_order``, ``greedy_keep_sparse``): a copy is removed
   only when it is the same object seen from another tile. A perfect detector on tile A reports object O as
   O n A. So two copies a (tile A) and b (tile B) of one object agree on the window both tiles see,
-  S = A n B (both are O n S there), and a copy that is *whole* in its tile (its box does not touch the
-  tile's inner borders, ``border_margins`` > 0) is all of O, so the other tile's copy has no pixel outside
+  S = A n B (both are O n S there), and a copy that is *whole* in its tile (its box stays clear of the
+  tile's inner borders: ``border_margins`` above one mask-feature cell, 4 model pixels, since a predicted
+  mask edge is not known closer) is all of O, so the other tile's copy has no pixel outside
   S. The **seam IoU** of two same-class detections of different, overlapping tiles measures exactly that:
 
       inter = |a n b|                                   (common pixels can only lie in S)
@@ -34,8 +35,8 @@ Rules (tested in ``tests/test_tiling.py`` and ``tests/test_tile_merge.py``):
   one tile are never merged here (the tile's own NMS saw them together).
 
   What it guarantees (tested): copies of one object have seam IoU 1, wherever the tiles fall; every copy
-  is one object with every whole copy, so for objects smaller than the overlap one whole copy stays and
-  the output does not depend on the grid. A distinct small object s nested in (or overlapping) a large
+  is one object with every whole copy, so for objects smaller than the overlap (less twice that margin)
+  one whole copy stays and the output does not depend on the grid. A distinct small object s nested in (or overlapping) a large
   one L of the same class survives: with s whole, seam IoU <= |s| / |L|; with s cut by its tile border,
   seam IoU <= |s n S| / |L n S|. So only a cut s that covers more than ``threshold`` of what L shows
   inside the shared window can be merged: there what the two tiles show of s and of L nearly coincide,
@@ -238,17 +239,18 @@ def greedy_keep(suppresses: torch.Tensor) -> torch.Tensor:
     return greedy_keep_sparse(suppresses.shape[0], later, earlier)
 
 
-def merge_order(margins: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """Visiting order of the cross-tile merge: whole detections (margin > 0) first, then by score.
+def merge_order(whole: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Visiting order of the cross-tile merge: whole detections first, then by score.
 
     Args:
-        margins: (K,) ``border_margins``; scores: (K,).
+        whole: (K,) bool, the detection stays clear of its tile's inner borders (``border_margins``);
+        scores: (K,).
 
     Returns:
         (K,) long permutation.
     """
     by_score = torch.sort(scores, descending=True, stable=True).indices
-    cut = (margins[by_score] <= 0).to(torch.int8)
+    cut = (~whole[by_score]).to(torch.int8)
     return by_score[torch.sort(cut, stable=True).indices]
 
 
