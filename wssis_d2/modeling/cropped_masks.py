@@ -139,18 +139,21 @@ class CroppedMasks:
 
     def count_in(self, idx: torch.Tensor, rects: torch.Tensor) -> torch.Tensor:
         """(P,) long: pixels of mask ``idx[p]`` inside image rectangle ``rects[p]`` ((P, 4) long)."""
-        return self.and_count(idx, idx, rects)
+        return self._count(idx, None, self._clip(idx, rects.to(torch.long)))
 
     def and_count(self, idx_a: torch.Tensor, idx_b: torch.Tensor, rects: torch.Tensor) -> torch.Tensor:
-        """(P,) long: pixels set in both mask ``idx_a[p]`` and mask ``idx_b[p]`` inside ``rects[p]``.
+        """(P,) long: pixels set in both mask ``idx_a[p]`` and mask ``idx_b[p]`` inside ``rects[p]``."""
+        return self._count(idx_a, idx_b, self._clip(idx_b, self._clip(idx_a, rects.to(torch.long))))
 
-        Cost: the rectangles' areas (clipped to both boxes), in chunks of bounded memory."""
-        rects = self._clip(idx_b, self._clip(idx_a, rects.to(torch.long)))
+    def _count(self, idx_a: torch.Tensor, idx_b, rects: torch.Tensor) -> torch.Tensor:
+        """Set pixels of mask ``idx_a[p]`` (and of ``idx_b[p]`` unless None) in ``rects[p]`` (inside their
+        boxes). Cost: the rectangles' areas, in chunks of bounded memory."""
         out = torch.zeros(len(rects), dtype=torch.long, device=self.device)
         for s, e in _chunks(_rect_sizes(rects)):
-            owner, a = self._pixels(idx_a[s:e], rects[s:e])
-            _, b = self._pixels(idx_b[s:e], rects[s:e])  # the same enumeration: elements line up
-            out[s:e] = torch.bincount(owner[a & b], minlength=e - s)
+            owner, on = self._pixels(idx_a[s:e], rects[s:e])
+            if idx_b is not None:
+                on = on & self._pixels(idx_b[s:e], rects[s:e])[1]  # the same enumeration: elements line up
+            out[s:e] = torch.bincount(owner[on], minlength=e - s)
         return out
 
     # ------------------------------------------------------------------ outputs
