@@ -11,8 +11,8 @@ from detectron2.structures import Boxes, Instances
 from wssis_d2.modeling.cropped_masks import CroppedMasks
 from wssis_d2.modeling.postprocess import mask_boxes
 from wssis_d2.modeling.tiled_inference import TiledInference
-from wssis_d2.modeling.tiling import (candidate_pairs, greedy_keep, greedy_keep_sparse, seam_iou,
-                                      tile_boxes)
+from wssis_d2.modeling.tiling import (candidate_pairs, cross_tile_counts, greedy_keep, greedy_keep_sparse,
+                                      seam_iou, tile_boxes)
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -162,25 +162,62 @@ def test_copies_of_one_object_are_merged_whole_copy_kept():
     assert torch.equal(cropped.pred_masks.to_dense(), tiler.combine(parts, TILES1, HW1).pred_masks)
 
 
+def _seam(dense, det_tiles, whole, method="auto"):
+    """Seam IoU of every counted pair of detections ``dense`` (K, H, W) from tiles ``det_tiles`` (K,)."""
+    masks = CroppedMasks.from_dense(dense, tuple(dense.shape[1:]))
+    tiles = TILES1 if int(det_tiles.max()) < 2 else TILES4
+    classes = torch.zeros(len(dense), dtype=torch.long)
+    pairs, inter, in_a, in_b = cross_tile_counts(masks, det_tiles, tiles, classes, method)
+    a, b = pairs[:, 0], pairs[:, 1]
+    area = masks.areas()
+    iou = seam_iou(inter, in_a, in_b, area[a], area[b], whole[a], whole[b])
+    return {tuple(sorted(p)): round(float(v), 6) for p, v in zip(pairs.tolist(), iou)}
+
+
 def test_seam_iou_of_copies_is_one_and_of_nested_objects_is_the_area_ratio():
-    hw = HW1
-    obj, small = _rect(hw, 100, 30, 160, 90), _rect(hw, 120, 50, 136, 62)
-    tiles = TILES1
+    obj, small = _rect(HW1, 100, 30, 160, 90), _rect(HW1, 120, 50, 136, 62)
+    tile0 = _rect(HW1, 0, 0, 128, 128)
     # detections: obj cut in tile 0, obj whole in tile 1, small whole in tile 1, small cut in tile 0
-    dense = torch.stack([obj & _rect(hw, 0, 0, 128, 128), obj, small, small & _rect(hw, 0, 0, 128, 128)])
-    masks = CroppedMasks.from_dense(dense, hw)
-    det_tiles = tiles[torch.tensor([0, 1, 1, 0])]
+    dense = torch.stack([obj & tile0, obj, small, small & tile0])
     whole = torch.tensor([False, True, True, False])
-    pairs = torch.tensor([[0, 1], [3, 2], [0, 2], [3, 1]])
-    iou = seam_iou(masks, det_tiles, whole, pairs)
-    assert iou[:2].tolist() == [1.0, 1.0]  # cut + whole copy of one object
-    # nested: |s n S| / |L n S| (here neither has pixels outside the window that the other's tile sees whole)
     s_in, l_in = 8 * 12, 28 * 60
-    assert iou[2:].tolist() == pytest.approx([s_in / l_in, s_in / l_in])
+    expected = {(0, 1): 1.0, (2, 3): 1.0, (0, 2): round(s_in / l_in, 6), (1, 3): round(s_in / l_in, 6)}
+    for method in ("auto", "matmul", "gather"):  # a cut + whole copy: 1; nested: |s n S| / |L n S|
+        assert _seam(dense, torch.tensor([0, 1, 1, 0]), whole, method) == expected, method
     # whole copies of two objects in different tiles: the ordinary IoU, wherever the window is
-    two = CroppedMasks.from_dense(torch.stack([_rect(hw, 80, 10, 110, 40), _rect(hw, 95, 20, 125, 50)]), hw)
-    iou = seam_iou(two, tiles, torch.tensor([True, True]), torch.tensor([[0, 1]]))
-    assert iou.item() == pytest.approx(15 * 20 / (900 + 900 - 300))
+    two = torch.stack([_rect(HW1, 80, 10, 110, 40), _rect(HW1, 95, 20, 125, 50)])
+    for method in ("matmul", "gather"):
+        iou = _seam(two, torch.tensor([0, 1]), torch.tensor([True, True]), method)
+        assert iou == {(0, 1): round(15 * 20 / (900 + 900 - 300), 6)}
+
+
+def test_cross_tile_counts_agree_between_matrix_product_and_gathers():
+    """Many large overlapping masks (what an untrained model gives) and small ones: the same pairs and counts."""
+    g = torch.Generator().manual_seed(3)
+    tiles = TILES4
+    dense, tile_of = [], []
+    for t, (x0, y0, x1, y1) in enumerate(tiles.tolist()):
+        for _ in range(12):
+            w, h = (int(v) for v in torch.randint(4, 120, (2,), generator=g))
+            ox, oy = x0 + int(torch.randint(0, 128 - w + 1, (1,), generator=g)), y0 + int(
+                torch.randint(0, 128 - h + 1, (1,), generator=g))
+            m = _rect(HW4, ox, oy, ox + w, oy + h) & (torch.rand(HW4, generator=g) < 0.7)
+            dense.append(m)
+            tile_of.append(t)
+    masks = CroppedMasks.from_dense(torch.stack(dense), HW4)
+    tile_of, classes = torch.tensor(tile_of), torch.randint(0, 2, (len(dense),), generator=g)
+    results = []
+    for method in ("auto", "matmul", "gather"):
+        pairs, inter, in_a, in_b = cross_tile_counts(masks, tile_of, tiles, classes, method)
+        results.append(sorted(zip(map(tuple, pairs.tolist()), inter.tolist(), in_a.tolist(), in_b.tolist())))
+    assert len(results[0]) > 50 and results[0] == results[1] == results[2]
+    d = torch.stack(dense)
+    for (a, b), inter, in_a, _ in results[0][:20]:  # against the dense masks
+        assert tile_of[a] != tile_of[b] and classes[a] == classes[b]
+        assert inter == int((d[a] & d[b]).sum()) > 0
+        x0, y0 = torch.maximum(tiles[tile_of[a], :2], tiles[tile_of[b], :2]).tolist()
+        x1, y1 = torch.minimum(tiles[tile_of[a], 2:], tiles[tile_of[b], 2:]).tolist()
+        assert in_a == int(d[a, y0:y1, x0:x1].sum())
 
 
 def test_output_does_not_depend_on_the_tile_grid():

@@ -121,16 +121,25 @@ class CroppedMasks:
         cum = torch.cat([self.data.new_zeros(1, dtype=torch.long), torch.cumsum(self.data, 0)])
         return cum[self.offsets + self.sizes] - cum[self.offsets]
 
-    def _pixels(self, idx: torch.Tensor, rects: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _pixels(self, idx: torch.Tensor, rects: torch.Tensor, coords: bool = False):
         """The pixels of mask ``idx[p]`` inside ``rects[p]`` (each inside that mask's box), all queries
-        enumerated row-major: (query of each element, its value)."""
+        enumerated row-major: (query of each element, its value[, its image y, x])."""
         owner, local = ragged_arange(_rect_sizes(rects))
         r = rects[owner]
         width = r[:, 2] - r[:, 0]
         box = self.boxes[idx[owner]]
         y, x = r[:, 1] + local // width, r[:, 0] + local % width
         pos = self.offsets[idx[owner]] + (y - box[:, 1]) * (box[:, 2] - box[:, 0]) + (x - box[:, 0])
-        return owner, self.data[pos]
+        return (owner, self.data[pos], y, x) if coords else (owner, self.data[pos])
+
+    def window(self, idx: torch.Tensor, rect: Sequence[int]) -> torch.Tensor:
+        """(P, h, w) bool: masks ``idx`` inside one image rectangle ``rect`` = (x0, y0, x1, y1)."""
+        x0, y0, x1, y1 = (int(v) for v in rect)
+        rects = self._clip(idx, torch.tensor([[x0, y0, x1, y1]], device=self.device).expand(len(idx), 4))
+        owner, on, y, x = self._pixels(idx, rects, coords=True)
+        out = torch.zeros((len(idx), y1 - y0, x1 - x0), dtype=torch.bool, device=self.device)
+        out[owner[on], y[on] - y0, x[on] - x0] = True
+        return out
 
     def _clip(self, idx: torch.Tensor, rects: torch.Tensor) -> torch.Tensor:
         box = self.boxes[idx]

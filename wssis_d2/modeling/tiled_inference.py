@@ -40,7 +40,7 @@ from ..data.tiles import MASK_STRIDE
 from .cropped_masks import CroppedMasks
 from .plain_inference import ImageHeads
 from .point_inference import empty_point_instances
-from .tiling import (best_tiles, border_margins, candidate_pairs, check_tile_settings, greedy_keep_sparse,
+from .tiling import (best_tiles, border_margins, check_tile_settings, cross_tile_counts, greedy_keep_sparse,
                      merge_order, overlap_pixels, seam_iou, tile_boxes)
 
 __all__ = ["TiledInference", "build_tiled_inference"]
@@ -235,11 +235,12 @@ class TiledInference:
         masks, scores, classes = inst.pred_masks, inst.scores, inst.pred_classes
         det_tiles = tiles.to(masks.device)[tile_of]
         margins = border_margins(masks.boxes.to(torch.float32), det_tiles, image_hw)
-        pairs = candidate_pairs(masks.boxes)
-        i, j = pairs[:, 0], pairs[:, 1]
-        pairs = pairs[(tile_of[i] != tile_of[j]) & (classes[i] == classes[j])]
         whole = margins > self.border_tolerance
-        same = pairs[seam_iou(masks, det_tiles, whole, pairs) > self.merge_threshold]
+        pairs, inter, in_a, in_b = cross_tile_counts(masks, tile_of, tiles.to(masks.device), classes)
+        a, b = pairs[:, 0], pairs[:, 1]
+        area = masks.areas()
+        iou = seam_iou(inter, in_a, in_b, area[a], area[b], whole[a], whole[b])
+        same = pairs[iou > self.merge_threshold]
         order = merge_order(whole, scores)
         pos = torch.empty_like(order)
         pos[order] = torch.arange(num, device=order.device)

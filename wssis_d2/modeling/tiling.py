@@ -41,9 +41,11 @@ Rules (tested in ``tests/test_tiling.py`` and ``tests/test_tile_merge.py``):
   seam IoU <= |s n S| / |L n S|. So only a cut s that covers more than ``threshold`` of what L shows
   inside the shared window can be merged: there what the two tiles show of s and of L nearly coincide,
   and no rule on these masks can tell a nested object from a cut copy.
-- **Cost** (``candidate_pairs``): pairs are only formed between detections whose boxes overlap (grid
-  buckets of about two object sizes, no K x K array); their mask counts are taken on box crops
-  (``cropped_masks.CroppedMasks``), so time and memory follow the image area and the objects' box areas.
+- **Cost** (``cross_tile_counts``): one step per pair of overlapping tiles (found by ``candidate_pairs``:
+  grid buckets, no T x T or K x K array), with the detections whose boxes reach the two tiles' common
+  window; pixels are counted there by one matrix product (many or large masks) or by gathering each
+  box-overlapping same-class pair (few small masks), whichever is cheaper. Masks are kept cut to their
+  boxes (``cropped_masks.CroppedMasks``), so time and memory follow the image area.
 """
 import math
 from typing import List, Sequence, Tuple
@@ -64,6 +66,7 @@ __all__ = [
     "greedy_keep_sparse",
     "merge_order",
     "candidate_pairs",
+    "cross_tile_counts",
     "seam_iou",
 ]
 
@@ -303,22 +306,88 @@ def candidate_pairs(boxes: torch.Tensor, cell: int = 0) -> torch.Tensor:
     return torch.stack([torch.minimum(i, j), torch.maximum(i, j)], dim=1)
 
 
-def seam_iou(masks: CroppedMasks, tiles: torch.Tensor, whole: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-    """Seam IoU of detection pairs from different tiles (module docstring, "Cross-tile duplicates").
+def seam_iou(inter: torch.Tensor, in_a: torch.Tensor, in_b: torch.Tensor, area_a: torch.Tensor,
+             area_b: torch.Tensor, whole_a: torch.Tensor, whole_b: torch.Tensor) -> torch.Tensor:
+    """Seam IoU of detection pairs (a, b) from different tiles (module docstring, "Cross-tile duplicates").
 
-    Args:
-        masks: K detections in image pixels.
-        tiles: (K, 4) long, the tile box of each detection.
-        whole: (K,) bool, the detection does not touch its tile's inner borders.
-        pairs: (P, 2) long detection indices, the two of a pair from different tiles.
+    Args (all (P,)):
+        inter: |a n b| pixels; in_a, in_b: |a n S|, |b n S| (S: the two tiles' common window);
+        area_a, area_b: |a|, |b|; whole_a, whole_b: bool, the detection is whole in its tile.
 
     Returns:
         (P,) float in [0, 1].
     """
-    i, j = pairs[:, 0], pairs[:, 1]
-    shared = torch.cat([torch.maximum(tiles[i, :2], tiles[j, :2]), torch.minimum(tiles[i, 2:], tiles[j, 2:])], 1)
-    inter = masks.and_count(i, j, shared)
-    in_i, in_j = masks.count_in(i, shared), masks.count_in(j, shared)
-    area = masks.areas()
-    union = in_i + in_j - inter + whole[j] * (area[i] - in_i) + whole[i] * (area[j] - in_j)
+    union = in_a + in_b - inter + whole_b * (area_a - in_a) + whole_a * (area_b - in_b)
     return inter.to(torch.float32) / union.clamp(min=1).to(torch.float32)
+
+
+# The matrix product over a window costs about this many times less per pixel pair than the gathers of
+# ``CroppedMasks.and_count`` (measured on CPU, order of magnitude); it decides which one a window uses.
+_MATMUL_SPEEDUP = 16
+
+
+def cross_tile_counts(masks: CroppedMasks, tile_of: torch.Tensor, tiles: torch.Tensor, classes: torch.Tensor,
+                      method: str = "auto") -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel counts of the pairs that can be one object: same class, two overlapping tiles, a common pixel.
+
+    One step per pair of overlapping tiles (``candidate_pairs`` of the tiles: about 4 per tile, never all
+    tile pairs), holding only the detections whose boxes reach the two tiles' common window S; among them
+    only box-overlapping same-class pairs count. Their pixels in S are counted either by one matrix product
+    over S (many or large masks) or by gathering each pair's box intersection (few small masks), whichever
+    is cheaper; memory is bounded by one window.
+
+    Args:
+        masks: K detections in image pixels; tile_of: (K,) long their tiles; tiles: (T, 4) long;
+        classes: (K,) long; method: "auto", or "matmul" / "gather" for every window (tests).
+
+    Returns:
+        pairs (P, 2) long (a, b) detection indices, and (P,) long inter |a n b|, in_a |a n S|, in_b |b n S|.
+    """
+    device = masks.device
+    boxes = masks.boxes
+    by_tile = torch.sort(tile_of, stable=True).indices
+    starts = torch.cumsum(torch.bincount(tile_of, minlength=len(tiles)), 0).tolist()
+    starts = [0] + starts
+    found, gathered = [], []
+    for ta, tb in candidate_pairs(tiles).tolist():
+        win = torch.cat([torch.maximum(tiles[ta, :2], tiles[tb, :2]), torch.minimum(tiles[ta, 2:], tiles[tb, 2:])])
+        da, db = (_reaching(by_tile[starts[t]:starts[t + 1]], boxes, win) for t in (ta, tb))
+        if not len(da) or not len(db):
+            continue
+        ba, bb = boxes[da][:, None], boxes[db][None, :]
+        lo = torch.maximum(torch.maximum(ba[..., :2], bb[..., :2]), win[:2])
+        hi = torch.minimum(torch.minimum(ba[..., 2:], bb[..., 2:]), win[2:])
+        rect = (hi - lo).clamp(min=0).prod(dim=-1)  # (na, nb) common box area inside S
+        cand = (rect > 0) & (classes[da][:, None] == classes[db][None, :])
+        if not bool(cand.any()):
+            continue
+        ra, rb = cand.any(dim=1), cand.any(dim=0)
+        da, db, cand, rect = da[ra], db[rb], cand[ra][:, rb], rect[ra][:, rb]
+        size = int((win[2:] - win[:2]).prod())
+        matmul_cost = (len(da) + len(db)) * size + len(da) * len(db) * size / _MATMUL_SPEEDUP
+        if method == "matmul" or (method == "auto" and matmul_cost < 3 * int(rect[cand].sum())):
+            wa = masks.window(da, win.tolist()).flatten(1).to(torch.float32)
+            wb = masks.window(db, win.tolist()).flatten(1).to(torch.float32)
+            inter = (wa @ wb.t()).round().to(torch.long)
+            i, j = torch.nonzero(cand & (inter > 0), as_tuple=True)
+            found.append((torch.stack([da[i], db[j]], 1), inter[i, j], wa.sum(1).to(torch.long)[i],
+                          wb.sum(1).to(torch.long)[j]))
+        else:
+            i, j = torch.nonzero(cand, as_tuple=True)
+            gathered.append(torch.stack([da[i], db[j]], 1))
+    if gathered:
+        pairs = torch.cat(gathered)
+        a, b = pairs[:, 0], pairs[:, 1]
+        ta, tb = tiles[tile_of[a]], tiles[tile_of[b]]
+        win = torch.cat([torch.maximum(ta[:, :2], tb[:, :2]), torch.minimum(ta[:, 2:], tb[:, 2:])], 1)
+        found.append((pairs, masks.and_count(a, b, win), masks.count_in(a, win), masks.count_in(b, win)))
+    if not found:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty.reshape(0, 2), empty, empty, empty
+    return tuple(torch.cat(parts) for parts in zip(*found))
+
+
+def _reaching(ids: torch.Tensor, boxes: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    """The detections ``ids`` whose boxes overlap the rectangle ``win``."""
+    b = boxes[ids]
+    return ids[(b[:, 0] < win[2]) & (b[:, 2] > win[0]) & (b[:, 1] < win[3]) & (b[:, 3] > win[1])]
