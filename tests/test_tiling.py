@@ -1,5 +1,5 @@
 """Tiles (wssis_d2.modeling.tiling, tiled_inference; wssis_d2.data.tiles): layout, best tile of a click,
-cross-tile merge, paste-back, tiled = untiled decoding inside a tile, every click kept on a crowded
+masks cut to their boxes, tiled = untiled decoding inside a tile, every click kept on a crowded
 1024 px image, training crops, and the bad settings."""
 import os
 
@@ -9,14 +9,14 @@ import torch
 
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Instances
 
 from wssis_d2 import add_wssis_config
 from wssis_d2.data.dataset_mapper import WSSISDatasetMapper
 from wssis_d2.data.synthetic import render_shapes_image
-from wssis_d2.modeling.tiled_inference import TiledInference
+from wssis_d2.modeling.cropped_masks import CroppedMasks
 from wssis_d2.modeling.tiling import (best_tiles, border_margins, check_tile_settings, greedy_keep,
-                                      inner_border_distances, overlap_pixels, paste_tile_masks, tile_boxes)
+                                      inner_border_distances, overlap_pixels, tile_boxes)
 from wssis_d2.utils.errors import WSSISInputError
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "CPU", "SOLOv2_tiny.yaml")
@@ -101,74 +101,35 @@ def test_greedy_keep_and_margins():
     assert m.tolist() == [0.0, 28.0]  # the first touches tile 0's right border (inner); the second is inside
 
 
-def _object_masks():
-    """Three objects on a 128 x 200 image: one inside tile 0 only, one crossing the tile-0/1 border, one
-    inside tile 1 only (tiles of 128 px, overlap 56)."""
-    masks = torch.zeros(3, 128, 200, dtype=torch.bool)
-    masks[0, 10:30, 10:40] = True
-    masks[1, 50:80, 95:140] = True   # crosses x = 128 (tile 0's right border) and x = 72 (tile 1's left)
-    masks[2, 90:120, 160:190] = True
-    return masks
-
-
-def _perfect_tile_detections(masks, tiles, classes, scores):
-    """What a perfect detector sees in each tile: the visible part of every object, in tile pixels."""
-    parts = []
-    for x0, y0, x1, y1 in tiles.tolist():
-        local = masks[:, y0:y1, x0:x1]
-        present = local.flatten(1).any(dim=1)
-        inst = Instances((y1 - y0, x1 - x0))
-        inst.pred_masks = local[present]
-        inst.scores = scores[present]
-        inst.pred_classes = classes[present]
-        from wssis_d2.modeling.postprocess import mask_boxes
-        inst.pred_boxes = Boxes(mask_boxes(inst.pred_masks))
-        parts.append(inst)
-    return parts
-
-
-def test_plain_merge_gives_one_whole_detection_per_object():
-    masks = _object_masks()
-    tiler = TiledInference(size=128, overlap=56)
-    tiles = tile_boxes(128, 200, 128, 56)
-    # the cut copy of object 1 gets the HIGHER score in its tile: the whole copy must still win
-    parts = _perfect_tile_detections(masks, tiles, torch.tensor([0, 1, 2]), torch.tensor([0.9, 0.8, 0.7]))
-    parts[0].scores[parts[0].pred_classes == 1] = 0.95
-    assert sum(len(p) for p in parts) == 4  # object 1 seen in both tiles
-    out = tiler.combine(parts, tiles, (128, 200))
-    assert out.image_size == (128, 200) and len(out) == 3
-    assert sorted(out.pred_classes.tolist()) == [0, 1, 2]
-    for k in range(len(out)):
-        c = int(out.pred_classes[k])
-        assert torch.equal(out.pred_masks[k], masks[c])  # pasted back whole, at the right place
-        assert out.pred_boxes.tensor[k].tolist() == [float(v) for v in _box(masks[c])]
-    assert torch.all(out.scores[:-1] >= out.scores[1:])
-    # at most max_per_image stay, the best scores (as the untiled decoders keep per image)
-    capped = tiler.combine(parts, tiles, (128, 200), max_per_image=2)
-    assert len(capped) == 2 and capped.scores.tolist() == pytest.approx(out.scores[:2].tolist())
-    # two different classes at the same place are not duplicates
-    parts = _perfect_tile_detections(masks, tiles, torch.tensor([0, 1, 2]), torch.tensor([0.9, 0.8, 0.7]))
-    parts[1].pred_classes[:] = 5
-    assert len(tiler.combine(parts, tiles, (128, 200))) == 4
-
-
 def _box(mask):
     ys, xs = torch.nonzero(mask, as_tuple=True)
     return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
-def test_paste_tile_masks_rows_and_offsets():
-    tiles = torch.tensor([[0, 0, 4, 4], [2, 2, 6, 6]])
-    a = torch.zeros(1, 4, 4, dtype=torch.bool)
-    a[0, 0, 0] = True
-    b = torch.zeros(2, 4, 4, dtype=torch.bool)
-    b[0, 3, 3] = True
-    b[1, 0, 0] = True
-    out = paste_tile_masks([a, b], [torch.tensor([2]), torch.tensor([0, 1])], tiles, (6, 6), 3)
-    assert out.shape == (3, 6, 6)
-    assert torch.nonzero(out[2]).tolist() == [[0, 0]]
-    assert torch.nonzero(out[0]).tolist() == [[5, 5]]
-    assert torch.nonzero(out[1]).tolist() == [[2, 2]]
+def test_cropped_masks_paste_index_count_and_rle():
+    """Masks cut to their boxes give back the same dense masks, areas, rectangle counts and COCO RLEs."""
+    import pycocotools.mask as mask_util
+
+    g = torch.Generator().manual_seed(0)
+    local = torch.rand(5, 30, 40, generator=g) > 0.6
+    local[2] = False  # an empty mask
+    local[3] = False
+    local[3, 5:9, 7:20] = True
+    cm = CroppedMasks.from_dense(local, (100, 90), origin=(20, 50))  # tile pixel (0, 0) = image (20, 50)
+    dense = torch.zeros(5, 100, 90, dtype=torch.bool)
+    dense[:, 50:80, 20:60] = local
+    assert torch.equal(cm.to_dense(), dense)
+    assert cm.boxes[3].tolist() == [27, 55, 40, 59] and cm.boxes[2].tolist() == [20, 50, 20, 50]
+    assert cm.areas().tolist() == dense.flatten(1).sum(1).tolist()
+    assert torch.equal(cm[torch.tensor([3, 0])].to_dense(), dense[[3, 0]])
+    assert torch.equal(cm[1:3].to_dense(), dense[1:3]) and torch.equal(cm[-1].to_dense(), dense[-1:])
+    assert torch.equal(CroppedMasks.cat([cm[:2], cm[2:]]).to_dense(), dense)
+    rect = torch.tensor([[25, 52, 40, 60], [0, 0, 10, 10]])
+    assert cm.count_in(torch.tensor([0, 1]), rect).tolist() == [int(dense[0, 52:60, 25:40].sum()), 0]
+    assert cm.and_count(torch.tensor([0]), torch.tensor([1]), torch.tensor([[0, 0, 90, 100]])).tolist() == [
+        int((dense[0] & dense[1]).sum())]
+    ref = mask_util.encode(np.asfortranarray(dense.permute(1, 2, 0).numpy().astype(np.uint8)))
+    assert [r["counts"] for r in cm.to_rles()] == [r["counts"] for r in ref]
 
 
 # ----------------------------------------------------------------------------- real model

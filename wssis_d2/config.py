@@ -178,8 +178,8 @@ def add_wssis_config(cfg):
     cfg.INPUT.TILE.TRAIN_SCALE_RANGE = (1.0, 1.0)
     # Inference: tiles per forward pass (bounds memory; results do not depend on it).
     cfg.INPUT.TILE.BATCH = 4
-    # Plain inference: a detection is a duplicate of one from another tile (same class) when their masks'
-    # intersection over the smaller mask exceeds this; the one farther from its tile's inner borders stays.
+    # Plain inference: two same-class detections of different tiles are one object when their seam IoU
+    # (IoU where both tiles can see them, modeling/tiling.py) exceeds this; whole copies stay first.
     cfg.INPUT.TILE.MERGE_THRESHOLD = 0.5
     # ------------------------------------------------------------ end of tiles (INPUT.TILE)
 

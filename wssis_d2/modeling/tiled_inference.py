@@ -11,16 +11,22 @@ decoder output (at the tile's size in image pixels) is then placed back into the
   Every click keeps exactly one output row, as without tiles; the order is the click order. A
   ``MODEL.WSSIS.MAX_PER_IMAGE`` cap applies to the whole image, collisions are resolved inside a tile.
 - **plain and threshold**: every tile is decoded (its own Matrix NMS and ``MAX_PER_IMG`` per tile), then
-  cross-tile duplicates are removed and at most ``MAX_PER_IMG`` (threshold mode: its own cap) stay per image,
-  as without tiles. Duplicates are removed (``tiling`` module docstring: intersection over the smaller mask >
-  ``INPUT.TILE.MERGE_THRESHOLD``, same class, whole detections first, then by score). Greedy removal on
-  the smaller mask, rather than Matrix NMS on the IoU, because the copies to remove are *cut* copies
-  of an object at a tile border: their IoU with the whole copy can be far below any NMS threshold, while
-  they lie inside it. The survivors are sorted by score; COCOEvaluator sees ordinary Instances.
+  cross-tile copies of one object are removed and at most ``MAX_PER_IMG`` (threshold mode: its own cap)
+  stay per image, as without tiles. A copy is removed only when it is the same object seen from another
+  tile (``tiling`` module docstring, "Cross-tile duplicates": the seam IoU, restricted to what both tiles
+  see, > ``INPUT.TILE.MERGE_THRESHOLD``, same class, whole detections first, then by score), so that a
+  small object nested in a large one of its class is never removed for lying on a seam. The survivors
+  are sorted by score; COCOEvaluator sees ordinary Instances.
+
+Each tile's masks are cut to their boxes as soon as the tile is decoded (``CroppedMasks``): memory and
+the merge's cost follow the objects' box areas, not K x H x W or K x K. The output's ``pred_masks`` are
+the usual (K, H, W) bool masks; with ``paste=False`` they stay ``CroppedMasks`` (``to_rles``,
+``to_dense``), for images whose K x H x W would not fit (20,000 objects on 4096 px: 335 GB dense).
 
 Outputs are the decoders' own (``point_inference``, ``plain_inference``) at the output size
 (``"height"``/``"width"`` of the input).
 """
+import logging
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -28,13 +34,18 @@ import torch.nn.functional as F
 
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.logger import log_every_n_seconds
 
+from ..data.tiles import MASK_STRIDE
+from .cropped_masks import CroppedMasks
 from .plain_inference import ImageHeads
 from .point_inference import empty_point_instances
-from .tiling import (best_tiles, border_margins, check_tile_settings, cross_tile_intersections, greedy_keep,
-                     merge_order, overlap_pixels, paste_tile_masks, tile_boxes)
+from .tiling import (best_tiles, border_margins, check_tile_settings, cross_tile_counts, greedy_keep_sparse,
+                     merge_order, overlap_pixels, seam_iou, tile_boxes)
 
 __all__ = ["TiledInference", "build_tiled_inference"]
+
+logger = logging.getLogger(__name__)
 
 
 class TiledInference:
@@ -42,16 +53,18 @@ class TiledInference:
 
     @configurable
     def __init__(self, *, size: int, overlap: float, scale: float = 1.0, batch: int = 4,
-                 merge_threshold: float = 0.5, min_input_side: int = 1, scale_range: Sequence[float] = (1.0, 1.0)):
+                 merge_threshold: float = 0.5, min_input_side: int = 1, scale_range: Sequence[float] = (1.0, 1.0),
+                 paste: bool = True):
         """
         Args:
             size: tile side in image pixels (> 0).
             overlap: pixels (>= 1) or a fraction of ``size``.
             scale: resize factor of each tile before the model.
             batch: tiles per forward pass.
-            merge_threshold: cross-tile duplicates: intersection over the smaller mask above this.
+            merge_threshold: cross-tile copies of one object: seam IoU above this (``tiling``).
             min_input_side: the model's largest stride (a scaled tile must be at least that large).
             scale_range: INPUT.TILE.TRAIN_SCALE_RANGE, checked with the other settings (training uses it).
+            paste: output ``pred_masks`` as (K, H, W) bool (True) or as ``CroppedMasks`` (False).
         """
         check_tile_settings(size, overlap, scale, min_input_side, scale_range)
         self.size = int(size)
@@ -59,6 +72,11 @@ class TiledInference:
         self.scale = float(scale)
         self.batch = max(1, int(batch))
         self.merge_threshold = float(merge_threshold)
+        # A mask edge is only known to one mask-feature cell (MASK_STRIDE model pixels): a detection counts as
+        # whole when its box stays farther than that from its tile's inner borders (image pixels).
+        self.border_tolerance = MASK_STRIDE / self.scale
+        self.paste = bool(paste)
+        self.num_merged = self.num_detections = 0  # cross-tile copies removed / detections seen, this process
 
     @classmethod
     def from_config(cls, cfg, min_input_side: int = 1):
@@ -95,33 +113,26 @@ class TiledInference:
                 )
 
     @staticmethod
-    def _place(parts: List[Instances], part_tiles: List[int], tiles: torch.Tensor, image_hw: Tuple[int, int],
-               rows: List[torch.Tensor], num: int) -> Instances:
-        """Tile-local Instances -> one Instances at the image size: masks pasted, boxes and points moved
-        by the tile origin, part i's detections written to output rows ``rows[i]``."""
+    def _to_image(part: Instances, tile: Sequence[int], image_hw: Tuple[int, int]) -> Instances:
+        """Tile-local Instances (masks (K_t, th, tw)) -> at the image size: masks cut to their boxes
+        (``CroppedMasks``), boxes and points moved by the tile origin ``tile[:2]``."""
         out = Instances(tuple(image_hw))
-        origins = tiles[:, :2].to(torch.float32)
-        order = torch.empty(num, dtype=torch.long)
-        offsets, start = [], 0
-        for part, t, r in zip(parts, part_tiles, rows):
-            order[r.cpu()] = torch.arange(start, start + len(part))
-            offsets.append(origins[t].expand(len(part), 2))
-            start += len(part)
-        merged = Instances.cat(parts)
-        if num == 0:
-            return _empty_like(merged, image_hw)
-        device = merged.pred_masks.device
-        order, offset = order.to(device), torch.cat(offsets).to(device)[order]
-        for name, value in merged.get_fields().items():
+        x0, y0 = int(tile[0]), int(tile[1])
+        for name, value in part.get_fields().items():
             if name == "pred_masks":
-                continue
-            value = value[order]
-            if name == "pred_boxes":
-                value = Boxes(value.tensor + offset.repeat(1, 2))
+                value = CroppedMasks.from_dense(value, image_hw, (x0, y0))
+            elif name == "pred_boxes":
+                value = Boxes(value.tensor + value.tensor.new_tensor([x0, y0, x0, y0]))
             elif name == "pred_points":
-                value = value + offset
+                value = value + value.new_tensor([x0, y0])
             out.set(name, value)
-        out.pred_masks = paste_tile_masks([p.pred_masks for p in parts], rows, tiles[part_tiles], image_hw, num)
+        return out
+
+    def _finish(self, merged: Instances, keep: torch.Tensor) -> Instances:
+        """The rows ``keep`` of ``merged``, masks pasted to (K, H, W) unless ``paste`` is off."""
+        out = merged[keep]
+        if self.paste:
+            out.pred_masks = out.pred_masks.to_dense()
         return out
 
     # ------------------------------------------------------------------ the three decodings
@@ -137,7 +148,7 @@ class TiledInference:
         best[~valid] = -1
         ids = points.gt_point_ids.to(device) if points.has("gt_point_ids") else torch.full_like(best, -1)
         used = [int(t) for t in torch.unique(best[best >= 0]).tolist()]
-        parts, part_tiles = [], []
+        parts = []
         stats = {"num_collisions": 0, "num_cross_class_collisions": 0, "num_points_capped": 0,
                  "num_points_retried": 0, "num_points_rescued": 0}
         for t, heads in self._tile_heads(model, image, tiles, used):
@@ -152,8 +163,7 @@ class TiledInference:
             if points.has("gt_sizes"):
                 sub.gt_sizes = points.gt_sizes.to(device)[sel] * scale.mean()
             out = decoder(heads, sub, max_per_image=0)
-            parts.append(out["instances"])
-            part_tiles.append(t)
+            parts.append(self._to_image(out["instances"], tiles[t].tolist(), (h, w)))
             for key in stats:
                 stats[key] += int(out["point_stats"].get(key) or 0)
         # Click order: each output's source row, then at most MAX_PER_IMAGE of them by score.
@@ -166,8 +176,7 @@ class TiledInference:
             stats["num_points_capped"] = len(keep) - cap
             keep = keep[top.sort().values]
         if parts:
-            rows, _ = self._rows(parts, keep)
-            result = self._place(parts, part_tiles, tiles, (h, w), rows, len(keep))
+            result = self._finish(Instances.cat(parts), keep)
             result.point_ids = ids[result.point_ids]
         else:  # no valid click: no tile is run
             result = empty_point_instances((h, w), device)
@@ -179,40 +188,36 @@ class TiledInference:
         }
         return {"instances": result, "point_stats": stats}
 
-    @staticmethod
-    def _rows(parts: List[Instances], keep: torch.Tensor) -> Tuple[List[torch.Tensor], int]:
-        """Output row of every kept detection, per part (dropped ones are removed from the parts)."""
-        total = sum(len(p) for p in parts)
-        row_of = torch.full((total,), -1, dtype=torch.long, device=keep.device)
-        row_of[keep] = torch.arange(len(keep), device=keep.device)
-        rows, start = [], 0
-        for i, p in enumerate(parts):
-            r = row_of[start: start + len(p)]
-            kept = r >= 0
-            parts[i] = p[kept]
-            rows.append(r[kept])
-            start += len(p)
-        return rows, start
-
     def decode_plain(self, model, image: torch.Tensor, decode, max_per_image: int = 0) -> Instances:
         """Detections of every tile (``decode(heads) -> Instances``), cross-tile duplicates merged, at most
         ``max_per_image`` (> 0) of them by score, as the untiled decoders keep per image."""
         h, w = image.shape[-2:]
         tiles = tile_boxes(h, w, self.size, self.overlap)
-        parts = [decode(heads) for _, heads in self._tile_heads(model, image, tiles, list(range(len(tiles))))]
-        return self.combine(parts, tiles, (h, w), max_per_image)
+        parts = [self._to_image(decode(heads), tiles[t].tolist(), (h, w))  # tile masks cut at once
+                 for t, heads in self._tile_heads(model, image, tiles, list(range(len(tiles))))]
+        return self._combine_image(parts, tiles, (h, w), max_per_image)
 
     def combine(self, parts: List[Instances], tiles: torch.Tensor, image_hw: Tuple[int, int],
                 max_per_image: int = 0) -> Instances:
         """One Instances at the image size from the detections of every tile (``parts[t]`` of tile t, in
-        tile pixels): cross-tile duplicates removed (``merge``), the top ``max_per_image`` (> 0) kept,
-        masks pasted, by decreasing score."""
-        keep = self.merge(parts, tiles, image_hw)
+        tile pixels: pred_masks (K_t, th, tw), scores, pred_classes, pred_boxes): cross-tile duplicates
+        removed (``merge``), the top ``max_per_image`` (> 0) kept, by decreasing score."""
+        parts = [self._to_image(p, tile, image_hw) for p, tile in zip(parts, tiles.tolist())]
+        return self._combine_image(parts, tiles, image_hw, max_per_image)
+
+    def _combine_image(self, parts: List[Instances], tiles: torch.Tensor, image_hw: Tuple[int, int],
+                       max_per_image: int) -> Instances:
+        merged = Instances.cat(parts)
+        keep = self._merge_image(merged, self._tile_of(parts), tiles, image_hw)
         if max_per_image > 0:
             keep = keep[:max_per_image]
-        parts = list(parts)
-        rows, _ = self._rows(parts, keep)
-        return self._place(parts, list(range(len(parts))), tiles, image_hw, rows, len(keep))
+        return self._finish(merged, keep)
+
+    @staticmethod
+    def _tile_of(parts: List[Instances]) -> torch.Tensor:
+        device = parts[0].scores.device if parts else torch.device("cpu")
+        counts = torch.tensor([len(p) for p in parts], dtype=torch.long, device=device)
+        return torch.repeat_interleave(torch.arange(len(parts), device=device), counts)
 
     def merge(self, parts: List[Instances], tiles: torch.Tensor, image_hw: Tuple[int, int]) -> torch.Tensor:
         """Indices (into the concatenated parts) of the detections that stay, by decreasing score.
@@ -221,22 +226,37 @@ class TiledInference:
             parts: per tile, Instances with pred_masks (K_t, th, tw), scores, pred_classes, pred_boxes.
             tiles: (T, 4) the tile of each part.
         """
-        device = parts[0].pred_masks.device if parts else torch.device("cpu")
-        if not sum(len(p) for p in parts):
-            return torch.zeros(0, dtype=torch.long, device=device)
-        counts = [len(p) for p in parts]
-        tile_of = torch.repeat_interleave(torch.arange(len(parts), device=device), torch.tensor(counts, device=device))
-        tiles = tiles.to(device)
-        boxes = torch.cat([p.pred_boxes.tensor for p in parts]) + tiles[tile_of, :2].to(torch.float32).repeat(1, 2)
-        scores = torch.cat([p.scores for p in parts])
-        classes = torch.cat([p.pred_classes for p in parts])
-        area = torch.cat([p.pred_masks.flatten(1).sum(dim=1) for p in parts]).float()
-        inter = cross_tile_intersections([p.pred_masks for p in parts], tiles)
-        smaller = torch.minimum(area[:, None], area[None, :]).clamp(min=1)
-        duplicate = (inter / smaller > self.merge_threshold) & (classes[:, None] == classes[None, :])
-        order = merge_order(border_margins(boxes, tiles[tile_of], image_hw), scores)
-        kept = order[greedy_keep(duplicate[order][:, order])]
+        image_parts = [self._to_image(p, tile, image_hw) for p, tile in zip(parts, tiles.tolist())]
+        return self._merge_image(Instances.cat(image_parts), self._tile_of(parts), tiles, image_hw)
+
+    def _merge_image(self, inst: Instances, tile_of: torch.Tensor, tiles: torch.Tensor,
+                     image_hw: Tuple[int, int]) -> torch.Tensor:
+        """``merge`` of detections already at the image size (``CroppedMasks``), ``tile_of`` (K,) their tiles."""
+        num = len(inst)
+        masks, scores, classes = inst.pred_masks, inst.scores, inst.pred_classes
+        det_tiles = tiles.to(masks.device)[tile_of]
+        margins = border_margins(masks.boxes.to(torch.float32), det_tiles, image_hw)
+        whole = margins > self.border_tolerance
+        pairs, inter, in_a, in_b = cross_tile_counts(masks, tile_of, tiles.to(masks.device), classes)
+        a, b = pairs[:, 0], pairs[:, 1]
+        area = masks.areas()
+        iou = seam_iou(inter, in_a, in_b, area[a], area[b], whole[a], whole[b])
+        same = pairs[iou > self.merge_threshold]
+        order = merge_order(whole, scores)
+        pos = torch.empty_like(order)
+        pos[order] = torch.arange(num, device=order.device)
+        a, b = pos[same[:, 0]], pos[same[:, 1]]
+        kept = order[greedy_keep_sparse(num, torch.maximum(a, b), torch.minimum(a, b))]
+        self._log_merge(num, num - len(kept), len(tiles), len(pairs))
         return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
+
+    def _log_merge(self, num: int, removed: int, num_tiles: int, num_pairs: int) -> None:
+        self.num_detections += num
+        self.num_merged += removed
+        logger.debug(f"tiles: {removed} of {num} detections were cross-tile copies ({num_tiles} tiles, "
+                     f"{num_pairs} same-class pairs compared)")
+        log_every_n_seconds(logging.INFO, f"tiles: merged {self.num_merged} cross-tile copies of "
+                            f"{self.num_detections} tile detections so far in this process", n=60, name=__name__)
 
     def __call__(self, model, x: dict) -> dict:
         """The output dict of one input (``WSSISSOLOv2.inference`` conventions)."""
@@ -258,15 +278,6 @@ class TiledInference:
         return result
 
 
-def _empty_like(instances: Instances, image_hw: Tuple[int, int]) -> Instances:
-    """Zero detections with the fields of ``instances``, masks at ``image_hw``."""
-    out = Instances(tuple(image_hw))
-    for name, value in instances.get_fields().items():
-        out.set(name, value[:0])
-    out.pred_masks = instances.pred_masks.new_zeros((0,) + tuple(image_hw))
-    return out
-
-
 def _resize_instances(instances: Instances, output_hw: Tuple[int, int]) -> Instances:
     """Instances at the input image size -> at ``output_hw`` (no-op when equal, the usual case with tiles)."""
     h, w = instances.image_size
@@ -275,6 +286,8 @@ def _resize_instances(instances: Instances, output_hw: Tuple[int, int]) -> Insta
     oh, ow = output_hw
     out = Instances(tuple(output_hw))
     for name, value in instances.get_fields().items():
+        if isinstance(value, CroppedMasks):
+            value = value.to_dense()
         if name == "pred_masks":
             value = F.interpolate(value[:, None].float(), size=(oh, ow), mode="nearest")[:, 0] > 0.5
         elif name == "pred_boxes":

@@ -1,12 +1,11 @@
 """Tiles over large images (pure functions, no ``nn.Module``): where the tiles lie, which tile decodes
-each click, which of two overlapping detections from different tiles stays, and how tile-local masks go
-back into the image.
+each click, and which detections of different tiles are one object (the cross-tile merge).
 
 Coordinates: detectron2's continuous pixel convention of the (unscaled) image: pixel (row i, col j)
 covers [j, j + 1) x [i, i + 1). A tile box is (x0, y0, x1, y1) in whole pixels, x1 / y1 exclusive.
 Shape shorthand: T tiles, M points, K detections, (H, W) the image, (th, tw) one tile.
 
-Rules (tested in ``tests/test_tiling.py``):
+Rules (tested in ``tests/test_tiling.py`` and ``tests/test_tile_merge.py``):
 
 - **Layout** (``tile_boxes``): per axis, a side <= the tile size gets one tile spanning it; a longer side
   gets n = ceil((side - size) / (size - overlap)) + 1 tiles of exactly ``size`` pixels whose starts are
@@ -16,11 +15,37 @@ Rules (tested in ``tests/test_tiling.py``):
   farthest from the tile's *inner* borders (a tile edge on the image border is no border: nothing lies
   beyond it). Ties go to the lower tile index. A point on the right / bottom image border (x = W) belongs
   to the last tile, as it belongs to the last grid cell.
-- **Cross-tile duplicates** (``merge_order`` + ``greedy_keep``): two same-class detections from different
-  tiles are one object when their intersection over the smaller mask exceeds a threshold. Detections are
-  visited whole-first (a mask that does not touch its tile's inner borders), then by score; a kept one
-  removes its later duplicates. A cut copy of an object is contained in the whole one (intersection over
-  the smaller ~ 1), so with an overlap at least as large as the objects the whole copy stays.
+- **Cross-tile duplicates** (``seam_iou``, ``merge_order``, ``greedy_keep_sparse``): a copy is removed
+  only when it is the same object seen from another tile. A perfect detector on tile A reports object O as
+  O n A. So two copies a (tile A) and b (tile B) of one object agree on the window both tiles see,
+  S = A n B (both are O n S there), and a copy that is *whole* in its tile (its box stays clear of the
+  tile's inner borders: ``border_margins`` above one mask-feature cell, 4 model pixels, since a predicted
+  mask edge is not known closer) is all of O, so the other tile's copy has no pixel outside
+  S. The **seam IoU** of two same-class detections of different, overlapping tiles measures exactly that:
+
+      inter = |a n b|                                   (common pixels can only lie in S)
+      union = |a n S| + |b n S| - inter + [b whole] |a \ S| + [a whole] |b \ S|
+      seam IoU = inter / union
+
+  i.e. the IoU of the two tiles' claims where they can be checked: inside S always; outside S only a
+  whole copy knows that the object ends, so the other copy's pixels there count against. Two whole copies:
+  the ordinary IoU; two cut copies (an object larger than the overlap): the IoU inside S. They are one
+  object when seam IoU > ``threshold`` (``INPUT.TILE.MERGE_THRESHOLD``). Detections are visited whole first,
+  then by score; a kept one removes the later ones it is one object with (greedy, exact). Detections of
+  one tile are never merged here (the tile's own NMS saw them together).
+
+  What it guarantees (tested): copies of one object have seam IoU 1, wherever the tiles fall; every copy
+  is one object with every whole copy, so for objects smaller than the overlap (less twice that margin)
+  one whole copy stays and the output does not depend on the grid. A distinct small object s nested in (or overlapping) a large
+  one L of the same class survives: with s whole, seam IoU <= |s| / |L|; with s cut by its tile border,
+  seam IoU <= |s n S| / |L n S|. So only a cut s that covers more than ``threshold`` of what L shows
+  inside the shared window can be merged: there what the two tiles show of s and of L nearly coincide,
+  and no rule on these masks can tell a nested object from a cut copy.
+- **Cost** (``cross_tile_counts``): one step per pair of overlapping tiles (found by ``candidate_pairs``:
+  grid buckets, no T x T or K x K array), with the detections whose boxes reach the two tiles' common
+  window; pixels are counted there by one matrix product (many or large masks) or by gathering each
+  box-overlapping same-class pair (few small masks), whichever is cheaper. Masks are kept cut to their
+  boxes (``cropped_masks.CroppedMasks``), so time and memory follow the image area.
 """
 import math
 from typing import List, Sequence, Tuple
@@ -28,6 +53,7 @@ from typing import List, Sequence, Tuple
 import torch
 
 from ..utils.errors import WSSISInputError
+from .cropped_masks import CroppedMasks, ragged_arange
 
 __all__ = [
     "overlap_pixels",
@@ -37,9 +63,11 @@ __all__ = [
     "best_tiles",
     "border_margins",
     "greedy_keep",
+    "greedy_keep_sparse",
     "merge_order",
-    "cross_tile_intersections",
-    "paste_tile_masks",
+    "candidate_pairs",
+    "cross_tile_counts",
+    "seam_iou",
 ]
 
 
@@ -176,13 +204,33 @@ def border_margins(det_boxes: torch.Tensor, tiles: torch.Tensor, image_hw: Tuple
     return d.amin(dim=0).clamp(min=0)
 
 
-def greedy_keep(suppresses: torch.Tensor) -> torch.Tensor:
-    """Exact greedy suppression, vectorised.
+def greedy_keep_sparse(num: int, later: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
+    """Exact greedy suppression over a sparse graph, vectorised.
 
-    Visiting items in index order, an item is kept unless an earlier *kept* item suppresses it. That is
-    the unique solution of keep[i] = not any(keep[j] and suppresses[i, j] for j < i); it is found by
-    iterating the equation from all-kept: one (K, K) op per iteration, stopping at the fixed point after
-    (suppression chain depth + 1) iterations, usually 2-3, never more than K + 1.
+    Visiting items 0..num-1 in index order, an item is kept unless an earlier *kept* item suppresses it:
+    the unique solution of keep[i] = not any(keep[j] for the edges (i, j)). It is found by iterating the
+    equation from all-kept, one pass over the E edges per iteration, stopping at the fixed point after
+    (suppression chain depth + 1) iterations, usually 2-3, never more than num + 1.
+
+    Args:
+        num: number of items.
+        later, earlier: (E,) long, edge e says item earlier[e] (< later[e]) would suppress item later[e].
+
+    Returns:
+        (num,) bool, True for kept items.
+    """
+    keep = torch.ones(num, dtype=torch.bool, device=later.device)
+    for _ in range(num + 1):
+        suppressed = torch.zeros_like(keep)
+        suppressed[later[keep[earlier]]] = True
+        if torch.equal(~suppressed, keep):
+            break
+        keep = ~suppressed
+    return keep
+
+
+def greedy_keep(suppresses: torch.Tensor) -> torch.Tensor:
+    """``greedy_keep_sparse`` of a dense matrix.
 
     Args:
         suppresses: (K, K) bool, [i, j] True when item j would suppress item i (only j < i is used).
@@ -190,84 +238,156 @@ def greedy_keep(suppresses: torch.Tensor) -> torch.Tensor:
     Returns:
         (K,) bool, True for kept items.
     """
-    num = suppresses.shape[0]
-    suppresses = torch.tril(suppresses, diagonal=-1)
-    keep = torch.ones(num, dtype=torch.bool, device=suppresses.device)
-    for _ in range(num + 1):
-        new_keep = ~(suppresses & keep[None, :]).any(dim=1)
-        if torch.equal(new_keep, keep):
-            break
-        keep = new_keep
-    return keep
+    later, earlier = torch.nonzero(torch.tril(suppresses, diagonal=-1), as_tuple=True)
+    return greedy_keep_sparse(suppresses.shape[0], later, earlier)
 
 
-def merge_order(margins: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """Visiting order of the cross-tile merge: whole detections (margin > 0) first, then by score.
+def merge_order(whole: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Visiting order of the cross-tile merge: whole detections first, then by score.
 
     Args:
-        margins: (K,) ``border_margins``; scores: (K,).
+        whole: (K,) bool, the detection stays clear of its tile's inner borders (``border_margins``);
+        scores: (K,).
 
     Returns:
         (K,) long permutation.
     """
     by_score = torch.sort(scores, descending=True, stable=True).indices
-    cut = (margins[by_score] <= 0).to(torch.int8)
+    cut = (~whole[by_score]).to(torch.int8)
     return by_score[torch.sort(cut, stable=True).indices]
 
 
-def cross_tile_intersections(masks: Sequence[torch.Tensor], tiles: torch.Tensor) -> torch.Tensor:
-    """Pixel intersections between detections of *different* tiles.
+def candidate_pairs(boxes: torch.Tensor, cell: int = 0) -> torch.Tensor:
+    """Every pair of boxes that overlap (positive common area), without a K x K array.
 
-    Only the region two tiles share can hold common pixels, so each pair of overlapping tiles costs one
-    matrix product over that region (the loop is over tile pairs, never over detections).
-
-    Args:
-        masks: T tensors (K_t, th, tw) bool, the detections of each tile in tile pixels.
-        tiles: (T, 4) long tile boxes.
-
-    Returns:
-        (K, K) float, K = sum K_t in tile order; 0 on same-tile pairs and for tiles that do not overlap.
-    """
-    counts = [m.shape[0] for m in masks]
-    starts = [0]
-    for c in counts:
-        starts.append(starts[-1] + c)
-    device = masks[0].device if masks else tiles.device
-    inter = torch.zeros((starts[-1], starts[-1]), device=device)
-    box = tiles.tolist()
-    for a in range(len(masks)):
-        for b in range(a + 1, len(masks)):
-            if not counts[a] or not counts[b]:
-                continue
-            x0, y0 = max(box[a][0], box[b][0]), max(box[a][1], box[b][1])
-            x1, y1 = min(box[a][2], box[b][2]), min(box[a][3], box[b][3])
-            if x1 <= x0 or y1 <= y0:
-                continue
-            ra = masks[a][:, y0 - box[a][1]: y1 - box[a][1], x0 - box[a][0]: x1 - box[a][0]].flatten(1).float()
-            rb = masks[b][:, y0 - box[b][1]: y1 - box[b][1], x0 - box[b][0]: x1 - box[b][0]].flatten(1).float()
-            block = ra @ rb.t()
-            inter[starts[a]: starts[a + 1], starts[b]: starts[b + 1]] = block
-            inter[starts[b]: starts[b + 1], starts[a]: starts[a + 1]] = block.t()
-    return inter
-
-
-def paste_tile_masks(masks: Sequence[torch.Tensor], rows: Sequence[torch.Tensor], tiles: torch.Tensor,
-                     image_hw: Tuple[int, int], num: int) -> torch.Tensor:
-    """Tile-local masks pasted into full-image masks.
+    Each box is put in the grid cells (of ``cell`` px) it covers; pairs are formed inside a cell and kept
+    once, in the cell holding the top-left corner of their intersection. Cost: the cells covered plus the
+    pairs that share a cell.
 
     Args:
-        masks: per tile, (K_t, th, tw) bool in tile pixels.
-        rows: per tile, (K_t,) long: the output row of each mask.
-        tiles: (T, 4) long boxes of those tiles.
-        image_hw: (H, W).
-        num: K, number of output rows (every row is written once).
+        boxes: (K, 4) XYXY image pixels (x1 / y1 exclusive); empty boxes pair with nothing.
+        cell: bucket side in pixels; 0 = twice the median box side (at least 8).
 
     Returns:
-        (K, H, W) bool.
+        (P, 2) long (i, j), i < j.
     """
-    device = masks[0].device if len(masks) else tiles.device
-    out = torch.zeros((num,) + tuple(image_hw), dtype=torch.bool, device=device)
-    for m, r, (x0, y0, x1, y1) in zip(masks, rows, tiles.tolist()):
-        if m.shape[0]:
-            out[r, y0:y1, x0:x1] = m
-    return out
+    device = boxes.device
+    b = boxes.to(torch.float32)
+    valid = torch.nonzero((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).squeeze(1)
+    if len(valid) < 2:
+        return torch.zeros((0, 2), dtype=torch.long, device=device)
+    vb = b[valid]
+    if cell <= 0:
+        side = torch.maximum(vb[:, 2] - vb[:, 0], vb[:, 3] - vb[:, 1])
+        cell = max(8, int(math.ceil(2 * float(side.median()))))
+    lo = torch.floor(vb[:, :2] / cell).to(torch.long)  # first cell (cx, cy)
+    hi = torch.floor((vb[:, 2:] - 1e-3) / cell).to(torch.long)  # last cell, x1 / y1 exclusive
+    span = hi - lo + 1
+    owner, local = ragged_arange(span[:, 0] * span[:, 1])
+    cx = lo[owner, 0] + local % span[owner, 0]
+    cy = lo[owner, 1] + local // span[owner, 0]
+    ncols = int(hi[:, 0].max()) + 1
+    cell_id = cy * ncols + cx
+    cell_id, order = torch.sort(cell_id, stable=True)
+    member = owner[order]
+    # each element pairs with the later elements of its cell
+    pos = torch.arange(len(cell_id), device=device)
+    _, counts = torch.unique_consecutive(cell_id, return_counts=True)
+    cell_end = torch.repeat_interleave(torch.cumsum(counts, 0), counts)
+    first, k = ragged_arange(cell_end - pos - 1)
+    second = first + 1 + k
+    i, j, cid = member[pos[first]], member[second], cell_id[first]
+    x0 = torch.maximum(vb[i, 0], vb[j, 0])
+    y0 = torch.maximum(vb[i, 1], vb[j, 1])
+    overlap = (x0 < torch.minimum(vb[i, 2], vb[j, 2])) & (y0 < torch.minimum(vb[i, 3], vb[j, 3]))
+    home = torch.floor(y0 / cell).to(torch.long) * ncols + torch.floor(x0 / cell).to(torch.long)
+    sel = overlap & (home == cid)
+    i, j = valid[i[sel]], valid[j[sel]]
+    return torch.stack([torch.minimum(i, j), torch.maximum(i, j)], dim=1)
+
+
+def seam_iou(inter: torch.Tensor, in_a: torch.Tensor, in_b: torch.Tensor, area_a: torch.Tensor,
+             area_b: torch.Tensor, whole_a: torch.Tensor, whole_b: torch.Tensor) -> torch.Tensor:
+    """Seam IoU of detection pairs (a, b) from different tiles (module docstring, "Cross-tile duplicates").
+
+    Args (all (P,)):
+        inter: |a n b| pixels; in_a, in_b: |a n S|, |b n S| (S: the two tiles' common window);
+        area_a, area_b: |a|, |b|; whole_a, whole_b: bool, the detection is whole in its tile.
+
+    Returns:
+        (P,) float in [0, 1].
+    """
+    union = in_a + in_b - inter + whole_b * (area_a - in_a) + whole_a * (area_b - in_b)
+    return inter.to(torch.float32) / union.clamp(min=1).to(torch.float32)
+
+
+# The matrix product over a window costs about this many times less per pixel pair than the gathers of
+# ``CroppedMasks.and_count`` (measured on CPU, order of magnitude); it decides which one a window uses.
+_MATMUL_SPEEDUP = 16
+
+
+def cross_tile_counts(masks: CroppedMasks, tile_of: torch.Tensor, tiles: torch.Tensor, classes: torch.Tensor,
+                      method: str = "auto") -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel counts of the pairs that can be one object: same class, two overlapping tiles, a common pixel.
+
+    One step per pair of overlapping tiles (``candidate_pairs`` of the tiles: about 4 per tile, never all
+    tile pairs), holding only the detections whose boxes reach the two tiles' common window S; among them
+    only box-overlapping same-class pairs count. Their pixels in S are counted either by one matrix product
+    over S (many or large masks) or by gathering each pair's box intersection (few small masks), whichever
+    is cheaper; memory is bounded by one window.
+
+    Args:
+        masks: K detections in image pixels; tile_of: (K,) long their tiles; tiles: (T, 4) long;
+        classes: (K,) long; method: "auto", or "matmul" / "gather" for every window (tests).
+
+    Returns:
+        pairs (P, 2) long (a, b) detection indices, and (P,) long inter |a n b|, in_a |a n S|, in_b |b n S|.
+    """
+    device = masks.device
+    boxes = masks.boxes
+    by_tile = torch.sort(tile_of, stable=True).indices
+    starts = torch.cumsum(torch.bincount(tile_of, minlength=len(tiles)), 0).tolist()
+    starts = [0] + starts
+    found, gathered = [], []
+    for ta, tb in candidate_pairs(tiles).tolist():
+        win = torch.cat([torch.maximum(tiles[ta, :2], tiles[tb, :2]), torch.minimum(tiles[ta, 2:], tiles[tb, 2:])])
+        da, db = (_reaching(by_tile[starts[t]:starts[t + 1]], boxes, win) for t in (ta, tb))
+        if not len(da) or not len(db):
+            continue
+        ba, bb = boxes[da][:, None], boxes[db][None, :]
+        lo = torch.maximum(torch.maximum(ba[..., :2], bb[..., :2]), win[:2])
+        hi = torch.minimum(torch.minimum(ba[..., 2:], bb[..., 2:]), win[2:])
+        rect = (hi - lo).clamp(min=0).prod(dim=-1)  # (na, nb) common box area inside S
+        cand = (rect > 0) & (classes[da][:, None] == classes[db][None, :])
+        if not bool(cand.any()):
+            continue
+        ra, rb = cand.any(dim=1), cand.any(dim=0)
+        da, db, cand, rect = da[ra], db[rb], cand[ra][:, rb], rect[ra][:, rb]
+        size = int((win[2:] - win[:2]).prod())
+        matmul_cost = (len(da) + len(db)) * size + len(da) * len(db) * size / _MATMUL_SPEEDUP
+        if method == "matmul" or (method == "auto" and matmul_cost < 3 * int(rect[cand].sum())):
+            wa = masks.window(da, win.tolist()).flatten(1).to(torch.float32)
+            wb = masks.window(db, win.tolist()).flatten(1).to(torch.float32)
+            inter = (wa @ wb.t()).round().to(torch.long)
+            i, j = torch.nonzero(cand & (inter > 0), as_tuple=True)
+            found.append((torch.stack([da[i], db[j]], 1), inter[i, j], wa.sum(1).to(torch.long)[i],
+                          wb.sum(1).to(torch.long)[j]))
+        else:
+            i, j = torch.nonzero(cand, as_tuple=True)
+            gathered.append(torch.stack([da[i], db[j]], 1))
+    if gathered:
+        pairs = torch.cat(gathered)
+        a, b = pairs[:, 0], pairs[:, 1]
+        ta, tb = tiles[tile_of[a]], tiles[tile_of[b]]
+        win = torch.cat([torch.maximum(ta[:, :2], tb[:, :2]), torch.minimum(ta[:, 2:], tb[:, 2:])], 1)
+        found.append((pairs, masks.and_count(a, b, win), masks.count_in(a, win), masks.count_in(b, win)))
+    if not found:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty.reshape(0, 2), empty, empty, empty
+    return tuple(torch.cat(parts) for parts in zip(*found))
+
+
+def _reaching(ids: torch.Tensor, boxes: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    """The detections ``ids`` whose boxes overlap the rectangle ``win``."""
+    b = boxes[ids]
+    return ids[(b[:, 0] < win[2]) & (b[:, 2] > win[0]) & (b[:, 1] < win[3]) & (b[:, 3] > win[1])]
