@@ -24,8 +24,9 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt setup.py
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --use-pep517 -e .
 	touch $(STAMP)
 
+# Two pytest-xdist workers (the 2 cores of the CI machine), one test file per worker at a time.
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 # The whole method on generated shapes (configs/pipeline/shapes_demo.yaml): prints the results table, writes
 # output/demo/results.{md,json} and overlays in output/demo/overlays/. 5-11 min on 2 CPU cores (README); resumable.

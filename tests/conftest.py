@@ -9,6 +9,11 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the files in 2 pytest-xdist workers on the 2 cores: one torch thread each, so that the
+    # workers do not oversubscribe the cores (two OpenMP teams of 2 on 2 cores wait for each other).
+    torch.set_num_threads(1)
+
 
 def load_script(relpath, name=None):
     """Import a script of the repository (``train_net.py``, ``tools/*.py``: not part of the package)."""
