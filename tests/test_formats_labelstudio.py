@@ -82,3 +82,17 @@ def test_many_objects():
     regions = [r for a in coco["annotations"] for r in ls.object_regions(
         masks[a["id"] - 1], "nucleus", region_id=str(a["id"]), height=h, width=w)]
     np.testing.assert_array_equal(np.stack([ls.region_to_mask(r) for r in regions]), masks)
+
+
+def test_review_flags_and_risk_reach_the_regions(tmp_path):
+    masks, clicks, scores, cats = hard_masks()
+    coco = to_coco(masks, clicks, scores, cats)
+    coco["annotations"][0].update(wssis_flags=["outside_click", "low_score"], wssis_risk=0.8123)
+    coco["annotations"][1]["wssis_flag"] = "fallback"
+    ls.export_labelstudio(coco, str(tmp_path))
+    regions = json.load(open(tmp_path / "tasks.json"))[0]["predictions"][0]["result"]
+    meta = {r["id"]: r.get("meta", {}).get("text") for r in regions}
+    first, second = (str(a["id"]) for a in coco["annotations"][:2])
+    assert meta[first] == ["review: outside_click, low_score (risk 0.812)"]
+    assert meta[second] == ["review: fallback"]
+    assert all(v is None for k, v in meta.items() if not k.startswith((first, second)))

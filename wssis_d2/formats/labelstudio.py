@@ -11,6 +11,8 @@ Regions (one per object, so overlapping objects stay separate layers in Label St
 * **polygon** (``polygons=True``): ``{"type": "polygonlabels", "value": {"points": [[x%, y%], ...],
   "polygonlabels": [label]}}``, one region per 4-connected part, traced along pixel edges
   (:mod:`.edge_polygons`); a Label Studio polygon has no holes, so holes are filled and **counted**.
+* review flags and risk (``wssis_flags`` / ``wssis_risk`` of ``review/labels_review.json``, or ``wssis_flag``) go
+  into each region of the object as ``meta.text`` ("review: flags (risk r)"), shown in Label Studio's region panel;
 * **keypoint** for each click: ``{"type": "keypointlabels", "value": {"x": x%, "y": y%, "width": 1,
   "keypointlabels": [label]}}``.
 
@@ -37,6 +39,7 @@ from ..data.json_io import write_json_atomic
 from ..data.point_utils import annotation_point
 from ..utils.part_files import atomic_output
 from .edge_polygons import mask_to_edge_polygons, rasterize_rings
+from .review_export import review_fields
 from .review_export import group_annotations
 
 __all__ = ["TAG_NAMES", "labeling_config", "mask_to_rle", "rle_to_mask", "brush_region", "polygon_regions",
@@ -232,9 +235,15 @@ def export_labelstudio(coco: dict, output_dir: str, image_root: Optional[str] = 
         for ann in by_image[img["id"]]:
             segm = ann.get("segmentation")
             mask = decode_segmentation(segm, h, w) if segm not in (None, []) else None
-            regions += object_regions(mask, cats.get(ann["category_id"], str(ann["category_id"])),
-                                      region_id=str(ann["id"]), height=h, width=w, click=annotation_point(ann),
-                                      score=ann.get("score"), polygons=polygons, counts=counts)
+            new = object_regions(mask, cats.get(ann["category_id"], str(ann["category_id"])),
+                                 region_id=str(ann["id"]), height=h, width=w, click=annotation_point(ann),
+                                 score=ann.get("score"), polygons=polygons, counts=counts)
+            flags, risk = review_fields(ann)
+            if flags or risk:  # the review's flags and risk (or a fallback), shown as the region's meta text
+                note = "review: " + (", ".join(flags) or "-") + (f" (risk {risk})" if risk else "")
+                for r in new:
+                    r["meta"] = {"text": [note]}
+            regions += new
             counts["objects"] += 1
         for r in regions:
             counts[f"{r['type']} regions"] += 1

@@ -93,7 +93,7 @@ def _shapes(ann, img, counts):
     return None, []
 
 
-def _review_fields(ann) -> tuple:
+def review_fields(ann) -> tuple:
     """(flag names, risk text) of an annotation: ``wssis_flag`` and the review's ``wssis_flags``, ``wssis_risk``."""
     names = ([ann["wssis_flag"]] if ann.get("wssis_flag") else []) + [
         f for f in ann.get("wssis_flags") or [] if f != ann.get("wssis_flag")]
@@ -112,7 +112,7 @@ def export_labelme(coco: dict, output_dir: str, image_root: str) -> Counter:
         shapes = []
         for k, ann in enumerate(by_image[img["id"]]):
             kind, parts = _shapes(ann, img, counts)
-            flags, risk = _review_fields(ann)
+            flags, risk = review_fields(ann)
             text = " ".join(([f"score {ann['score']:.3f}"] if "score" in ann else []) + ([f"risk {risk}"] if risk else []))
             for pts in parts:
                 shapes.append({"label": cats.get(ann["category_id"], str(ann["category_id"])),
@@ -165,7 +165,7 @@ def export_cvat(coco: dict, output_dir: str, image_root: Optional[str] = None) -
                 ET.SubElement(shape, "attribute", name="wssis_flag").text = ann.get("wssis_flag") or ""
                 ET.SubElement(shape, "attribute", name="score").text = (
                     f"{ann['score']:.3f}" if "score" in ann else "")
-                flags, risk = _review_fields(ann)
+                flags, risk = review_fields(ann)
                 ET.SubElement(shape, "attribute", name="wssis_flags").text = ",".join(flags)
                 ET.SubElement(shape, "attribute", name="wssis_risk").text = risk
                 counts["shapes"] += 1
