@@ -17,6 +17,7 @@
      "labels": counts of OUTPUT_DIR/labels.json (DATA.KIND custom) and, with POINTS_GT, its quality; or null,
      "skipped_rows": {row: why} (DATA.KIND custom: rows that need data the run does not have),
      "scale_choice": DATA.KIND custom: the input scale and tiles chosen per node (pipeline/scale.py); else null,
+     "few_labels": [lines: what the run lacked and what more labelling would likely help (pipeline/few_labels.py)],
      "meta": {...how it was measured...}, "timings": {stage: seconds}}
 
 null where the profile's ROWS skip a row (or its stage has not run).
@@ -33,6 +34,7 @@ from ..data.json_io import write_json_atomic
 from ..evaluation.quality import best_report, compare_reports
 from ..utils.part_files import atomic_output
 from .config import MODEL_ROWS, PSEUDO_ROWS
+from .few_labels import few_label_summary
 from .stage_table import stage_of_row
 
 __all__ = ["best_fixed_level", "build_results", "format_results", "machine_info", "model_ratios", "write_results"]
@@ -144,6 +146,7 @@ def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None
         "labels": (records.get("labels") or {}).get("metrics"),
         "skipped_rows": dict((meta or {}).get("skipped_rows") or {}),
         "scale_choice": ((records.get("data") or {}).get("metrics") or {}).get("scale_choice"),
+        "few_labels": few_label_summary(pcfg, records),
         "meta": dict(meta or {}),
         "timings": timings,
     }
@@ -243,6 +246,8 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                      f"{lab['num_clicks']} clicks = {lab['num_pseudo_labels']} pseudo-labels + {lab['num_fallback']} "
                      "flagged fallbacks" + (f"; on the clicked images vs their true masks: AP {_fmt(rep.get('AP'), 2)}, "
                                             f"mean IoU {_fmt(rep.get('mean_iou'), 3)}" if rep else "") + ".")
+    if results.get("few_labels"):
+        lines += ["", "## What was missing", ""] + [f"- {line}." for line in results["few_labels"]]
     lines += ["", f"## Models (segm mask AP on `{test_set or 'no test set'}`)", "",
               "| model | iterations | mask AP | / 100% model | val |",
               "|---|---|---|---|---|"]

@@ -24,10 +24,10 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 from ..data.json_io import load_json, write_json_atomic
 from ..evaluation.oracle_best import oracle_best_labels
 from ..evaluation.quality import best_report, pseudo_label_quality
-from ..mrn.samples import make_mrn_sample_jsons
 from ..pseudo.labels import build_labels, training_labels
 from ..pseudo.merge import merge_pseudo_label_files
 from .data import dataset_json, prepare_data
+from .few_labels import mrn_sample_jsons, skip_mrn, unrefined
 from .model_stages import (ExportJob, ExportSpec, RefineSpec, TrainSpec, checkpoint_file, checkpoint_iterations,
                            export_stage, refine_stage, train_stage)
 from .scale import auto_opts
@@ -244,22 +244,19 @@ def _mrn_data(ctx):
     spec = ExportSpec(jobs=tuple(jobs), classes_from=pcfg.DATASETS.FULL,
                       auto_opts=tuple(auto_opts(pcfg, ctx.runner.records, "TEACHER")))
 
-    def post(result):
-        out = make_mrn_sample_jsons([j.output for j in jobs], dataset_json(pcfg.DATASETS.FULL),
-                                    val_fraction=pcfg.MRN.VAL_FRACTION, seed=1)
-        for split, data in out.items():
-            if data["images"]:
-                result["outputs"][f"mrn_{split}"] = write_json_atomic(data, os.path.join(d, f"mrn_{split}.json"))
-        info = out["train"]["info"]
-        result["metrics"]["samples"] = {"pairing": info["pairing"], "train": info["num_samples"],
-                                        "val": out["val"]["info"]["num_samples"],
-                                        "mean_coarse_iou_train": info["mean_coarse_iou"]}
+    def post(result):  # too few samples: synthetic ones from the full masks, or no MRN (few_labels.py)
+        samples = mrn_sample_jsons(pcfg, [j.output for j in jobs], dataset_json(pcfg.DATASETS.FULL), d)
+        result["outputs"].update(samples["outputs"])
+        result["metrics"].update(samples["metrics"])
         return result
     return StageCall(export_stage, (pcfg, d, spec), launched=True, post=post)
 
 
 def _mrn(ctx):
-    outputs = ctx.runner.records["mrn_data"]["outputs"]
+    record = ctx.runner.records["mrn_data"]
+    outputs = record["outputs"]
+    if "mrn_train" not in outputs:
+        return StageCall(skip_mrn, ((record.get("metrics") or {}).get("mrn_skipped") or "no training sample",))
     register, test = [(MRN_TRAIN, outputs["mrn_train"], "mrn")], ()
     if "mrn_val" in outputs:
         register.append((MRN_VAL, outputs["mrn_val"], "mrn"))
@@ -272,14 +269,17 @@ def _mrn(ctx):
 def _refine(ctx):
     """The adaptive pseudo-labels refined by the MaskRefineNet; output and report keyed by the row."""
     row = ctx.stage.pseudo_rows[0]
-    spec = RefineSpec(pseudo=ctx.output("pseudo_adaptive", "adaptive"),
-                      output=os.path.join(ctx.dir, "pseudo_labels.json"),
-                      weights=ctx.output("mrn", "weights"), classes_from=ctx.pcfg.DATASETS.FULL)
+    pseudo, output = ctx.output("pseudo_adaptive", "adaptive"), os.path.join(ctx.dir, "pseudo_labels.json")
     report = _report_post(ctx.pcfg, [row])
 
     def post(result):
         result["outputs"][row] = result["outputs"].pop("pseudo_labels")
         return report(result)
+    skipped = (ctx.runner.records["mrn"].get("metrics") or {}).get("skipped")
+    if skipped:  # no MaskRefineNet (few_labels.py): the adaptive pseudo-labels unrefined
+        return StageCall(unrefined, (pseudo, output, skipped), post=post)
+    spec = RefineSpec(pseudo=pseudo, output=output, weights=ctx.output("mrn", "weights"),
+                      classes_from=ctx.pcfg.DATASETS.FULL)
     return StageCall(refine_stage, (ctx.pcfg, ctx.dir, spec), launched=True, post=post)
 
 
