@@ -12,7 +12,8 @@ resolution, scaled by s, put both back where the config expects them.
 
 The rule (:func:`choose_scale`):
 
-1. s0 = D / (median shorter image side): what the config does by itself.
+1. s0 = D / (median shorter image side): what the config does by itself (the clicked images' side when it
+   differs by more than 1.25 x from the fully-labelled images', e.g. full labels on a crop).
 2. Size: s_size = max(A / median m, 8 / p10 of m) (few instances: the lower end of the median's 95% interval
    instead of the median), A = lo_1 (the lower bound of the second-finest level's
    range, where the two finest levels overlap: 24 px in configs/CPU/SOLOv2_shapes.yaml): the median
@@ -163,6 +164,7 @@ class ClickStats:
     per_image: Tuple[int, ...]   # clicks of each clicked image (images without clicks: 0)
     area: float                  # summed pixels of the clicked images
     spacing: float               # median nearest-neighbour distance over clicks with a neighbour (0: none)
+    sides: Tuple[int, ...] = ()  # shorter side of each clicked image
 
 
 # Rows of the pairwise-distance block of click_stats (memory: rows x clicks of one image).
@@ -179,8 +181,9 @@ def click_stats(points: dict) -> ClickStats:
     anns = [a for a in points.get("annotations") or [] if a.get("point_coords") and a.get("image_id") in index]
     per_image = np.bincount([index[a["image_id"]] for a in anns], minlength=len(images)).astype(int)
     area = float(sum(int(img["height"]) * int(img["width"]) for img in images))
+    sides = tuple(min(int(img["height"]), int(img["width"])) for img in images)
     if not anns:
-        return ClickStats(0, tuple(per_image.tolist()), area, 0.0)
+        return ClickStats(0, tuple(per_image.tolist()), area, 0.0, sides)
     img_of = np.array([index[a["image_id"]] for a in anns])
     xy = torch.tensor([a["point_coords"][0][:2] for a in anns], dtype=torch.float64)
     nearest = []
@@ -191,7 +194,20 @@ def click_stats(points: dict) -> ClickStats:
             d[torch.arange(d.shape[0]), torch.arange(start, start + d.shape[0])] = float("inf")
             nearest.append(d.min(1).values)
     spacing = float(torch.cat(nearest).median()) if nearest else 0.0
-    return ClickStats(len(anns), tuple(per_image.tolist()), area, spacing)
+    return ClickStats(len(anns), tuple(per_image.tolist()), area, spacing, sides)
+
+
+def _clicked_side(side: float, clicks) -> Tuple[float, List[str]]:
+    """(median shorter side the scale is chosen for, warnings): the clicked images' when theirs differs from the
+    fully-labelled images' (``side``) by more than TILE_ABOVE x (e.g. full labels on a crop): the exports run
+    on the clicked images."""
+    if clicks is None or not clicks.sides:
+        return side, []
+    other = float(np.median(clicks.sides))
+    if max(other, side) <= TILE_ABOVE * min(other, side):
+        return side, []
+    return other, [f"the fully-labelled images (median shorter side {side:.0f} px) are not the size of the clicked "
+                   f"ones ({other:.0f} px): the scale is chosen for the clicked images"]
 
 
 def median_size_interval(sizes: Sequence[float], z: float = 1.96) -> Tuple[float, ...]:
@@ -272,7 +288,8 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
         instance_sizes: sqrt(box w * box h) of each instance, image px.
         objects_per_image: instances of each image (same order as ``image_hw``).
         facts: the model config's grids, scale ranges and input sizes.
-        clicks: :func:`click_stats` of the point-label json; used with fewer than MIN_INSTANCES instances.
+        clicks: :func:`click_stats` of the point-label json: the density with fewer than MIN_INSTANCES
+            instances; the image side when the clicked images are of another size than the full ones.
 
     Returns:
         ScaleChoice, whose ``opts`` are the INPUT.TILE.* (tiles) or INPUT.MIN/MAX_SIZE_* (whole images) keys.
@@ -286,7 +303,7 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
                               "choose the input scale from")
     hw = np.asarray(image_hw, float)
     shorter = hw.min(1)
-    side = float(np.median(shorter))
+    side, side_warnings = _clicked_side(float(np.median(shorter)), clicks)
     s0 = D / side
     if not len(sizes):
         return _config_choice(facts, side, sizes, objects_per_image, s0,
@@ -322,7 +339,7 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
     elif s_up < wanted:
         reasons.append(f"capped at {s_up:.3g} (" + ("the largest scale allowed" if s_up == MAX_SCALE else
                                                   f"median at most {B:g} px") + ")")
-    warnings = []
+    warnings = list(side_warnings)
     if n_img > 1 and shorter.max() > 2 * shorter.min():
         warnings.append(f"image shorter sides range from {shorter.min():.0f} to {shorter.max():.0f} px: one scale is "
                         f"chosen for the median ({side:.0f} px)")
