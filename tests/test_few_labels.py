@@ -196,3 +196,40 @@ def test_opts_that_do_not_fit_stop_before_any_stage(three_objects):
         with pytest.raises(WSSISInputError, match="PSEUDO.OPTS for the exports.*NO_SUCH_KEY"):
             run_pipeline(pcfg)
     assert not os.path.isdir(root / "bad" / "teacher")
+
+
+def test_agreeing_pseudo_labels():
+    from wssis_d2.data.coco_masks import encode_masks
+    from wssis_d2.pseudo.click_agreement import agreeing_pseudo_labels
+
+    m = np.zeros((3, 20, 30), bool)
+    m[0, 2:8, 2:8] = True   # holds its click
+    m[1, 10:15, 20:25] = True  # click outside
+    rles = encode_masks(m)  # the third: empty
+    anns = [{"id": k + 1, "image_id": 1, "category_id": 1, "segmentation": r, "point": pt}
+            for k, (r, pt) in enumerate(zip(rles, ([5.5, 3.2], [5.0, 5.0], [1.0, 1.0])))]
+    kept, removed = agreeing_pseudo_labels({"images": [{"id": 1, "height": 20, "width": 30}], "annotations": anns})
+    assert [a["id"] for a in kept["annotations"]] == [1] and removed == 2
+
+
+def test_click_round_makes_the_adaptive_pseudo_labels(three_objects):
+    """PSEUDO.CLICK_ROUND: pseudo_round1 (first teacher) -> teacher_clicks (full + agreeing pseudo-labels) ->
+    pseudo_adaptive from teacher_clicks (resumes the first run's teacher)."""
+    root, p = three_objects
+    run = str(root / "run_clicks")
+    shutil.copytree(str(root / "run"), run, ignore=shutil.ignore_patterns(
+        "pseudo*", "mrn*", "labels*", "student*", "results*"))
+    with saved_catalogs():
+        pcfg = load_pipeline_cfg(TINY, _opts(p) + ["PSEUDO.CLICK_ROUND", True, "ROWS.PSEUDO_LABELS", "['adaptive']",
+                                                   "ROWS.MODELS", "['teacher']"], output_dir=run)
+        out = run_pipeline(pcfg)
+    assert out["ran"] == ["pseudo_round1", "teacher_clicks", "pseudo_adaptive", "labels"]
+    cfg = json.load(open(out["records"]["pseudo_adaptive"]["outputs"]["adaptive"]))
+    assert cfg["annotations"]
+    export_cfg = open(os.path.join(run, "pseudo_adaptive", "config.yaml")).read()
+    assert os.path.join(run, "teacher_clicks", "model_final.pth") in export_cfg
+    train = json.load(open(os.path.join(run, "teacher_clicks", "train.json")))
+    agreeing = json.load(open(os.path.join(run, "teacher_clicks", "pseudo_agreeing.json")))
+    assert len(train["annotations"]) == 3 + len(agreeing["annotations"])
+    assert "Click round (PSEUDO.CLICK_ROUND)" in out["results"]["markdown"]
+    _labels_one_per_click(run, p)

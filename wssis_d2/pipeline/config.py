@@ -137,6 +137,9 @@ def get_pipeline_cfg():
     cfg.PSEUDO.THRESHOLDS = [0.1, 0.3, 0.5]
     # Levels exported in fixed mode; the "fixed_best" row is the one with the highest AP (then mean IoU).
     cfg.PSEUDO.FIXED_LEVELS = [0, 1, 2, 3, 4]
+    # Click round: a second teacher (stage teacher_clicks, TEACHER node) trained on the full masks plus the first
+    # teacher's adaptive pseudo-labels that hold their click; the adaptive pseudo-labels then come from it.
+    cfg.PSEUDO.CLICK_ROUND = False
 
     # MaskRefineNet: data from the teacher on the FULL images, training, refinement of the adaptive labels.
     cfg.MRN = _train_node("configs/MRN/MRN_R18_cpu.yaml")

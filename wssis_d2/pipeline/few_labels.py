@@ -9,6 +9,7 @@ the MaskRefineNet skipped when there is none, and the summary of what was missin
 * :func:`skip_mrn` and :func:`unrefined`: the ``mrn`` stage without training samples, and
   ``pseudo_adaptive_mrn`` after it (the adaptive pseudo-labels as they are, ``info["mrn_skipped"]``).
 * :func:`teacher_found`: the full objects the teacher found (IoU >= 0.5) at each checkpoint.
+* :func:`click_round_line`: results.md's line on the click round (``PSEUDO.CLICK_ROUND``, stage_table.py).
 * :func:`few_label_summary`: lines for results.md / results.json ``few_labels`` and the end of the run's log:
   what was missing (too few full objects, a teacher that found few of them, clicks without a pseudo-mask,
   MaskRefineNet topped up or skipped) and what more labelling would likely help.
@@ -24,7 +25,7 @@ from ..data.scale_choice import MIN_INSTANCES
 from ..mrn.samples import make_mrn_sample_jsons
 from ..mrn.synthetic import make_corrupted_pseudo_json
 
-__all__ = ["FOUND_IOU", "few_label_summary", "mrn_sample_jsons", "skip_mrn", "teacher_found", "unrefined"]
+__all__ = ["FOUND_IOU", "click_round_line", "few_label_summary", "mrn_sample_jsons", "skip_mrn", "teacher_found", "unrefined"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,28 @@ def _metrics(records: Mapping[str, dict], stage: str) -> dict:
     return (records.get(stage) or {}).get("metrics") or {}
 
 
+def _test_ap(pcfg, records: Mapping[str, dict], stage: str):
+    """segm AP of a trained stage on DATASETS.TEST (None: not evaluated)."""
+    metrics = _metrics(records, stage)
+    segm = (metrics.get(pcfg.DATASETS.TEST) or metrics).get("segm") if pcfg.DATASETS.TEST else None
+    return None if segm is None else (segm.get("AP") or 0.0)
+
+
+def click_round_line(pcfg, records: Mapping[str, dict]) -> str:
+    """results.md: what the click round (PSEUDO.CLICK_ROUND) trained on and its AP beside the first teacher's
+    ("" when it did not run)."""
+    rec = records.get("teacher_clicks")
+    if not rec:
+        return ""
+    ap, first = _test_ap(pcfg, records, "teacher_clicks"), _test_ap(pcfg, records, "teacher")
+    kept = (_metrics(records, "pseudo_round1").get("export") or {}).get("adaptive") or {}
+    return (f"- Click round (PSEUDO.CLICK_ROUND): a second teacher, {rec.get('max_iter', '?')} iterations on the full "
+            f"masks + the first teacher's pseudo-labels that hold their click ({kept.get('num_annotations', '?')} "
+            "exported; train.json in teacher_clicks/), made the adaptive pseudo-labels"
+            + (f"; segm AP {ap:.1f} (first teacher {first:.1f})" if ap is not None and first is not None else "")
+            + ".")
+
+
 def few_label_summary(pcfg, records: Mapping[str, dict]) -> List[str]:
     """What a run lacked and what more labelling would likely help, one line each (empty when nothing was
     missing). Reads the stage markers: the scale choice (data), ``mrn_data``, ``mrn``, ``pseudo_adaptive``,
@@ -159,11 +182,8 @@ def few_label_summary(pcfg, records: Mapping[str, dict]) -> List[str]:
     skipped = _metrics(records, "mrn").get("skipped")
     if skipped:
         lines.append(f"MaskRefineNet skipped: {skipped}; adaptive + MRN = the adaptive pseudo-labels unrefined")
-    test = records.get("teacher")
-    if test is not None and pcfg.DATASETS.TEST:
-        segm = (_metrics(records, "teacher").get(pcfg.DATASETS.TEST) or _metrics(records, "teacher")).get("segm")
-        if segm is not None and not segm.get("AP"):
-            lines.append("the teacher predicted nothing right on the evaluation set (segm AP 0 or none)")
+    if records.get("teacher") is not None and _test_ap(pcfg, records, "teacher") == 0:
+        lines.append("the teacher predicted nothing right on the evaluation set (segm AP 0 or none)")
     if advice and lines:
         lines.append("likely to help most: " + "; ".join(dict.fromkeys(advice)))
     return lines

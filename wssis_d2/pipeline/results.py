@@ -34,7 +34,7 @@ from ..data.json_io import write_json_atomic
 from ..evaluation.quality import best_report, compare_reports
 from ..utils.part_files import atomic_output
 from .config import MODEL_ROWS, PSEUDO_ROWS
-from .few_labels import few_label_summary
+from .few_labels import click_round_line, few_label_summary
 from .stage_table import stage_of_row
 
 __all__ = ["best_fixed_level", "build_results", "format_results", "machine_info", "model_ratios", "write_results"]
@@ -210,6 +210,8 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
         if c.TRAIN_ALL_JSON:
             lines.append(f"- The 100% model trains on `{c.TRAIN_ALL_JSON}` ({count('train_all')}).")
         lines.append(_scale_line(results.get("scale_choice")))
+    if click_round_line(pcfg, records):
+        lines.append(click_round_line(pcfg, records))
     else:
         lines += [
             f"- Data: `{d.FULL}` ({count('full')}) fully labeled, `{d.POINTS}` ({count('points')}) point-labeled, "

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 from ..data.json_io import load_json, write_json_atomic
 from ..evaluation.oracle_best import oracle_best_labels
 from ..evaluation.quality import best_report, pseudo_label_quality
+from ..pseudo.click_agreement import agreeing_pseudo_labels
 from ..pseudo.labels import build_labels, training_labels
 from ..pseudo.merge import merge_pseudo_label_files
 from .data import dataset_json, prepare_data
@@ -182,7 +183,8 @@ def _export(ctx):
     elif stage.mode == "threshold":
         thresholds = pcfg.PSEUDO.THRESHOLDS if stage.thresholds is None else stage.thresholds
         settings = [dict(name=f"threshold_{t:g}", threshold=float(t)) for t in thresholds]
-    weights = os.path.join(ctx.runner.stage_dir("teacher"), "model_final.pth")
+    teacher = "teacher_clicks" if stage.name == "pseudo_adaptive" and "teacher_clicks" in ctx.planned else "teacher"
+    weights = os.path.join(ctx.runner.stage_dir(teacher), "model_final.pth")
     jobs = []
     for setting in settings:
         name = setting.pop("name", row)
@@ -331,6 +333,30 @@ def _student(ctx):
     return StageCall(train_stage, (pcfg, ctx.dir, spec), launched=True, pre=pre)
 
 
+def _teacher_clicks(ctx):
+    """PSEUDO.CLICK_ROUND: SOLOv2 (TEACHER node) on DATASETS.FULL + the first teacher's adaptive pseudo-labels
+    (``pseudo_round1``) that hold their click (``agreeing_pseudo_labels``), merged into ``train.json``."""
+    pcfg = ctx.pcfg
+    train_json = os.path.join(ctx.dir, "train.json")
+    pseudo_json, full_json = ctx.output("pseudo_round1", "adaptive"), dataset_json(pcfg.DATASETS.FULL)
+
+    def pre():
+        if not os.path.isfile(train_json):
+            agreeing, removed = agreeing_pseudo_labels(load_json(pseudo_json))
+            kept = write_json_atomic(agreeing, os.path.join(ctx.dir, "pseudo_agreeing.json"))
+            info = merge_pseudo_label_files(full_json, kept, train_json)
+            logger.info(f"{train_json}: {info['num_images']} images, {info['num_annotations']} annotations "
+                        f"({full_json} + {len(agreeing['annotations'])} pseudo-labels of {pseudo_json} that hold "
+                        f"their click; {removed} removed)")
+    name = "wssis_pipeline_teacher_clicks_train"
+    spec = _train_spec(ctx, name, register=((name, train_json, "train"),))
+    return StageCall(train_stage, (pcfg, ctx.dir, spec), launched=True, pre=pre)
+
+
+def _click_round(pcfg) -> bool:
+    return bool(pcfg.PSEUDO.CLICK_ROUND)
+
+
 _TRAINED = ("weights", "config")
 STAGES: Tuple[Stage, ...] = (
     Stage("data", _data, when=lambda pcfg: True, produces=("full", "points"), priority=0),
@@ -339,8 +365,12 @@ STAGES: Tuple[Stage, ...] = (
     Stage("pseudo_threshold", _export, needs=("teacher",), pseudo_rows=("threshold",), produces=("threshold",),
           priority=90, mode="threshold"),
     Stage("pseudo_fixed", _export, needs=("teacher",), pseudo_rows=("fixed_best",), priority=130, mode="fixed"),
-    Stage("pseudo_adaptive", _export, needs=("teacher",), pseudo_rows=("adaptive",), produces=("adaptive",),
-          priority=30, mode="adaptive"),
+    Stage("pseudo_round1", _export, needs=("teacher",), produces=("adaptive",), priority=25, mode="adaptive",
+          when=_click_round),
+    Stage("teacher_clicks", _teacher_clicks, needs=("data", "pseudo_round1"), produces=_TRAINED, priority=28,
+          when=_click_round, node="TEACHER"),
+    Stage("pseudo_adaptive", _export, needs=("teacher",), after=("teacher_clicks",), pseudo_rows=("adaptive",),
+          produces=("adaptive",), priority=30, mode="adaptive"),
     Stage("pseudo_oracle_size", _export, needs=("teacher",), pseudo_rows=("oracle_size",), produces=("oracle_size",),
           priority=120, mode="oracle_size"),
     Stage("pseudo_oracle_best", in_process(_oracle_best), needs=("pseudo_fixed",), pseudo_rows=("oracle_best",),
