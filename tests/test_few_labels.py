@@ -233,3 +233,21 @@ def test_click_round_makes_the_adaptive_pseudo_labels(three_objects):
     assert len(train["annotations"]) == 3 + len(agreeing["annotations"])
     assert "Click round (PSEUDO.CLICK_ROUND)" in out["results"]["markdown"]
     _labels_one_per_click(run, p)
+
+
+def test_sparse_window_and_crop():
+    from wssis_d2.data.coco_masks import decode_segmentation, mask_annotation
+    from wssis_d2.data.sparse_subset import crop_full, sparse_window
+
+    m = np.zeros((4, 100, 120), bool)
+    for k, (x, y) in enumerate([(10, 10), (30, 12), (80, 70), (100, 20)]):
+        m[k, y:y + 8, x:x + 8] = True
+    anns = [mask_annotation(mask, k + 1, 7, 1) for k, mask in enumerate(m)]
+    boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                      for a in anns])
+    x0, y0, side = sparse_window(boxes, 100, 120, 2)
+    img, crop = crop_full({"id": 7, "height": 100, "width": 120}, anns, (x0, y0, side), "c.png", 7)
+    assert [a["id"] for a in crop] == [1, 2] and img == {"id": 7, "file_name": "c.png", "height": side, "width": side}
+    for a in crop:  # the object lies whole in the crop: its mask is the original's, moved
+        assert decode_segmentation(a["segmentation"], side, side).sum() == 64
+    assert sparse_window(boxes, 100, 120, 5) is None
