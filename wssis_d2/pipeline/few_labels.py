@@ -147,8 +147,11 @@ def click_round_line(pcfg, records: Mapping[str, dict]) -> str:
 def few_label_summary(pcfg, records: Mapping[str, dict]) -> List[str]:
     """What a run lacked and what more labelling would likely help, one line each (empty when nothing was
     missing). Reads the stage markers: the scale choice (data), ``mrn_data``, ``mrn``, ``pseudo_adaptive``,
-    ``labels`` and the teacher's evaluation."""
+    ``labels`` and the teacher's evaluation. DATA.KIND custom only (the other kinds' labels are not the
+    user's to add to)."""
     lines, advice = [], []
+    if pcfg.DATA.KIND != "custom":
+        return lines
     data = _metrics(records, "data")
     n_full = ((data.get("full") or {}).get("instances"))
     teacher_choice = ((data.get("scale_choice") or {}).get("nodes") or {}).get("TEACHER") or {}
