@@ -167,7 +167,7 @@ def test_three_full_objects_and_a_teacher_that_finds_nothing(three_objects):
     missing = "\n".join(results["few_labels"])
     assert "only 3 fully-labelled objects" in missing and "found 0 of its 3 training objects" in missing
     assert f"0 of {n_clicks} clicks got a pseudo-mask" in missing and "synthetic" in missing
-    assert "## What was missing" in out["results"]["markdown"]
+    assert "## What was missing" in out["results"]["markdown"] and "% split (seed" not in out["results"]["markdown"]
     mrn_data = out["records"]["mrn_data"]["metrics"]
     assert mrn_data["teacher_samples"] == 0 and mrn_data["synthetic_samples"] >= 20
     assert os.path.isfile(out["records"]["mrn"]["outputs"]["weights"])

@@ -210,8 +210,6 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
         if c.TRAIN_ALL_JSON:
             lines.append(f"- The 100% model trains on `{c.TRAIN_ALL_JSON}` ({count('train_all')}).")
         lines.append(_scale_line(results.get("scale_choice")))
-    if click_round_line(pcfg, records):
-        lines.append(click_round_line(pcfg, records))
     else:
         lines += [
             f"- Data: `{d.FULL}` ({count('full')}) fully labeled, `{d.POINTS}` ({count('points')}) point-labeled, "
@@ -220,6 +218,8 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
             "ordinary inference, no points). The 100% model trains on "
             f"`{d.TRAIN_ALL}` ({count('train_all')}).",
         ]
+    if click_round_line(pcfg, records):
+        lines.append(click_round_line(pcfg, records))
     if d.VAL:
         lines.append(f"- Settings are chosen on `{val_set}` ({count('val')}), the validation set: its AP is the "
                      "\"val\" column; the mask AP rows are the separate test set's.")
