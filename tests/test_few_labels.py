@@ -134,7 +134,8 @@ def test_mrn_samples_topped_up_or_skipped(three_objects, tmp_path):
     m, train = got["metrics"], json.load(open(got["outputs"]["mrn_train"]))
     assert m["teacher_samples"] == 0 and m["teacher_found"] == {"iter_5": 0} and m["full_objects"] == 3
     assert m["synthetic_samples"] == 9 == len(train["annotations"]) and "mrn_val" not in got["outputs"]  # 3 copies
-    assert {a["gt_ann_id"] for a in train["annotations"]} == {a["id"] for a in json.load(open(p["full"]))["annotations"]}
+    full_ids = {a["id"] for a in json.load(open(p["full"]))["annotations"]}
+    assert {a["gt_ann_id"] for a in train["annotations"]} == full_ids
     assert all(a["iou"] < 1 for a in train["annotations"]) and m["mrn_skipped"] is None
     skip = load_pipeline_cfg(TINY, _opts(p) + ["MRN.FEW_SAMPLES", "skip"])
     got = mrn_sample_jsons(skip, teacher, p["full"], str(tmp_path / "skip"))
@@ -163,6 +164,7 @@ def test_three_full_objects_and_a_teacher_that_finds_nothing(three_objects):
     labels = _labels_one_per_click(run, p)
     n_clicks = labels["info"]["num_clicks"]
     assert labels["info"]["num_fallback"] == n_clicks > 0
+    assert out["records"]["labels"]["metrics"]["num_pseudo_holding_click"] == 0
     results = json.load(open(os.path.join(run, "results.json")))
     missing = "\n".join(results["few_labels"])
     assert "only 3 fully-labelled objects" in missing and "found 0 of its 3 training objects" in missing
@@ -232,6 +234,9 @@ def test_click_round_makes_the_adaptive_pseudo_labels(three_objects):
     agreeing = json.load(open(os.path.join(run, "teacher_clicks", "pseudo_agreeing.json")))
     assert len(train["annotations"]) == 3 + len(agreeing["annotations"])
     assert "Click round (PSEUDO.CLICK_ROUND)" in out["results"]["markdown"]
+    from wssis_d2.pseudo.click_agreement import agreeing_pseudo_labels
+    holding = out["records"]["labels"]["metrics"]["num_pseudo_holding_click"]
+    assert holding == len(agreeing_pseudo_labels(cfg)[0]["annotations"]) <= len(cfg["annotations"])
     _labels_one_per_click(run, p)
 
 

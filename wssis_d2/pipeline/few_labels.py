@@ -12,7 +12,8 @@ the MaskRefineNet skipped when there is none, and the summary of what was missin
 * :func:`click_round_line`: results.md's line on the click round (``PSEUDO.CLICK_ROUND``, stage_table.py).
 * :func:`few_label_summary`: lines for results.md / results.json ``few_labels`` and the end of the run's log:
   what was missing (too few full objects, a teacher that found few of them, clicks without a pseudo-mask,
-  MaskRefineNet topped up or skipped) and what more labelling would likely help.
+  pseudo-masks that miss their own click, MaskRefineNet topped up or skipped) and what more labelling would
+  likely help.
 """
 import logging
 import math
@@ -25,7 +26,8 @@ from ..data.scale_choice import MIN_INSTANCES
 from ..mrn.samples import make_mrn_sample_jsons
 from ..mrn.synthetic import make_corrupted_pseudo_json
 
-__all__ = ["FOUND_IOU", "click_round_line", "few_label_summary", "mrn_sample_jsons", "skip_mrn", "teacher_found", "unrefined"]
+__all__ = ["FOUND_IOU", "click_round_line", "few_label_summary", "mrn_sample_jsons", "skip_mrn", "teacher_found",
+           "unrefined"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +180,11 @@ def few_label_summary(pcfg, records: Mapping[str, dict]) -> List[str]:
         lines.append(f"{int(got)} of {int(clicks)} clicks got a pseudo-mask" + (
             "; the others are flagged fallback disks in labels.json (the student trains without them)"
             if labels else ""))
+    holding = labels.get("num_pseudo_holding_click")
+    if got and holding is not None and holding < WEAK_SHARE * got:
+        lines.append(f"only {holding} of the {int(got)} pseudo-masks hold their own click (a label-free sign of "
+                     "masks off target): label more full objects")
+        advice.append("more full objects (the teacher learns from them alone)")
     if mrn_data.get("synthetic_samples"):
         lines.append(f"MaskRefineNet: {mrn_data.get('teacher_samples', 0)} training samples from the teacher (< "
                      f"MRN.MIN_SAMPLES {pcfg.MRN.MIN_SAMPLES}), {mrn_data['synthetic_samples']} synthetic ones "

@@ -297,6 +297,8 @@ def _labels(ctx) -> dict:
     labels["info"]["pseudo_stage"] = source
     path = write_json_atomic(labels, os.path.join(pcfg.OUTPUT_DIR, LABELS_FILE))
     metrics = {k: v for k, v in labels["info"].items() if k.startswith("num_")}
+    # a label-free check of the teacher (few_labels.py): how many pseudo-masks hold their own click
+    metrics["num_pseudo_holding_click"] = len(agreeing_pseudo_labels(load_json(pseudo_json))[0]["annotations"])
     logger.info(f"{path}: {metrics['num_images']} images, {metrics['num_full_annotations']} true masks, "
                 f"{metrics['num_clicks']} clicks ({metrics['num_pseudo_labels']} pseudo-labels from {source}, "
                 f"{metrics['num_fallback']} fallbacks)")
