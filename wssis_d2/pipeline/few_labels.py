@@ -140,7 +140,7 @@ def click_round_line(pcfg, records: Mapping[str, dict]) -> str:
     ap, first = _test_ap(pcfg, records, "teacher_clicks"), _test_ap(pcfg, records, "teacher")
     kept = (_metrics(records, "pseudo_round1").get("export") or {}).get("adaptive") or {}
     return (f"- Click round (PSEUDO.CLICK_ROUND): a second teacher, {rec.get('max_iter', '?')} iterations on the full "
-            f"masks + the first teacher's pseudo-labels that hold their click ({kept.get('num_annotations', '?')} "
+            f"masks + the first teacher's pseudo-labels that hold their click ({int(kept.get('num_annotations', 0))} "
             "exported; train.json in teacher_clicks/), made the adaptive pseudo-labels"
             + (f"; segm AP {ap:.1f} (first teacher {first:.1f})" if ap is not None and first is not None else "")
             + ".")
