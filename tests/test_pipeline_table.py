@@ -64,7 +64,8 @@ def test_table_is_consistent():
         assert [s.name for s in STAGES if row in s.pseudo_rows + s.model_rows] == [stage_of_row(row)]
     exports = {s.name: (s.mode, s.thresholds, s.levels) for s in STAGES if s.mode}
     assert exports == {"pseudo_threshold": ("threshold", None, None), "pseudo_fixed": ("fixed", None, None),
-                       "pseudo_adaptive": ("adaptive", None, None), "pseudo_oracle_size": ("oracle_size", None, None)}
+                       "pseudo_adaptive": ("adaptive", None, None), "pseudo_oracle_size": ("oracle_size", None, None),
+                       "pseudo_round1": ("adaptive", None, None)}
     order = sorted(names, key=lambda n: STAGE[n].priority)
     assert order[:4] == ["data", "teacher", "full_100", "pseudo_adaptive"]
     assert order[-2:] == ["pseudo_fixed", "pseudo_oracle_best"]

@@ -130,10 +130,12 @@ def test_objects_too_small_warn(facts):
     assert any("too small" in w for w in c.warnings) and any("under 4 px" in w for w in c.warnings)
 
 
-def test_too_few_instances_choose_nothing(facts):
+def test_few_instances_choose_with_a_warning(facts):
+    """Issue 35: 5 instances are enough to choose (with the median's interval in the warning); none is not."""
     c = _choose(facts, (500, 500), [2, 3], [20, 30, 40, 50, 60])
-    assert c.mode == "config" and c.opts == () and "too few" in c.warnings[0]
-    assert choose_scale([], [], [], facts).opts == ()
+    assert c.mode != "config" and c.opts and "only 5 instances" in c.warnings[0] and len(c.size_interval) == 2
+    assert c.size_interval[0] < 40 < c.size_interval[1]
+    assert choose_scale([], [], [], facts).opts == () and _choose(facts, (500, 500), [0, 0], []).mode == "config"
 
 
 def test_detection_cap_only_raises():

@@ -12,8 +12,10 @@ resolution, scaled by s, put both back where the config expects them.
 
 The rule (:func:`choose_scale`):
 
-1. s0 = D / (median shorter image side): what the config does by itself.
-2. Size: s_size = max(A / median m, 8 / p10 of m), A = lo_1 (the lower bound of the second-finest level's
+1. s0 = D / (median shorter image side): what the config does by itself (the clicked images' side when it
+   differs by more than 1.25 x from the fully-labelled images', e.g. full labels on a crop).
+2. Size: s_size = max(A / median m, 8 / p10 of m) (few instances: the lower end of the median's 95% interval
+   instead of the median), A = lo_1 (the lower bound of the second-finest level's
    range, where the two finest levels overlap: 24 px in configs/CPU/SOLOv2_shapes.yaml): the median
    instance at >= A px and 90% of the instances at >= 8 px (2 pixels of the stride-4 mask features).
 3. Density: s_density = (D32 / S0) * sqrt(rho / 0.1), rho = instances per image pixel: the least s at
@@ -35,7 +37,13 @@ The rule (:func:`choose_scale`):
    MIN_SIZE_TEST = round(s * side) (D when s = s0) and the config's MIN_SIZE_TRAIN, MAX_SIZE_TRAIN,
    MAX_SIZE_TEST scaled by MIN_SIZE_TEST / D (unchanged when s = s0).
 
-With fewer than 10 instances (or no image) nothing is chosen: mode "config", no OPTS, a warning.
+Few instances (:func:`few_instance_notes`, 1 to 9 instances): the rule runs on the sizes there are (one
+is enough), with a warning that gives the 95% interval of the median size (:func:`median_size_interval`)
+and where it would put the median at the chosen scale. With ``clicks`` (:func:`click_stats` of the
+point-label json: every object of a clicked image has its click) the density rho pools the fully-labelled
+and the clicked images, and the clicks' nearest-neighbour spacing is checked against the sizes (objects
+wider than their centres are apart are unlikely: a hint that the few full objects are not typical).
+With no instance or no image nothing is chosen: mode "config", no OPTS, a warning.
 """
 import math
 from dataclasses import dataclass, field
@@ -43,15 +51,17 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["ModelFacts", "ScaleChoice", "choose_scale", "coco_size_stats", "detection_cap_opts", "format_choice",
-           "MAX_SCALE", "MAX_PER_CELL", "MIN_INSTANCES", "TILE_ABOVE", "MIN_BULK_PX", "TOO_SMALL_PX", "MAX_REDUNDANCY",
-           "WARN_TILES", "tile_layout"]
+__all__ = ["ClickStats", "ModelFacts", "ScaleChoice", "choose_scale", "click_stats", "coco_size_stats",
+           "detection_cap_opts", "few_instance_notes", "format_choice", "median_size_interval", "tile_layout",
+           "MAX_SCALE", "MAX_PER_CELL", "MIN_INSTANCES", "TILE_ABOVE", "MIN_BULK_PX", "TOO_SMALL_PX",
+           "MAX_REDUNDANCY", "WARN_TILES"]
 
 # Largest scale the rule picks (upscaling further invents no detail and costs s^2 pixels).
 MAX_SCALE = 4.0
 # Expected instances per cell of the finest grid that the density step allows.
 MAX_PER_CELL = 0.1
-# Fewer instances than this in the fully-labelled json: nothing is chosen (the config's own sizes).
+# Fewer instances than this in the fully-labelled json: chosen all the same, with a warning and the size
+# estimate's uncertainty (few_instance_notes); the clicks then count for the density.
 MIN_INSTANCES = 10
 # Tiles when the scaled image's shorter side exceeds this many design sides.
 TILE_ABOVE = 1.25
@@ -135,6 +145,10 @@ class ScaleChoice:
     warnings: Tuple[str, ...] = ()
     # Model-config overrides that apply the choice, KEY VALUE ... (empty in mode "config").
     opts: Tuple = field(default=())
+    # Few instances (< MIN_INSTANCES): 95% interval of the median size, image px (() when not computed).
+    size_interval: Tuple[float, ...] = ()
+    num_clicks: int = 0        # clicks pooled into the density (few instances only)
+    click_spacing: float = 0.0  # median distance from a click to the nearest click of its image, image px (0: none)
 
 
 def coco_size_stats(coco: dict) -> Tuple[List[Tuple[int, int]], List[float], List[int]]:
@@ -168,6 +182,104 @@ def tile_layout(height: float, width: float, tile: int, overlap: int) -> Tuple[i
     return ny * nx, ny * nx * min(tile, height) * min(tile, width) / float(height * width)
 
 
+@dataclass(frozen=True)
+class ClickStats:
+    """What the clicks of a point-label json say about the objects (every object of a clicked image is
+    assumed clicked). Distances in image px."""
+    num_clicks: int
+    per_image: Tuple[int, ...]   # clicks of each clicked image (images without clicks: 0)
+    area: float                  # summed pixels of the clicked images
+    spacing: float               # median nearest-neighbour distance over clicks with a neighbour (0: none)
+    sides: Tuple[int, ...] = ()  # shorter side of each clicked image
+
+
+# Rows of the pairwise-distance block of click_stats (memory: rows x clicks of one image).
+_NN_BLOCK = 2048
+
+
+def click_stats(points: dict) -> ClickStats:
+    """:class:`ClickStats` of a point-label json (annotations with ``point_coords`` [[x, y], ...]: the first
+    point counts). Nearest neighbours within each image, by blocks of pairwise distances (torch.cdist)."""
+    import torch
+
+    images = points.get("images") or []
+    index = {img["id"]: k for k, img in enumerate(images)}
+    anns = [a for a in points.get("annotations") or [] if a.get("point_coords") and a.get("image_id") in index]
+    per_image = np.bincount([index[a["image_id"]] for a in anns], minlength=len(images)).astype(int)
+    area = float(sum(int(img["height"]) * int(img["width"]) for img in images))
+    sides = tuple(min(int(img["height"]), int(img["width"])) for img in images)
+    if not anns:
+        return ClickStats(0, tuple(per_image.tolist()), area, 0.0, sides)
+    img_of = np.array([index[a["image_id"]] for a in anns])
+    xy = torch.tensor([a["point_coords"][0][:2] for a in anns], dtype=torch.float64)
+    nearest = []
+    for k in np.flatnonzero(per_image >= 2):
+        pts = xy[torch.from_numpy(np.flatnonzero(img_of == k))]
+        for start in range(0, len(pts), _NN_BLOCK):
+            d = torch.cdist(pts[start:start + _NN_BLOCK], pts)
+            d[torch.arange(d.shape[0]), torch.arange(start, start + d.shape[0])] = float("inf")
+            nearest.append(d.min(1).values)
+    spacing = float(torch.cat(nearest).median()) if nearest else 0.0
+    return ClickStats(len(anns), tuple(per_image.tolist()), area, spacing, sides)
+
+
+def _clicked_side(side: float, clicks) -> Tuple[float, List[str]]:
+    """(median shorter side the scale is chosen for, warnings): the clicked images' when theirs differs from the
+    fully-labelled images' (``side``) by more than TILE_ABOVE x (e.g. full labels on a crop): the exports run
+    on the clicked images."""
+    if clicks is None or not clicks.sides:
+        return side, []
+    other = float(np.median(clicks.sides))
+    if max(other, side) <= TILE_ABOVE * min(other, side):
+        return side, []
+    return other, [f"the fully-labelled images (median shorter side {side:.0f} px) are not the size of the clicked "
+                   f"ones ({other:.0f} px): the scale is chosen for the clicked images"]
+
+
+def median_size_interval(sizes: Sequence[float], z: float = 1.96) -> Tuple[float, ...]:
+    """Approximate ``z`` (1.96: 95%) interval of the median instance size, image px: log-normal sizes, the
+    median's standard error 1.2533 x sd(log size) / sqrt(n) around log(median). () with fewer than 2 sizes
+    (one size says nothing of the spread)."""
+    x = np.log(np.asarray(sizes, float))
+    if len(x) < 2:
+        return ()
+    half = z * 1.2533 * float(np.std(x, ddof=1)) / math.sqrt(len(x))
+    mid = float(np.median(x))
+    return round(math.exp(mid - half), 3), round(math.exp(mid + half), 3)
+
+
+def few_instance_notes(sizes: Sequence[float], scale: float, facts: ModelFacts, clicks=None,
+                       num_images: int = 0) -> Tuple[List[str], List[str]]:
+    """(reasons, warnings) of a choice made on fewer than MIN_INSTANCES instances: how uncertain the size
+    estimate is, what that means at the chosen ``scale``, what the clicks added (:class:`ClickStats`)."""
+    x = np.asarray(sizes, float)
+    m, n = float(np.median(x)), len(x)
+    A, B = facts.median_band
+    interval = median_size_interval(x)
+    if interval:
+        spread = (f"95% interval of the median [{interval[0]:.1f}, {interval[1]:.1f}] px, i.e. the median lands "
+                  f"in [{interval[0] * scale:.1f}, {interval[1] * scale:.1f}] input px at scale {scale:.3g} "
+                  f"(wanted [{A:g}, {B:g}])")
+    else:
+        spread = "its spread is unknown (a factor of 2 either way would not surprise)"
+    warnings = [f"only {n} instance{'s' if n != 1 else ''} in the fully-labelled json (< {MIN_INSTANCES}): the input "
+                f"scale rests on {'them' if n != 1 else 'it'}: median size {m:.1f} px, {spread}. Label "
+                f"{MIN_INSTANCES - n} or more further full objects for a steadier choice"]
+    reasons = []
+    if clicks is not None and clicks.num_clicks:
+        reasons.append(f"few instances: the density pools the {n} instances of the {num_images} fully-labelled "
+                       f"image(s) with the {clicks.num_clicks} clicks of {len(clicks.per_image)} clicked image(s)")
+        if clicks.spacing:
+            reasons.append(f"clicks: median nearest-neighbour distance {clicks.spacing:.1f} px (objects wider than "
+                           "that would overlap)")
+            if clicks.spacing < m:
+                warnings.append(f"the clicks' median nearest-neighbour distance ({clicks.spacing:.1f} px) is below "
+                                f"the full objects' median size ({m:.1f} px): the clicked objects are likely smaller "
+                                "or more crowded than the few fully-labelled ones; label full objects on a typical "
+                                "image")
+    return reasons, warnings
+
+
 def _config_choice(facts, image_side, sizes, counts, s0, warning) -> ScaleChoice:
     """Mode "config": nothing chosen, the statistics still reported."""
     x = np.asarray(sizes, float)
@@ -194,7 +306,7 @@ def _outside(sizes, s, facts) -> float:
 
 
 def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[float],
-                 objects_per_image: Sequence[int], facts: ModelFacts) -> ScaleChoice:
+                 objects_per_image: Sequence[int], facts: ModelFacts, clicks: ClickStats = None) -> ScaleChoice:
     """The input scale and tiles of the module docstring's rule.
 
     Args:
@@ -202,6 +314,8 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
         instance_sizes: sqrt(box w * box h) of each instance, image px.
         objects_per_image: instances of each image (same order as ``image_hw``).
         facts: the model config's grids, scale ranges and input sizes.
+        clicks: :func:`click_stats` of the point-label json: the density with fewer than MIN_INSTANCES
+            instances; the image side when the clicked images are of another size than the full ones.
 
     Returns:
         ScaleChoice, whose ``opts`` are the INPUT.TILE.* (tiles) or INPUT.MIN/MAX_SIZE_* (whole images) keys.
@@ -215,16 +329,22 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
                               "choose the input scale from")
     hw = np.asarray(image_hw, float)
     shorter = hw.min(1)
-    side = float(np.median(shorter))
+    side, side_warnings = _clicked_side(float(np.median(shorter)), clicks)
     s0 = D / side
-    if len(sizes) < MIN_INSTANCES:
+    if not len(sizes):
         return _config_choice(facts, side, sizes, objects_per_image, s0,
-                              f"only {len(sizes)} instances in the fully-labelled json (< {MIN_INSTANCES}): too few "
-                              "to choose the input scale; the model config's own input sizes are kept")
+                              "no instance in the fully-labelled json: nothing to choose the input scale from; the "
+                              "model config's own input sizes are kept")
     m, p10, p95 = (float(np.percentile(sizes, q)) for q in (50, 10, 95))
     A, B = facts.median_band
-    rho = float(np.sum(objects_per_image)) / float(np.sum(hw[:, 0] * hw[:, 1]))
-    s_size = max(A / m, MIN_BULK_PX / p10)
+    few = len(sizes) < MIN_INSTANCES
+    per_image, area = np.asarray(objects_per_image, float), float(np.sum(hw[:, 0] * hw[:, 1]))
+    if few and clicks is not None and clicks.num_clicks:  # few instances: the clicked images count for density
+        per_image, area = np.concatenate([per_image, np.asarray(clicks.per_image, float)]), area + clicks.area
+    rho = float(per_image.sum()) / area
+    # few instances: the lower end of the median's 95% interval is brought to A (the median itself with one size)
+    m_low = (median_size_interval(sizes) or (m,))[0] if few else m
+    s_size = max(A / m_low, MIN_BULK_PX / p10)
     s_density = D32 / S0 * math.sqrt(rho / MAX_PER_CELL)
     wanted = max(s_size, s_density)
     s_up = min(wanted, B / m, MAX_SCALE)
@@ -235,7 +355,8 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
                f"the {S0} x {S0} grid"]
     if s_size > s0:
         reasons.append(f"size: scale >= {s_size:.3g} (median >= {A:g} px, 10th percentile {p10:.1f} px >= "
-                       f"{MIN_BULK_PX:g} px)")
+                       f"{MIN_BULK_PX:g} px" + (f"; few instances: the median's 95% interval from {m_low:.1f} px"
+                                                 if m_low != m else "") + ")")
     if s_density > s0:
         reasons.append(f"density: {rho * 1e6:.0f} instances per megapixel need scale >= {s_density:.3g} "
                        f"({D32}-px tiles of {D32 / s_density:.0f} image px)")
@@ -244,11 +365,11 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
     elif s_up < wanted:
         reasons.append(f"capped at {s_up:.3g} (" + ("the largest scale allowed" if s_up == MAX_SCALE else
                                                   f"median at most {B:g} px") + ")")
-    warnings = []
+    warnings = list(side_warnings)
     if n_img > 1 and shorter.max() > 2 * shorter.min():
         warnings.append(f"image shorter sides range from {shorter.min():.0f} to {shorter.max():.0f} px: one scale is "
                         f"chosen for the median ({side:.0f} px)")
-    crowded_whole = float(np.mean(objects_per_image)) / S0 ** 2 > MAX_PER_CELL
+    crowded_whole = float(per_image.mean()) / S0 ** 2 > MAX_PER_CELL
     if s * side > TILE_ABOVE * D or (crowded_whole and s * side > D32):
         tile = max(1, int(D32 / s))  # rounded down: the final scale D32 / tile is >= s
         s = D32 / tile
@@ -265,7 +386,7 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
         per_cell = rho * tile * tile / S0 ** 2
         input_side = D32
         why = (f"exceeds {TILE_ABOVE:g} x {D} px" if s * side > TILE_ABOVE * D else
-               f"exceeds {D32} px and whole images would put {np.mean(objects_per_image) / S0 ** 2:.2f} instances "
+               f"exceeds {D32} px and whole images would put {per_image.mean() / S0 ** 2:.2f} instances "
                "in each finest cell")
         reasons.append(f"tiles: the scaled image ({s * side:.0f} px shorter side) {why}; "
                        f"tiles of {tile} px scaled by {s:.4g} -> {D32}-px inputs, overlap {overlap} px "
@@ -290,7 +411,7 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
         tile = overlap = 0
         min_test = D if s == s0 else int(round(s * side))
         k = min_test / D
-        per_cell = float(np.mean(objects_per_image)) / S0 ** 2
+        per_cell = float(per_image.mean()) / S0 ** 2
         input_side = min_test
         reasons.append(f"whole images: the scaled image ({s * side:.0f} px shorter side) is within {TILE_ABOVE:g} x "
                        f"{D} px; MIN_SIZE_TEST {min_test}")
@@ -298,6 +419,10 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
                 "INPUT.MAX_SIZE_TRAIN", int(round(facts.max_size_train * k)), "INPUT.MIN_SIZE_TEST", min_test,
                 "INPUT.MAX_SIZE_TEST", int(round(facts.max_size_test * k)))
         mode = "whole"
+    if few:
+        few_reasons, few_warnings = few_instance_notes(sizes, s, facts, clicks, n_img)
+        reasons += few_reasons
+        warnings = few_warnings + warnings
     x = sizes * s
     too_small = float(np.mean(x < TOO_SMALL_PX))
     outside = _outside(sizes, s, facts)
@@ -318,9 +443,11 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
         mode=mode, scale=round(s, 6), base_scale=round(s0, 6), tile_size=tile, tile_overlap=overlap,
         input_side=input_side, num_images=n_img, num_instances=len(sizes), image_side=side, median_size=round(m, 3),
         p10_size=round(p10, 3), p95_size=round(p95, 3), median_input_size=round(m * s, 3),
-        objects_per_image=round(float(np.mean(objects_per_image)), 3), objects_per_cell=round(per_cell, 5),
+        objects_per_image=round(float(per_image.mean()), 3), objects_per_cell=round(per_cell, 5),
         frac_outside_ranges=round(outside, 4), frac_too_small=round(too_small, 4), reasons=tuple(reasons),
-        warnings=tuple(warnings), opts=opts)
+        warnings=tuple(warnings), opts=opts, size_interval=median_size_interval(sizes) if few else (),
+        num_clicks=clicks.num_clicks if few and clicks is not None else 0,
+        click_spacing=round(clicks.spacing, 3) if few and clicks is not None else 0.0)
 
 
 def format_choice(c: ScaleChoice) -> List[str]:
@@ -328,6 +455,10 @@ def format_choice(c: ScaleChoice) -> List[str]:
     data = (f"{c.num_images} images (median shorter side {c.image_side:.0f} px), {c.num_instances} instances "
             f"({c.objects_per_image:.1f} per image), size sqrt(w h): median {c.median_size:.1f} px, 10th percentile "
             f"{c.p10_size:.1f}, 95th {c.p95_size:.1f}")
+    if c.size_interval:
+        data += f" (95% interval of the median {c.size_interval[0]:.1f}-{c.size_interval[1]:.1f})"
+    if c.num_clicks:
+        data += f"; density with {c.num_clicks} clicks (median spacing {c.click_spacing:.1f} px)"
     if c.mode == "tiles":
         what = (f"tiles of {c.tile_size} px (overlap {c.tile_overlap} px) scaled by {c.scale:.4g} -> {c.input_side}-px "
                 "inputs")

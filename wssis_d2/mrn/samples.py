@@ -229,6 +229,10 @@ def make_mrn_sample_jsons(pseudo_jsons: Sequence[str], gt_json: str, *, image_ro
         raise ValueError("No image root: pass image_root (the pseudo jsons' info has no 'image_root')")
     used = sorted({s["image_id"] for s in samples})
     train_ids, val_ids = split_image_ids_holdout(used, val_fraction, seed)
+    if val_ids and not train_ids:  # e.g. one image and val_fraction >= 0.5: training comes first
+        logger.warning(f"MRN samples: holding out {len(val_ids)} of {len(used)} images would leave none to train "
+                       "on: none held out")
+        train_ids, val_ids = val_ids, []
     images = {img["id"]: img for img in gt["images"]}
     out = {}
     for split, ids in (("train", train_ids), ("val", val_ids)):

@@ -179,6 +179,9 @@ def get_pipeline_cfg():
     cfg.PSEUDO.THRESHOLDS = [0.1, 0.3, 0.5]
     # Levels exported in fixed mode; the "fixed_best" row is the one with the highest AP (then mean IoU).
     cfg.PSEUDO.FIXED_LEVELS = [0, 1, 2, 3, 4]
+    # Click round: a second teacher (stage teacher_clicks, TEACHER node) trained on the full masks plus the first
+    # teacher's adaptive pseudo-labels that hold their click; the adaptive pseudo-labels then come from it.
+    cfg.PSEUDO.CLICK_ROUND = False
 
     # MaskRefineNet: data from the teacher on the FULL images, training, refinement of the adaptive labels.
     cfg.MRN = _train_node("configs/MRN/MRN_R18_cpu.yaml")
@@ -192,6 +195,11 @@ def get_pipeline_cfg():
     cfg.MRN.TEACHER_CHECKPOINTS = [0.5, 0.83]
     # Fraction of the full images held out to evaluate the MRN (0: none).
     cfg.MRN.VAL_FRACTION = 0.1
+    # Fewer MRN training samples from the teacher than this (few full objects, a weak teacher): MRN.FEW_SAMPLES.
+    cfg.MRN.MIN_SAMPLES = 20
+    # Then: "synthetic" (top up to MIN_SAMPLES with the full masks corrupted, mrn/synthetic.py) or "skip" (no
+    # MRN: the adaptive pseudo-labels go on unrefined). No full mask at all: skipped either way.
+    cfg.MRN.FEW_SAMPLES = "synthetic"
 
     # Students: SOLOv2 on DATASETS.FULL + pseudo-labels (threshold / adaptive / adaptive + MRN).
     cfg.STUDENT = _train_node("configs/CPU/SOLOv2_shapes.yaml")
@@ -238,6 +246,8 @@ def _check(cfg):
                 raise ValueError(f"DATA.KIND custom needs DATA.CUSTOM.{key}")
     if cfg.MRN.DATA_MODE not in ("oracle_size", "adaptive"):
         raise ValueError(f"MRN.DATA_MODE must be 'oracle_size' or 'adaptive', got {cfg.MRN.DATA_MODE!r}")
+    if cfg.MRN.FEW_SAMPLES not in ("synthetic", "skip"):
+        raise ValueError(f"MRN.FEW_SAMPLES must be 'synthetic' or 'skip', got {cfg.MRN.FEW_SAMPLES!r}")
     if not cfg.MRN.TEACHER_CHECKPOINTS or any(not 0 < f <= 1 for f in cfg.MRN.TEACHER_CHECKPOINTS):
         raise ValueError(f"MRN.TEACHER_CHECKPOINTS must be fractions in (0, 1], got {cfg.MRN.TEACHER_CHECKPOINTS}")
     for node in ("TEACHER", "MRN", "STUDENT", "FULL_100"):

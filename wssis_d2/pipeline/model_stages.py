@@ -24,6 +24,7 @@ from ..engine.checkpoints import SaveAtIterations, checkpoint_name
 from ..mrn.refine import refine_pseudo_labels
 from ..utils.part_files import atomic_output
 from ..checkpoint_check import checked
+from ..utils.errors import WSSISInputError
 from .config import node_values
 from .cores import RUNNING_FILE, CoreShareHook
 from .data import register_datasets, register_json_dataset
@@ -35,6 +36,7 @@ __all__ = [
     "ExportSpec",
     "RefineSpec",
     "stage_cfg",
+    "check_stage_opts",
     "checkpoint_iterations",
     "checkpoint_file",
     "train_stage",
@@ -142,11 +144,26 @@ def stage_cfg(pcfg, node: str, stage_dir: str, *, train: Sequence[str] = (), tes
         keep_sizes = not explicit_input_keys(node_opts + list(opts))
         cfg.merge_from_list([x for k, v in zip(auto_opts[0::2], auto_opts[1::2])
                              if keep_sizes or not explicit_input_keys([k]) for x in (k, v)])
-    cfg.merge_from_list(node_opts + list(opts))
+    try:
+        cfg.merge_from_list(node_opts + list(opts))
+    except (AssertionError, KeyError, ValueError, TypeError) as e:  # yacs: unknown key, wrong type
+        raise WSSISInputError(f"{node}.OPTS {node_opts}" + (f" + the stage's OPTS {list(opts)} (PSEUDO.OPTS for the "
+                              "exports)" if opts else "") + f" do not fit the "
+                              f"model config {config_file}: {e}") from e
     cfg.merge_from_list(["DATASETS.TRAIN", tuple(train), "DATASETS.TEST", tuple(test), "OUTPUT_DIR", stage_dir]
                         + list(forced))
     cfg.freeze()
     return cfg
+
+
+def check_stage_opts(pcfg, nodes: Sequence[str], stage_dir: str) -> None:
+    """Build the config of every node of ``nodes`` (TEACHER also with PSEUDO.OPTS, as its exports do), so
+    that OPTS that do not fit their model config stop the run before any stage, in one line
+    (``WSSISInputError``)."""
+    for node in nodes:
+        stage_cfg(pcfg, node, stage_dir)
+        if node == "TEACHER" and pcfg.PSEUDO.OPTS:
+            stage_cfg(pcfg, node, stage_dir, opts=list(pcfg.PSEUDO.OPTS))
 
 
 def checkpoint_iterations(max_iter: int, fractions: Sequence[float]) -> List[int]:

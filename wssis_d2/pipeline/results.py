@@ -28,6 +28,7 @@
          top 10 / 20 / 50 % by risk and the missed-click test), or null (wssis_d2/review),
      "skipped_rows": {row: why} (DATA.KIND custom: rows that need data the run does not have),
      "scale_choice": DATA.KIND custom: the input scale and tiles chosen per node (pipeline/scale.py); else null,
+     "few_labels": [lines: what the run lacked and what more labelling would likely help (pipeline/few_labels.py)],
      "meta": {...how it was measured...}, "timings": {stage: seconds}}
 
 null where the profile's ROWS skip a row (or its stage has not run).
@@ -45,6 +46,7 @@ from ..evaluation.microscopy import format_value
 from ..evaluation.quality import best_report, compare_reports
 from ..utils.part_files import atomic_output
 from .config import MODEL_ROWS, PSEUDO_ROWS
+from .few_labels import click_round_line, few_label_summary
 from .stage_table import stage_of_row
 
 __all__ = ["best_fixed_level", "build_results", "format_results", "machine_info", "model_ratios", "set_names",
@@ -201,6 +203,7 @@ def build_results(pcfg, records: Mapping[str, dict], meta: Optional[dict] = None
         "review": ((records.get("review") or {}).get("metrics") or {}).get("review"),
         "skipped_rows": dict((meta or {}).get("skipped_rows") or {}),
         "scale_choice": ((records.get("data") or {}).get("metrics") or {}).get("scale_choice"),
+        "few_labels": few_label_summary(pcfg, records),
         "meta": dict(meta or {}),
         "timings": timings,
     }
@@ -286,6 +289,8 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
             "ordinary inference, no points). The 100% model trains on "
             f"`{d.TRAIN_ALL}` ({count('train_all')}).",
         ]
+    if click_round_line(pcfg, records):
+        lines.append(click_round_line(pcfg, records))
     if d.VAL:
         lines.append(f"- Settings are chosen on `{val_set}` ({count('val')}), the validation set: its AP is the "
                      "\"val\" column; the mask AP rows are the separate test set's.")
@@ -328,6 +333,8 @@ def format_results(pcfg, results: dict, records: Mapping[str, dict]) -> str:
                          f"by risk {_fmt(found.get('20%'), 3)}" if found else "") + (
                          f"; {missed['recovered']} of {missed['removed']} removed clicks back as orphans"
                          if missed else "") + ".")
+    if results.get("few_labels"):
+        lines += ["", "## What was missing", ""] + [f"- {line}." for line in results["few_labels"]]
     lines += ["", f"## Models (segm mask AP on `{test_set or 'no test set'}`)", "",
               "| model | iterations | mask AP | / 100% model | val | "
               + " | ".join(c for c, _, _ in _MODEL_MICRO) + " |",

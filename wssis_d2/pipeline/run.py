@@ -25,6 +25,8 @@ from ..utils.part_files import atomic_output
 from ..utils.preflight import check_output_dir
 from .cores import RUNNING_FILE
 from .data import register_datasets
+from .few_labels import few_label_summary
+from .model_stages import check_stage_opts
 from .results import machine_info, verdict_line, write_results
 from .schedule import run_parallel
 from .stage_table import STAGE, StageContext, labels_source, plan_stages, row_plan, stage_needs
@@ -54,6 +56,7 @@ def run_pipeline(pcfg, num_gpus: int = 1, dist_url: str = "auto", config_file: s
                          default_config=pcfg.dump())
     stages = plan_stages(pcfg)
     skipped = row_plan(pcfg)[2]
+    check_stage_opts(pcfg, sorted({STAGE[s].node for s in stages if STAGE[s].node}), pcfg.OUTPUT_DIR)
     with stage_logging(pcfg.OUTPUT_DIR):
         for row, reason in skipped.items():
             logger.info(f"Row {row!r} skipped: {reason}")
@@ -93,6 +96,9 @@ def run_pipeline(pcfg, num_gpus: int = 1, dist_url: str = "auto", config_file: s
         verdict = verdict_line(written["content"].get("student_vs_teacher"), bool(written["content"].get("labels")))
         if verdict:
             logger.warning(verdict)
+        missing = few_label_summary(pcfg, runner.records)
+        if missing:
+            logger.warning("What was missing (results.md):\n" + "\n".join(f"  - {line}" for line in missing))
         logger.info(f"Results written to {written['md']} and {written['json']} ({meta['wall_seconds']:.0f} s, "
                     f"stages run: {meta['stages_run'] or 'none'})")
     return {"results": written, "records": runner.records, "ran": list(runner.ran)}

@@ -21,7 +21,8 @@ from detectron2.config import get_cfg
 
 from ..config import add_wssis_config
 from ..data.json_io import load_json
-from ..data.scale_choice import ModelFacts, choose_scale, coco_size_stats, detection_cap_opts, format_choice
+from ..data.scale_choice import (ModelFacts, choose_scale, click_stats, coco_size_stats, detection_cap_opts,
+                                 format_choice)
 from .config import REPO_ROOT, node_values
 
 __all__ = ["INPUT_SIZE_KEYS", "NODES", "auto_opts", "explicit_input_keys", "run_scale_choice"]
@@ -76,8 +77,10 @@ def run_scale_choice(pcfg) -> dict:
         return {"enabled": False}
     full_json = pcfg.DATA.CUSTOM.FULL_JSON
     image_hw, sizes, counts = coco_size_stats(load_json(full_json))
-    clicks = Counter(a.get("image_id") for a in load_json(pcfg.DATA.CUSTOM.POINTS_JSON).get("annotations") or [])
+    points = load_json(pcfg.DATA.CUSTOM.POINTS_JSON)
+    clicks = Counter(a.get("image_id") for a in points.get("annotations") or [])
     densest = max(list(counts) + list(clicks.values()) + [0])
+    spacing = click_stats(points)  # density and spacing from the clicks when FULL_JSON has few instances
     nodes, lines, warnings, seen, detection_lines = {}, [], [], {}, []
     for node, what in NODES.items():
         config_file, _, _, node_opts = node_values(pcfg, node)
@@ -88,7 +91,7 @@ def run_scale_choice(pcfg) -> dict:
         cfg.merge_from_list([x for k, v in zip(node_opts[0::2], node_opts[1::2]) if not explicit_input_keys([k])
                              for x in (k, v)])
         facts = ModelFacts.from_cfg(cfg)
-        choice = choose_scale(image_hw, sizes, counts, facts)
+        choice = choose_scale(image_hw, sizes, counts, facts, clicks=spacing)
         explicit = explicit_input_keys(node_opts)
         entry = dict(dataclasses.asdict(choice), config=config_file, applied=bool(choice.opts) and not explicit,
                      explicit_keys=explicit, densest_image=densest,

@@ -24,10 +24,11 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 from ..data.json_io import load_json, write_json_atomic
 from ..evaluation.oracle_best import oracle_best_labels
 from ..evaluation.quality import best_report, pseudo_label_quality
-from ..mrn.samples import make_mrn_sample_jsons
+from ..pseudo.click_agreement import agreeing_pseudo_labels
 from ..pseudo.labels import build_labels, training_labels
 from ..pseudo.merge import merge_pseudo_label_files
 from .data import dataset_json, prepare_data
+from .few_labels import mrn_sample_jsons, skip_mrn, unrefined
 from .model_stages import (ExportJob, ExportSpec, RefineSpec, TrainSpec, checkpoint_file, checkpoint_iterations,
                            export_stage, refine_stage, train_stage)
 from ..review.stage import PLAIN_JSON, run_review
@@ -186,7 +187,8 @@ def _export(ctx):
     elif stage.mode == "threshold":
         thresholds = pcfg.PSEUDO.THRESHOLDS if stage.thresholds is None else stage.thresholds
         settings = [dict(name=f"threshold_{t:g}", threshold=float(t)) for t in thresholds]
-    weights = os.path.join(ctx.runner.stage_dir("teacher"), "model_final.pth")
+    teacher = "teacher_clicks" if stage.name == "pseudo_adaptive" and "teacher_clicks" in ctx.planned else "teacher"
+    weights = os.path.join(ctx.runner.stage_dir(teacher), "model_final.pth")
     jobs = []
     for setting in settings:
         name = setting.pop("name", row)
@@ -249,22 +251,19 @@ def _mrn_data(ctx):
     spec = ExportSpec(jobs=tuple(jobs), classes_from=pcfg.DATASETS.FULL,
                       auto_opts=tuple(auto_opts(pcfg, ctx.runner.records, "TEACHER")))
 
-    def post(result):
-        out = make_mrn_sample_jsons([j.output for j in jobs], dataset_json(pcfg.DATASETS.FULL),
-                                    val_fraction=pcfg.MRN.VAL_FRACTION, seed=1)
-        for split, data in out.items():
-            if data["images"]:
-                result["outputs"][f"mrn_{split}"] = write_json_atomic(data, os.path.join(d, f"mrn_{split}.json"))
-        info = out["train"]["info"]
-        result["metrics"]["samples"] = {"pairing": info["pairing"], "train": info["num_samples"],
-                                        "val": out["val"]["info"]["num_samples"],
-                                        "mean_coarse_iou_train": info["mean_coarse_iou"]}
+    def post(result):  # too few samples: synthetic ones from the full masks, or no MRN (few_labels.py)
+        samples = mrn_sample_jsons(pcfg, [j.output for j in jobs], dataset_json(pcfg.DATASETS.FULL), d)
+        result["outputs"].update(samples["outputs"])
+        result["metrics"].update(samples["metrics"])
         return result
     return StageCall(export_stage, (pcfg, d, spec), launched=True, post=post)
 
 
 def _mrn(ctx):
-    outputs = ctx.runner.records["mrn_data"]["outputs"]
+    record = ctx.runner.records["mrn_data"]
+    outputs = record["outputs"]
+    if "mrn_train" not in outputs:
+        return StageCall(skip_mrn, ((record.get("metrics") or {}).get("mrn_skipped") or "no training sample",))
     register, test = [(MRN_TRAIN, outputs["mrn_train"], "mrn")], ()
     if "mrn_val" in outputs:
         register.append((MRN_VAL, outputs["mrn_val"], "mrn"))
@@ -279,14 +278,17 @@ def _refine(ctx):
     (adaptive: the click; threshold: the mask's centre of mass snapped into it, no click); output and report
     keyed by the row."""
     row = ctx.stage.pseudo_rows[0]
-    spec = RefineSpec(pseudo=ctx.output(ctx.stage.refines),
-                      output=os.path.join(ctx.dir, "pseudo_labels.json"),
-                      weights=ctx.output("mrn", "weights"), classes_from=ctx.pcfg.DATASETS.FULL)
+    pseudo, output = ctx.output(ctx.stage.refines), os.path.join(ctx.dir, "pseudo_labels.json")
     report = _report_post(ctx.pcfg, [row])
 
     def post(result):
         result["outputs"][row] = result["outputs"].pop("pseudo_labels")
         return report(result)
+    skipped = (ctx.runner.records["mrn"].get("metrics") or {}).get("skipped")
+    if skipped:  # no MaskRefineNet (few_labels.py): the pseudo-labels passed on unrefined
+        return StageCall(unrefined, (pseudo, output, skipped), post=post)
+    spec = RefineSpec(pseudo=pseudo, output=output, weights=ctx.output("mrn", "weights"),
+                      classes_from=ctx.pcfg.DATASETS.FULL)
     return StageCall(refine_stage, (ctx.pcfg, ctx.dir, spec), launched=True, post=post)
 
 
@@ -302,6 +304,8 @@ def _labels(ctx) -> dict:
     labels["info"]["pseudo_stage"] = source
     path = write_json_atomic(labels, os.path.join(pcfg.OUTPUT_DIR, LABELS_FILE))
     metrics = {k: v for k, v in labels["info"].items() if k.startswith("num_")}
+    # a label-free check of the teacher (few_labels.py): how many pseudo-masks hold their own click
+    metrics["num_pseudo_holding_click"] = len(agreeing_pseudo_labels(load_json(pseudo_json))[0]["annotations"])
     logger.info(f"{path}: {metrics['num_images']} images, {metrics['num_full_annotations']} true masks, "
                 f"{metrics['num_clicks']} clicks ({metrics['num_pseudo_labels']} pseudo-labels from {source}, "
                 f"{metrics['num_fallback']} fallbacks)")
@@ -355,6 +359,30 @@ def _review(ctx):
     return StageCall(export_stage, (pcfg, ctx.dir, spec), launched=True, post=post)
 
 
+def _teacher_clicks(ctx):
+    """PSEUDO.CLICK_ROUND: SOLOv2 (TEACHER node) on DATASETS.FULL + the first teacher's adaptive pseudo-labels
+    (``pseudo_round1``) that hold their click (``agreeing_pseudo_labels``), merged into ``train.json``."""
+    pcfg = ctx.pcfg
+    train_json = os.path.join(ctx.dir, "train.json")
+    pseudo_json, full_json = ctx.output("pseudo_round1", "adaptive"), dataset_json(pcfg.DATASETS.FULL)
+
+    def pre():
+        if not os.path.isfile(train_json):
+            agreeing, removed = agreeing_pseudo_labels(load_json(pseudo_json))
+            kept = write_json_atomic(agreeing, os.path.join(ctx.dir, "pseudo_agreeing.json"))
+            info = merge_pseudo_label_files(full_json, kept, train_json)
+            logger.info(f"{train_json}: {info['num_images']} images, {info['num_annotations']} annotations "
+                        f"({full_json} + {len(agreeing['annotations'])} pseudo-labels of {pseudo_json} that hold "
+                        f"their click; {removed} removed)")
+    name = "wssis_pipeline_teacher_clicks_train"
+    spec = _train_spec(ctx, name, register=((name, train_json, "train"),))
+    return StageCall(train_stage, (pcfg, ctx.dir, spec), launched=True, pre=pre)
+
+
+def _click_round(pcfg) -> bool:
+    return bool(pcfg.PSEUDO.CLICK_ROUND)
+
+
 _TRAINED = ("weights", "config")
 STAGES: Tuple[Stage, ...] = (
     Stage("data", _data, when=lambda pcfg: True, produces=("full", "points"), priority=0),
@@ -363,8 +391,12 @@ STAGES: Tuple[Stage, ...] = (
     Stage("pseudo_threshold", _export, needs=("teacher",), pseudo_rows=("threshold",), produces=("threshold",),
           priority=90, mode="threshold"),
     Stage("pseudo_fixed", _export, needs=("teacher",), pseudo_rows=("fixed_best",), priority=130, mode="fixed"),
-    Stage("pseudo_adaptive", _export, needs=("teacher",), pseudo_rows=("adaptive",), produces=("adaptive",),
-          priority=30, mode="adaptive"),
+    Stage("pseudo_round1", _export, needs=("teacher",), produces=("adaptive",), priority=31, mode="adaptive",
+          when=_click_round),
+    Stage("teacher_clicks", _teacher_clicks, needs=("data", "pseudo_round1"), produces=_TRAINED, priority=32,
+          when=_click_round, node="TEACHER"),
+    Stage("pseudo_adaptive", _export, needs=("teacher",), after=("teacher_clicks",), pseudo_rows=("adaptive",),
+          produces=("adaptive",), priority=30, mode="adaptive"),
     Stage("pseudo_oracle_size", _export, needs=("teacher",), pseudo_rows=("oracle_size",), produces=("oracle_size",),
           priority=120, mode="oracle_size"),
     Stage("pseudo_oracle_best", in_process(_oracle_best), needs=("pseudo_fixed",), pseudo_rows=("oracle_best",),
