@@ -42,6 +42,19 @@ def saved_catalogs():
         MetadataCatalog.data.update(metadata)
 
 
+@contextlib.contextmanager
+def free_builtin_names(prefixes=("coco_2017_train_", "wssis_shapes_")):
+    """``saved_catalogs`` with the built-in split names unregistered inside: ``train_net.py``'s import
+    registers them under the default root, and a test that registers them under its own root would be
+    refused (a name stands for one file in a process; several test files share one xdist worker)."""
+    with saved_catalogs():
+        for name in [n for n in DatasetCatalog.list() if n.startswith(prefixes)]:
+            DatasetCatalog.remove(name)
+        for name in [n for n in list(MetadataCatalog.data) if n.startswith(prefixes)]:
+            MetadataCatalog.remove(name)
+        yield
+
+
 def tiny_model_weights(config, path, *opts):
     """A checkpoint ``{"model": state_dict}`` at ``path`` of the model of ``config`` (repository-relative,
     ``opts`` merged) built from seed 0, no weights loaded: the same file for every caller."""

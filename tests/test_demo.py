@@ -7,7 +7,7 @@ import pytest
 
 from wssis_d2.pipeline.demo_figures import PAPER_5P, paper_table
 
-from conftest import REPO, load_script, saved_catalogs
+from conftest import REPO, free_builtin_names, load_script, saved_catalogs
 
 TINY = os.path.join(REPO, "configs", "pipeline", "shapes_tiny.yaml")
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -26,7 +26,7 @@ def test_paper_table_rows():
 
 def test_demo_on_tiny_profile(tmp_path, capsys):
     demo = load_script("tools/demo.py")
-    with saved_catalogs():
+    with free_builtin_names():
         out = demo.main(["--config-file", TINY, "--output-dir", str(tmp_path / "demo"), "--overlays", "2"])
     printed = capsys.readouterr().out
     assert "paper (COCO 5%, R-101)" in printed and "| student: full + points + MRN |" in printed
