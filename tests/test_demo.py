@@ -7,7 +7,7 @@ import pytest
 
 from wssis_d2.pipeline.demo_figures import PAPER_5P, paper_table
 
-from conftest import REPO, free_builtin_names, load_script, saved_catalogs
+from conftest import REPO, free_builtin_names, load_script
 
 TINY = os.path.join(REPO, "configs", "pipeline", "shapes_tiny.yaml")
 pytestmark = pytest.mark.usefixtures("one_thread_module")
