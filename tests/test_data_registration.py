@@ -12,7 +12,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from wssis_d2 import register_point_instances, register_wssis_splits
 from wssis_d2.data.datasets import load_point_json
 
-from conftest import free_builtin_names, saved_catalogs
+from conftest import free_builtin_names
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

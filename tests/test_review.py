@@ -10,11 +10,11 @@ from wssis_d2.data.json_io import load_json
 from wssis_d2.data.synthetic import generate_shapes_dataset
 from wssis_d2.modeling.tiling import tile_boxes
 from wssis_d2.pseudo.labels import fallback_disk
-from wssis_d2.review import FLAGS, ReviewSettings, area_stats, click_signals, efficiency, find_orphans, review_dataset
+from wssis_d2.review import FLAGS, ReviewSettings, area_stats, efficiency, find_orphans, review_dataset
 from wssis_d2.review.measure import drop_clicks, fit_weights, orphan_recovery, score_review
 from wssis_d2.review.report import ORPHAN_FLAG, review_document, reviewed_labels, write_review
 from wssis_d2.review.risk import click_risk, flag_strengths
-from wssis_d2.review.signals import tile_layout
+from wssis_d2.review.signals import tile_grid
 
 H, W = 64, 96
 
@@ -113,8 +113,8 @@ def test_object_cut_by_a_tile_seam():
     cut = box(10, 20, 64, 40)  # an object decoded in tile 0 and cut at its inner edge (x = 64)
     whole = box(70, 20, 90, 40)  # decoded in tile 1, away from its inner edge (x = 32)
     labels = labels_of([click(1, 1, cut, (20, 30)), click(2, 1, whole, (80, 30))])
-    assert tile_layout(0, 16) is None and tile_layout(64, 0.25)(H, W).tolist() == tiles.tolist()  # 0.25 x 64 = 16
-    review = review_dataset(labels, stats={None: (np.log(450.0), 0.5, 9)}, tiles=tile_layout(64, 16))
+    assert tile_grid(0, 16) is None and tile_grid(64, 0.25)(H, W).tolist() == tiles.tolist()  # 0.25 x 64 = 16
+    review = review_dataset(labels, stats={None: (np.log(450.0), 0.5, 9)}, tiles=tile_grid(64, 16))
     f = flags_of(review)
     # click 1 (x 20) lies in tile 0 only; click 2 (x 80) lies 48 px from tile 1's inner edge: tile 1 decodes it
     assert "tile_border" in f[1] and "tile_border" not in f[2]

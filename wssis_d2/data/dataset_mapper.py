@@ -7,7 +7,7 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.structures import BitMasks, Boxes, BoxMode, Instances
+from detectron2.structures import BitMasks, Boxes, Instances
 
 from ..utils.errors import WSSISInputError
 from .coco_masks import decode_segmentation, encode_masks

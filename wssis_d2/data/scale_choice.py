@@ -376,13 +376,14 @@ def choose_scale(image_hw: Sequence[Tuple[int, int]], instance_sizes: Sequence[f
         want = int(math.ceil(OVERLAP_FACTOR * p95))
         overlap = min(want, tile // 2)
         med_h, med_w = (float(v) for v in np.median(hw, axis=0))
-        if tile_layout(med_h, med_w, tile, overlap)[1] > MAX_REDUNDANCY and overlap > tile // 3:
+        num_tiles, decoded = tile_layout(med_h, med_w, tile, overlap)
+        if decoded > MAX_REDUNDANCY and overlap > tile // 3:
             lower = min(max(int(math.ceil(p95)), tile // 3), overlap)
             reasons.append(f"overlap lowered from {overlap} to {lower} px: {overlap} px would decode "
-                           f"{tile_layout(med_h, med_w, tile, overlap)[1]:.2f} x the image's pixels "
-                           f"(> {MAX_REDUNDANCY:g}); instances up to {lower} px still lie whole in some tile")
+                           f"{decoded:.2f} x the image's pixels (> {MAX_REDUNDANCY:g}); instances up to {lower} px "
+                           "still lie whole in some tile")
             overlap = lower
-        num_tiles, decoded = tile_layout(med_h, med_w, tile, overlap)
+            num_tiles, decoded = tile_layout(med_h, med_w, tile, overlap)
         per_cell = rho * tile * tile / S0 ** 2
         input_side = D32
         why = (f"exceeds {TILE_ABOVE:g} x {D} px" if s * side > TILE_ABOVE * D else

@@ -169,20 +169,17 @@ class PointLevelDecoder:
         pts = points.gt_points.to(device)[valid]
         classes = points.gt_classes.to(device)[valid]
         cap = self.max_per_image if max_per_image is None else int(max_per_image)
-        selection, labels, keep = self._decode(heads, pts, classes, gt_sizes, self.mode, self.fixed_level,
-                                               self.mask_thr, max_per_image=cap)
-        rows, masks = labels.indices[keep], labels.masks[keep]
-        boxes = mask_boxes(masks)
+        selection, labels, boxes = self._decode(heads, pts, classes, gt_sizes, self.mode, self.fixed_level,
+                                                self.mask_thr, max_per_image=cap)
+        keep = boxes[:, 2] > 0  # a mask can vanish when resized to the output size
+        rows, masks, boxes = labels.indices[keep], labels.masks[keep], boxes[keep]
         scores, out_classes, levels = labels.scores[keep], labels.classes[keep], labels.levels[keep]
         retried = rescued = 0
         if self.empty_mask_retry and self.mode != "oracle_size":
-            listed = torch.zeros(len(pts), dtype=torch.bool, device=device)
-            listed[labels.indices] = True  # post-processed (kept, or vanished at the output size)
-            missing = ~selection.valid.to(device) | listed
+            missing = torch.ones(len(pts), dtype=torch.bool, device=device)
             if labels.num_capped:  # a valid point left out was capped (or tiny, rule "after"): dropped on purpose
-                missing &= listed | ~selection.valid.to(device)
-            else:
-                missing |= ~listed
+                missing = ~selection.valid.to(device)
+                missing[labels.indices] = True  # post-processed: kept, or vanished at the output size
             missing[rows] = False
             held = _cell_keys(selection, rows)
             extra = self._retry(heads, pts, classes, torch.nonzero(missing).squeeze(1), held)
@@ -211,7 +208,8 @@ class PointLevelDecoder:
 
     def _decode(self, heads: ImageHeads, pts, classes, gt_sizes, mode, level, mask_thr, max_per_image=0,
                 prune=True):
-        """(selection, post-processed labels, (K,) bool: labels whose mask survives at the output size)."""
+        """(selection, post-processed labels, (K, 4) boxes of their masks: x1 = 0 where a mask vanished at the
+        output size)."""
         selection = select_point_masks(
             heads.cate_logits, heads.kernels, heads.mask_feats, pts, classes, heads.input_hw, self.strides,
             mode=mode, level=level, gt_sizes=gt_sizes, scale_ranges=self.scale_ranges, mask_thr=mask_thr,
@@ -219,8 +217,7 @@ class PointLevelDecoder:
         labels = postprocess_point_masks(
             selection, classes, self.strides, heads.input_hw, heads.image_hw, heads.output_hw, mask_thr=mask_thr,
             nms_iou=self.nms_iou, max_per_image=max_per_image)
-        keep = mask_boxes(labels.masks)[:, 2] > 0  # a mask can vanish when resized to the output size
-        return selection, labels, keep
+        return selection, labels, mask_boxes(labels.masks)
 
     def _retry(self, heads: ImageHeads, pts, classes, idx, held):
         """Masks for the points ``idx`` (M',) that got none (``empty_mask_retry``); ``held``: (level, cell)
@@ -256,15 +253,15 @@ class PointLevelDecoder:
     def _try(self, heads, pts, classes, sel, mode, level, mask_thr, held, todo):
         """One retry of the points ``sel``; the ones that get a mask on a cell nobody holds are marked done in
         ``todo`` and returned as (rows into ``pts``, masks, boxes, scores, classes, levels)."""
-        selection, labels, keep = self._decode(heads, pts[sel], classes[sel], None, mode, level, mask_thr)
+        selection, labels, boxes = self._decode(heads, pts[sel], classes[sel], None, mode, level, mask_thr)
         r = labels.indices
-        keep = keep & ~torch.isin(_cell_keys(selection, r), held)
+        keep = (boxes[:, 2] > 0) & ~torch.isin(_cell_keys(selection, r), held)
         if not keep.any():
             return None
         rows = sel[r[keep]]
         todo[rows] = False
-        return (rows, labels.masks[keep], mask_boxes(labels.masks[keep]), labels.scores[keep],
-                labels.classes[keep], labels.levels[keep])
+        return (rows, labels.masks[keep], boxes[keep], labels.scores[keep], labels.classes[keep],
+                labels.levels[keep])
 
 
 class ScoreThresholdDecoder:

@@ -40,7 +40,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 import numpy as np
 import pycocotools.mask as mask_util
 
-from ..data.coco_masks import clean_segmentations, decode_segmentation, encode_masks, log_cleaned, to_rle
+from ..data.coco_masks import clean_segmentations, decode_segmentation, log_cleaned, to_rle
 from ..data.json_io import load_json
 from ..data.validation import load_coco
 from ..data.point_rules import centroid_point

@@ -49,7 +49,7 @@ from ..review.measure import score_review
 from ..review.report import review_document, write_review
 from ..review.review import review_dataset
 from ..review.risk import ReviewSettings, settings_dict
-from ..review.signals import area_stats, tile_layout
+from ..review.signals import area_stats, tile_grid
 from ..utils.visualize import render_records
 
 __all__ = ["PREDICTIONS", "predict_points", "run_settings", "image_record"]
@@ -237,7 +237,7 @@ def predict_points(predictor, points: dict, image_root: str, output_dir: str, *,
     if review is not None:
         ranked = _review_run(output, points, list(_restamped(read_records([part], key="file_name"), image_ids)),
                              image_root, output_dir, review, areas_from,
-                             tile_layout(predictor.cfg.INPUT.TILE.SIZE, predictor.cfg.INPUT.TILE.OVERLAP))
+                             tile_grid(predictor.cfg.INPUT.TILE.SIZE, predictor.cfg.INPUT.TILE.OVERLAP))
     files = None
     if export and ranked:
         folder = os.path.join(output_dir, export)

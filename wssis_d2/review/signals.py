@@ -18,7 +18,7 @@ import torch
 from ..data.coco_masks import rle_areas
 from ..modeling.tiling import best_tiles, greedy_keep, overlap_pixels, tile_boxes
 
-__all__ = ["pixel_rles", "in_masks", "cut_pixels", "tile_edge_rles", "tile_layout", "click_signals", "plain_signals", "area_stats",
+__all__ = ["pixel_rles", "in_masks", "cut_pixels", "tile_edge_rles", "tile_grid", "click_signals", "plain_signals", "area_stats",
            "area_zscores", "find_orphans", "SIGNALS"]
 
 # Keys of ``click_signals``' result.
@@ -70,7 +70,7 @@ def tile_edge_rles(tiles: torch.Tensor, height: int, width: int) -> List[dict]:
     return out
 
 
-def tile_layout(size: int, overlap: float):
+def tile_grid(size: int, overlap: float):
     """``tiles(h, w) -> (T, 4)`` of ``INPUT.TILE.SIZE`` / ``OVERLAP`` (``tiling.tile_boxes``), None when tiles
     are off (size 0)."""
     if int(size) <= 0:

@@ -26,7 +26,7 @@ from .measure import score_review
 from .report import review_document, write_review
 from .review import review_dataset
 from .risk import ReviewSettings, settings_dict
-from .signals import area_stats, tile_layout
+from .signals import area_stats, tile_grid
 
 __all__ = ["PLAIN_JSON", "run_review", "tiles_of_config"]
 
@@ -42,7 +42,7 @@ def tiles_of_config(config_yaml: str):
         return None
     with open(config_yaml) as f:
         tile = ((yaml.safe_load(f) or {}).get("INPUT") or {}).get("TILE") or {}
-    return tile_layout(int(tile.get("SIZE", 0) or 0), float(tile.get("OVERLAP", 0.25)))
+    return tile_grid(int(tile.get("SIZE", 0) or 0), float(tile.get("OVERLAP", 0.25)))
 
 
 def _labels(pcfg, records: Mapping) -> dict:
