@@ -27,7 +27,9 @@ from wssis_d2.mrn.synthetic import make_corrupted_pseudo_json
 from conftest import REPO, tiny_model_weights
 
 # With CUDA, launch is detectron2's (NCCL, one GPU per process): not what these CPU configs can run.
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the GLOO path: machines without CUDA")
+# `make test-slow` (CI runs it after `make test`): ~1.5 min of process start-ups on 2 cores.
+pytestmark = [pytest.mark.skipif(torch.cuda.is_available(), reason="the GLOO path: machines without CUDA"),
+              pytest.mark.slow]
 
 NUM_IMAGES = 8  # 1 fully labeled, 7 in the points set
 SIZE = ["INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "96", "INPUT.MIN_SIZE_TEST", "96",

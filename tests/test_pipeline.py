@@ -20,7 +20,9 @@ from wssis_d2.pipeline.model_stages import checkpoint_file, checkpoint_iteration
 from wssis_d2.pipeline.compare import HEADLINES, format_comparison, headline_figures
 from wssis_d2.pipeline.results import best_fixed_level
 
-from conftest import REPO, saved_catalogs
+from wssis_d2.utils.errors import TRACEBACK_ENV, run_cli
+
+from conftest import REPO, load_script, saved_catalogs
 
 TINY = os.path.join(REPO, "configs", "pipeline", "shapes_tiny.yaml")
 ALL_STAGES = ["data", "teacher", "pseudo_threshold", "pseudo_fixed", "pseudo_adaptive", "pseudo_oracle_size",
@@ -141,12 +143,9 @@ def test_results_json_schema_every_row_filled(tiny_run):
     assert "threshold + MRN (no clicks" in md and "the bound" not in md
 
 
-def test_comparison_of_two_runs(tiny_run, tmp_path):
+def test_comparison_of_two_runs(tiny_run, tmp_path, capsys, monkeypatch):
     """tools/compare_results.py on a real run and a run that lacks rows: one column each, the headline
     figures computed from the rows (and "-" where a row is missing), the paper's values beside."""
-    import subprocess
-    import sys
-
     pcfg, _ = tiny_run
     path = os.path.join(pcfg.OUTPUT_DIR, "results.json")
     results = json.load(open(path))
@@ -165,10 +164,8 @@ def test_comparison_of_two_runs(tiny_run, tmp_path):
     other = tmp_path / "other.json"
     other.write_text(json.dumps(partial))
     md_path = tmp_path / "comparison.md"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compare_results.py"), "--run", "real", path,
-                           "--run", "partial", str(other), "--output", str(md_path)],
-                          capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
+    tool = load_script("tools/compare_results.py")  # in this process: the CLI's main and its run_cli
+    run_cli(tool.main, ["--run", "real", path, "--run", "partial", str(other), "--output", str(md_path)])
     md = md_path.read_text()
     assert md == format_comparison([("real", results), ("partial", partial)])
     assert "| | real | partial |" in md and "| teacher (full labels only) | " + f"{m['teacher']:.1f} | 5.0 | 20.1 |" in md
@@ -178,9 +175,10 @@ def test_comparison_of_two_runs(tiny_run, tmp_path):
     assert "## Models (microscopy: accuracy@0.5 / count error per image; score >= 0.5)" in md
     assert "| teacher (full labels only) | " + ("-" if acc is None else f"{acc:.3f}") + " / " in md
     assert len([line for line in md.splitlines() if line.startswith("| pseudo-labels:")]) == 6 == len(HEADLINES) - 3
-    missing = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compare_results.py"), "--run", "x",
-                              str(tmp_path / "nope.json")], capture_output=True, text=True, cwd=REPO)
-    assert missing.returncode == 2 and "nope.json" in missing.stderr
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)  # the one-line error, not the traceback
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(tool.main, ["--run", "x", str(tmp_path / "nope.json")])
+    assert exit_info.value.code == 2 and "nope.json" in capsys.readouterr().err
 
 
 def test_rerun_skips_finished_stages(tiny_run, monkeypatch):
@@ -306,3 +304,23 @@ def test_review_alone_on_a_finished_shapes_run(tiny_run):
     assert eff["num_clicks"] == len(points["annotations"]) and eff["curve"][-1] in (1.0, None)
     assert read_marker(os.path.join(pcfg.OUTPUT_DIR, "review")) is not None
 
+
+
+def test_demo_tool_on_the_finished_tiny_run(tiny_run, capsys):
+    """tools/demo.py on a finished run of its profile (every stage resumed, none re-run): the table beside the
+    paper's numbers, comparison.png (a row per point image, a column per kind), the bar plot of the models."""
+    import cv2
+
+    pcfg, _ = tiny_run
+    demo = load_script("tools/demo.py")
+    out = demo.main(["--config-file", TINY, "--output-dir", pcfg.OUTPUT_DIR, "--overlays", "2"])
+    printed = capsys.readouterr().out
+    assert "paper (COCO 5%, R-101)" in printed and "| student: full + points + MRN |" in printed
+    assert "33.7" in printed
+    grid = cv2.imread(out["figures"]["comparison"])
+    # 2 point images x 5 columns (the tiny profile fills every pseudo-label row) of 256-px cells
+    assert grid is not None and grid.shape[1] == 5 * 256 and 2 * 256 <= grid.shape[0] <= 2 * 256 + 60
+    assert grid.std() > 10  # not a blank canvas: the drawn images carry colour
+    bars = cv2.imread(out["figures"]["models_ap"])
+    assert bars is not None and bars.shape[:2] == (420, 800)
+    assert not any(name.endswith(".tmp.png") for name in os.listdir(pcfg.OUTPUT_DIR))

@@ -297,6 +297,7 @@ def test_cli_one_image_with_class_indices(trained, tmp_path):
     assert cli.main(argv[:6] + ["--points", spec, "--overwrite"] + argv[6:])["num_resumed"] == 0
 
 
+@pytest.mark.slow  # `make test-slow`: a CLI process started and killed
 def test_killed_folder_run_resumes_without_duplicates(trained, tmp_path):
     out = tmp_path / "pred"
     cmd = [sys.executable, "tools/predict.py", "--config-file", SOLO_CFG, "--weights", trained["weights"],

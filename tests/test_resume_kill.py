@@ -19,6 +19,8 @@ from wssis_d2.data.synthetic import generate_shapes_dataset
 
 from conftest import REPO, tiny_model_weights
 
+# `make test-slow` (CI runs it after `make test`): real processes started and killed.
+pytestmark = pytest.mark.slow
 NUM_IMAGES = 12
 
 
