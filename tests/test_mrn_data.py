@@ -167,9 +167,10 @@ def test_sample_jsons_and_registration(shapes, tmp_path):
 # -------------------------------------------------------------------------------- mapper vs refinement
 def test_training_mapper_equals_refinement_inputs(shapes, tmp_path, one_thread):
     """Same instance, same box scale: the training mapper's crop, heatmap (every channel) and coarse
-    mask equal what the refinement stage feeds the network, class index 0 included."""
+    mask equal what the refinement stage feeds the network, or all three its mirror image (the default
+    horizontal flip), class index 0 included."""
     cfg = _cfg(TRAIN_BOX_SCALE_RANGE=(2.0, 2.0), BOX_SCALE=2.0, REFINE_BATCH_SIZE=64)
-    cfg.INPUT.RANDOM_FLIP = "none"
+    assert cfg.INPUT.RANDOM_FLIP == "horizontal"
     model = build_model(cfg).eval()
     mapper = MRNDatasetMapper(cfg, is_train=True)
 
@@ -188,7 +189,8 @@ def test_training_mapper_equals_refinement_inputs(shapes, tmp_path, one_thread):
         return orig(images, heatmaps, coarse_masks)
 
     model.predict = spy
-    classes_checked = set()
+    classes_checked, flips = set(), set()
+    torch.manual_seed(0)
     for img in pseudo["images"]:
         idx = [i for i, a in enumerate(pseudo["annotations"]) if a["image_id"] == img["id"]]
         anns = [pseudo["annotations"][i] for i in idx]
@@ -201,13 +203,17 @@ def test_training_mapper_equals_refinement_inputs(shapes, tmp_path, one_thread):
             c = dicts[i]["annotations"][0]["category_id"]
             assert c == id_map[anns[k]["category_id"]]
             heat = model.batch_heatmaps([out])[0]
-            assert torch.equal(out["image"], r_img[k])
-            assert torch.equal(heat, r_heat[k])
-            assert torch.equal(out["coarse_mask"], r_coarse[k])
+            flipped = not torch.equal(out["image"], r_img[k])
+            mirror = (lambda t: t.flip(-1)) if flipped else (lambda t: t)
+            assert torch.equal(out["image"], mirror(r_img[k]))
+            assert torch.equal(heat, mirror(r_heat[k]))
+            assert torch.equal(out["coarse_mask"], mirror(r_coarse[k]))
+            flips.add(flipped)
             assert heat[c + 1].max() > 0.5 and torch.equal(heat[c + 1], heat[0])  # never zeroed
             assert heat[[j for j in range(heat.shape[0]) if j not in (0, c + 1)]].abs().max() == 0
             classes_checked.add(c)
     assert 0 in classes_checked and len(classes_checked) >= 3
+    assert flips == {True, False}
 
 
 def test_mapper_targets_random_scale_and_flip(shapes, tmp_path):
