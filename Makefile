@@ -26,12 +26,13 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt setup.py
 
 # Two pytest-xdist workers (the 2 cores of the CI machine), one test file per worker at a time. The tests
 # marked slow (several real processes started, killed and resumed: the distributed GLOO runs, SIGKILL
-# recovery; ~2.5 min) are in test-slow, which CI runs after test (.ci/run).
+# recovery; 1.5 min on a fresh clone) are in test-slow, which CI runs after test (.ci/run).
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
 test: install
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 test-slow: install
-	$(PY) -m pytest -q -n 2 --dist loadfile -m slow tests
+	$(PYTEST) -m slow tests
 
 # The whole method on generated shapes (configs/pipeline/shapes_demo.yaml): prints the results table, writes
 # output/demo/results.{md,json} and overlays in output/demo/overlays/. 5-11 min on 2 CPU cores (README); resumable.

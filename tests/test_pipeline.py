@@ -305,7 +305,6 @@ def test_review_alone_on_a_finished_shapes_run(tiny_run):
     assert read_marker(os.path.join(pcfg.OUTPUT_DIR, "review")) is not None
 
 
-
 def test_demo_tool_on_the_finished_tiny_run(tiny_run, capsys):
     """tools/demo.py on a finished run of its profile (every stage resumed, none re-run): the table beside the
     paper's numbers, comparison.png (a row per point image, a column per kind), the bar plot of the models."""
